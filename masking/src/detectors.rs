@@ -1,0 +1,644 @@
+//! The built-in detectors: a pattern that finds candidates cheaply, then a validator that
+//! decides, from the candidate and its surroundings, whether it is the real thing and how
+//! confident we are.
+//!
+//! Patterns use explicit ASCII classes and ASCII word boundaries (`(?-u:\b)`): Unicode `\d`
+//! and `\b` would match Arabic-Indic digits and force the slow engine on non-ASCII text.
+
+use std::net::Ipv6Addr;
+use std::str::FromStr;
+
+use base64::Engine as _;
+
+use crate::checksum::{luhn, mod97};
+
+/// A validated match: the span to mask (which may be narrower than the pattern's match,
+/// e.g. only the token after `Bearer `) and its confidence before context words.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Accepted {
+    pub start: usize,
+    pub end: usize,
+    pub confidence: f32,
+}
+
+/// Validates the pattern match `text[start..end]`, looking at the text around it if needed.
+pub(crate) type ValidateFn = fn(text: &str, start: usize, end: usize) -> Option<Accepted>;
+
+/// How a value is normalized before it is keyed into an HMAC token, so that
+/// `4111 1111 1111 1111` and `4111-1111-1111-1111` give the same token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Normalize {
+    /// Keep as is.
+    Verbatim,
+    /// Keep letters and digits, upper-cased.
+    Alphanumeric,
+    /// Lower-case (e-mail addresses compare case-insensitively in practice).
+    Lowercase,
+}
+
+pub(crate) struct BuiltinSpec {
+    pub name: &'static str,
+    pub pattern: &'static str,
+    pub validate: ValidateFn,
+    pub context: &'static [&'static str],
+    pub negative_context: &'static [&'static str],
+    pub normalize: Normalize,
+}
+
+/// Words that make a number look like a business identifier rather than personal data.
+const IDENTIFIER_WORDS: &[&str] = &[
+    "order", "invoice", "tracking", "sku", "serial", "isbn", "part no", "ticket", "build",
+];
+
+/// The built-in detectors, in the order findings report them.
+pub(crate) const BUILTINS: &[BuiltinSpec] = &[
+    BuiltinSpec {
+        name: "CREDIT_CARD",
+        pattern: r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)",
+        validate: credit_card,
+        context: &[
+            "card",
+            "credit",
+            "visa",
+            "mastercard",
+            "amex",
+            "payment",
+            "pan",
+            "cc",
+        ],
+        negative_context: IDENTIFIER_WORDS,
+        normalize: Normalize::Alphanumeric,
+    },
+    BuiltinSpec {
+        name: "US_SSN",
+        pattern: r"(?-u:\b)[0-9]{3}[- ]?[0-9]{2}[- ]?[0-9]{4}(?-u:\b)",
+        validate: us_ssn,
+        context: &["ssn", "social security", "social sec", "taxpayer"],
+        negative_context: IDENTIFIER_WORDS,
+        normalize: Normalize::Alphanumeric,
+    },
+    BuiltinSpec {
+        name: "IBAN",
+        pattern: r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}",
+        validate: iban,
+        context: &["iban", "bank", "account", "transfer", "sepa"],
+        negative_context: &[],
+        normalize: Normalize::Alphanumeric,
+    },
+    BuiltinSpec {
+        name: "EMAIL",
+        pattern: r"(?-u:\b)[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24}(?-u:\b)",
+        validate: email,
+        context: &["email", "e-mail", "mail", "contact"],
+        negative_context: &[],
+        normalize: Normalize::Lowercase,
+    },
+    BuiltinSpec {
+        name: "PHONE",
+        pattern: concat!(
+            // International: + country code, 8 to 15 digits with the usual separators.
+            r"\+[1-9][0-9 .()-]{6,22}[0-9]",
+            // North American: (212) 555-0123, 212-555-0123, 212.555.0123, 1-212-555-0123.
+            r"|(?:1[ .-]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}(?-u:\b)",
+            // Ten bare digits: only with a context word.
+            r"|(?-u:\b)[2-9][0-9]{2}[2-9][0-9]{6}(?-u:\b)",
+            // National trunk-prefix formats: 020 7946 0958, 030-12345678.
+            r"|(?-u:\b)0[1-9][0-9]{1,4}[ -][0-9]{3,8}(?:[ -][0-9]{3,4})?(?-u:\b)",
+        ),
+        validate: phone,
+        context: &[
+            "phone", "tel", "mobile", "cell", "call", "sms", "fax", "contact", "whatsapp",
+        ],
+        negative_context: IDENTIFIER_WORDS,
+        normalize: Normalize::Alphanumeric,
+    },
+    BuiltinSpec {
+        name: "IP_ADDRESS",
+        pattern: concat!(
+            r"(?-u:\b)(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?-u:\b)",
+            r"|(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}",
+            r"|(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?::",
+            r"(?:(?:[0-9A-Fa-f]{1,4}:){0,5}(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?",
+        ),
+        validate: ip_address,
+        context: &["ip", "addr", "host", "client", "remote", "server", "peer"],
+        negative_context: &["version", "ver.", "release", "build", "firmware", "oid"],
+        normalize: Normalize::Lowercase,
+    },
+    BuiltinSpec {
+        name: "AWS_ACCESS_KEY",
+        pattern: r"(?-u:\b)(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z2-7]{16}(?-u:\b)",
+        validate: aws_access_key,
+        context: &["aws", "access key", "access_key", "credential"],
+        negative_context: &[],
+        normalize: Normalize::Verbatim,
+    },
+    BuiltinSpec {
+        name: "JWT",
+        pattern: r"(?-u:\b)eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
+        validate: jwt,
+        context: &["token", "jwt", "authorization"],
+        negative_context: &[],
+        normalize: Normalize::Verbatim,
+    },
+    BuiltinSpec {
+        name: "BEARER_TOKEN",
+        pattern: r"(?i:bearer)[ \t]+[A-Za-z0-9._~+/-]{16,}=*",
+        validate: bearer_token,
+        context: &["authorization", "auth", "header"],
+        negative_context: &[],
+        normalize: Normalize::Verbatim,
+    },
+    BuiltinSpec {
+        name: "PRIVATE_KEY",
+        pattern: concat!(
+            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
+            // A truncated block still leaks key material: mask what is there.
+            r"|-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[A-Za-z0-9+/=\s\\:,-]*",
+        ),
+        validate: private_key,
+        context: &[],
+        negative_context: &[],
+        normalize: Normalize::Verbatim,
+    },
+];
+
+fn accept(start: usize, end: usize, confidence: f32) -> Option<Accepted> {
+    Some(Accepted {
+        start,
+        end,
+        confidence,
+    })
+}
+
+/// True when `text[start..end]` is a piece of a longer token: glued to a letter or digit,
+/// or continued by a separator and another digit (`12-555-0123-99`, `1.2.3.4.5`).
+fn is_embedded(text: &[u8], start: usize, end: usize) -> bool {
+    let is_joiner = |b: u8| matches!(b, b'-' | b'.' | b'/' | b':' | b'_');
+    if let Some(&before) = start.checked_sub(1).and_then(|i| text.get(i)) {
+        if before.is_ascii_alphanumeric() || before == b'_' {
+            return true;
+        }
+        if is_joiner(before) && start >= 2 && text[start - 2].is_ascii_digit() {
+            return true;
+        }
+    }
+    if let Some(&after) = text.get(end) {
+        if after.is_ascii_alphanumeric() || after == b'_' {
+            return true;
+        }
+        if is_joiner(after) && text.get(end + 1).is_some_and(u8::is_ascii_digit) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Digits and separators of a number-like match: digits go to `digits`, the separators
+/// must all be the same byte, and group lengths are recorded.
+struct DigitGroups {
+    digits: [u8; 20],
+    n_digits: usize,
+    separator: Option<u8>,
+    groups: [u8; 20],
+    n_groups: usize,
+}
+
+impl DigitGroups {
+    /// `None` when the separators differ or there are more than 20 digits.
+    fn parse(candidate: &[u8]) -> Option<DigitGroups> {
+        let mut parsed = DigitGroups {
+            digits: [0; 20],
+            n_digits: 0,
+            separator: None,
+            groups: [0; 20],
+            n_groups: 1,
+        };
+        for &byte in candidate {
+            if byte.is_ascii_digit() {
+                *parsed.digits.get_mut(parsed.n_digits)? = byte;
+                parsed.n_digits += 1;
+                parsed.groups[parsed.n_groups - 1] += 1;
+            } else {
+                match parsed.separator {
+                    Some(separator) if separator != byte => return None,
+                    _ => parsed.separator = Some(byte),
+                }
+                parsed.n_groups += 1;
+            }
+        }
+        Some(parsed)
+    }
+
+    fn digits(&self) -> &[u8] {
+        &self.digits[..self.n_digits]
+    }
+
+    fn groups(&self) -> &[u8] {
+        &self.groups[..self.n_groups]
+    }
+}
+
+fn credit_card(text: &str, start: usize, end: usize) -> Option<Accepted> {
+    let parsed = DigitGroups::parse(&text.as_bytes()[start..end])?;
+    let groups = parsed.groups();
+    // Cards are printed as one block, in fours (the last group shorter), or 4-6-5 / 4-6-4.
+    let well_grouped = groups.len() == 1
+        || (groups[..groups.len() - 1].iter().all(|&g| g == 4)
+            && (1..=4).contains(&groups[groups.len() - 1]))
+        || groups == [4, 6, 5]
+        || groups == [4, 6, 4];
+    let digits = parsed.digits();
+    if !well_grouped || !known_issuer(digits) || !luhn(digits) {
+        return None;
+    }
+    accept(start, end, 0.9)
+}
+
+/// Issuer identification number ranges and the lengths each issuer uses.
+fn known_issuer(digits: &[u8]) -> bool {
+    let prefix = |n: usize| -> u32 {
+        digits[..n]
+            .iter()
+            .fold(0, |acc, d| acc * 10 + u32::from(d - b'0'))
+    };
+    let len = digits.len();
+    if len < 13 {
+        return false;
+    }
+    let (p1, p2, p3, p4) = (prefix(1), prefix(2), prefix(3), prefix(4));
+    match () {
+        // Visa
+        _ if p1 == 4 => matches!(len, 13 | 16 | 19),
+        // Mastercard, old and 2-series ranges
+        _ if (51..=55).contains(&p2) || (2221..=2720).contains(&p4) => len == 16,
+        // American Express
+        _ if p2 == 34 || p2 == 37 => len == 15,
+        // Discover
+        _ if p4 == 6011 || (644..=649).contains(&p3) || p2 == 65 => (16..=19).contains(&len),
+        // Diners Club
+        _ if p2 == 36 || (300..=305).contains(&p3) || p2 == 38 || p2 == 39 => {
+            (14..=19).contains(&len)
+        }
+        // JCB
+        _ if (3528..=3589).contains(&p4) => (16..=19).contains(&len),
+        // UnionPay
+        _ if p2 == 62 => (16..=19).contains(&len),
+        // Mir
+        _ if (2200..=2204).contains(&p4) => (16..=19).contains(&len),
+        // Maestro
+        _ if matches!(p4, 5018 | 5020 | 5038 | 5893 | 6304 | 6759 | 6761..=6763) => {
+            (13..=19).contains(&len)
+        }
+        _ => false,
+    }
+}
+
+fn us_ssn(text: &str, start: usize, end: usize) -> Option<Accepted> {
+    let bytes = text.as_bytes();
+    let parsed = DigitGroups::parse(&bytes[start..end])?;
+    let digits = parsed.digits();
+    let consistent = match parsed.groups() {
+        [9] => true,
+        [3, 2, 4] => true,
+        _ => false,
+    };
+    if !consistent || is_embedded(bytes, start, end) {
+        return None;
+    }
+    let area = &digits[0..3];
+    if area == b"000" || area == b"666" || area[0] == b'9' {
+        return None;
+    }
+    if &digits[3..5] == b"00" || &digits[5..9] == b"0000" {
+        return None;
+    }
+    // Dashes are how SSNs are written; nine bare digits are usually something else.
+    let confidence = match parsed.separator {
+        Some(b'-') => 0.85,
+        Some(_) => 0.6,
+        None => 0.35,
+    };
+    accept(start, end, confidence)
+}
+
+/// IBAN length by country (SWIFT IBAN registry).
+const IBAN_LENGTHS: &[(&[u8; 2], usize)] = &[
+    (b"AD", 24),
+    (b"AE", 23),
+    (b"AL", 28),
+    (b"AT", 20),
+    (b"AZ", 28),
+    (b"BA", 20),
+    (b"BE", 16),
+    (b"BG", 22),
+    (b"BH", 22),
+    (b"BR", 29),
+    (b"BY", 28),
+    (b"CH", 21),
+    (b"CR", 22),
+    (b"CY", 28),
+    (b"CZ", 24),
+    (b"DE", 22),
+    (b"DK", 18),
+    (b"DO", 28),
+    (b"EE", 20),
+    (b"EG", 29),
+    (b"ES", 24),
+    (b"FI", 18),
+    (b"FO", 18),
+    (b"FR", 27),
+    (b"GB", 22),
+    (b"GE", 22),
+    (b"GI", 23),
+    (b"GL", 18),
+    (b"GR", 27),
+    (b"GT", 28),
+    (b"HR", 21),
+    (b"HU", 28),
+    (b"IE", 22),
+    (b"IL", 23),
+    (b"IQ", 23),
+    (b"IS", 26),
+    (b"IT", 27),
+    (b"JO", 30),
+    (b"KW", 30),
+    (b"KZ", 20),
+    (b"LB", 28),
+    (b"LC", 32),
+    (b"LI", 21),
+    (b"LT", 20),
+    (b"LU", 20),
+    (b"LV", 21),
+    (b"MC", 27),
+    (b"MD", 24),
+    (b"ME", 22),
+    (b"MK", 19),
+    (b"MR", 27),
+    (b"MT", 31),
+    (b"MU", 30),
+    (b"NL", 18),
+    (b"NO", 15),
+    (b"PK", 24),
+    (b"PL", 28),
+    (b"PS", 29),
+    (b"PT", 25),
+    (b"QA", 29),
+    (b"RO", 24),
+    (b"RS", 22),
+    (b"SA", 24),
+    (b"SC", 31),
+    (b"SE", 24),
+    (b"SI", 19),
+    (b"SK", 24),
+    (b"SM", 27),
+    (b"ST", 25),
+    (b"SV", 28),
+    (b"TL", 23),
+    (b"TN", 24),
+    (b"TR", 26),
+    (b"UA", 29),
+    (b"VA", 22),
+    (b"VG", 24),
+    (b"XK", 20),
+];
+
+fn iban(text: &str, start: usize, end: usize) -> Option<Accepted> {
+    let bytes = text.as_bytes();
+    let country = &bytes[start..start + 2];
+    let &(_, length) = IBAN_LENGTHS.iter().find(|(code, _)| code[..] == *country)?;
+    // The pattern is greedy and may run into a following word ("DE89… EUR"): cut the match
+    // at the country's length, which must then end on a token boundary.
+    let mut n_alnum = 0;
+    let mut cut = None;
+    for (offset, &byte) in bytes[start..end].iter().enumerate() {
+        if byte != b' ' {
+            n_alnum += 1;
+            if n_alnum == length {
+                cut = Some(start + offset + 1);
+                break;
+            }
+        }
+    }
+    let cut = cut?;
+    if bytes.get(cut).is_some_and(u8::is_ascii_alphanumeric) || !mod97(&bytes[start..cut]) {
+        return None;
+    }
+    accept(start, cut, 0.95)
+}
+
+fn email(text: &str, start: usize, end: usize) -> Option<Accepted> {
+    let candidate = &text[start..end];
+    let (local, domain) = candidate.rsplit_once('@')?;
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..");
+    let domain_ok = candidate.len() <= 254
+        && domain
+            .split('.')
+            .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
+    (local_ok && domain_ok).then_some(Accepted {
+        start,
+        end,
+        confidence: 0.9,
+    })
+}
+
+fn phone(text: &str, start: usize, end: usize) -> Option<Accepted> {
+    let bytes = text.as_bytes();
+    let candidate = &bytes[start..end];
+    if is_embedded(bytes, start, end) {
+        return None;
+    }
+    let n_digits = candidate.iter().filter(|b| b.is_ascii_digit()).count();
+    let first_digit = candidate.iter().find(|b| b.is_ascii_digit()).copied();
+    if candidate
+        .iter()
+        .filter(|b| b.is_ascii_digit())
+        .all(|&b| Some(b) == first_digit)
+    {
+        return None;
+    }
+    let n_open = candidate.iter().filter(|&&b| b == b'(').count();
+    let n_close = candidate.iter().filter(|&&b| b == b')').count();
+    if n_open != n_close || n_open > 1 {
+        return None;
+    }
+    // Doubled separators ("1--2", "1 . 2") are tables and ranges, not phone numbers.
+    let is_separator = |b: &u8| matches!(b, b' ' | b'.' | b'-');
+    if candidate
+        .windows(2)
+        .any(|w| is_separator(&w[0]) && is_separator(&w[1]))
+    {
+        return None;
+    }
+    let confidence = if candidate[0] == b'+' {
+        if !(8..=15).contains(&n_digits) {
+            return None;
+        }
+        0.8
+    } else if candidate[0] == b'0' {
+        if !(9..=12).contains(&n_digits) {
+            return None;
+        }
+        0.45
+    } else if n_digits == 10 && candidate.iter().all(u8::is_ascii_digit) {
+        0.3
+    } else {
+        0.7
+    };
+    accept(start, end, confidence)
+}
+
+fn ip_address(text: &str, start: usize, end: usize) -> Option<Accepted> {
+    let bytes = text.as_bytes();
+    let candidate = &text[start..end];
+    if !candidate.contains(':') {
+        // IPv4: four decimal octets, no leading zeros, not part of a longer dotted number.
+        if is_embedded(bytes, start, end) {
+            return None;
+        }
+        let valid_octets = candidate.split('.').all(|octet| {
+            (octet.len() == 1 || !octet.starts_with('0')) && octet.parse::<u8>().is_ok()
+        });
+        return valid_octets.then_some(Accepted {
+            start,
+            end,
+            confidence: 0.75,
+        });
+    }
+    // IPv6: the standard library parser is the validator; the pattern only finds candidates.
+    let is_glue = |b: u8| b.is_ascii_alphanumeric() || b == b':' || b == b'_';
+    let glued_before = start.checked_sub(1).is_some_and(|i| is_glue(bytes[i]));
+    let glued_after = bytes.get(end).is_some_and(|&b| is_glue(b));
+    if glued_before || glued_after || Ipv6Addr::from_str(candidate).is_err() {
+        return None;
+    }
+    let n_groups = candidate.split(':').filter(|g| !g.is_empty()).count();
+    // "a::b" in prose or code is more often a path than an address.
+    let confidence = if n_groups >= 3 { 0.75 } else { 0.5 };
+    accept(start, end, confidence)
+}
+
+fn aws_access_key(text: &str, start: usize, end: usize) -> Option<Accepted> {
+    // Real key IDs are random base32; placeholders like AKIAXXXXXXXXXXXXXXXX are not secrets.
+    let suffix = &text.as_bytes()[start + 4..end];
+    let mut seen = [false; 256];
+    let n_distinct = suffix
+        .iter()
+        .filter(|&&b| !std::mem::replace(&mut seen[usize::from(b)], true))
+        .count();
+    (n_distinct >= 6).then_some(Accepted {
+        start,
+        end,
+        confidence: 0.95,
+    })
+}
+
+fn jwt(text: &str, start: usize, end: usize) -> Option<Accepted> {
+    let mut parts = text[start..end].split('.');
+    let (header, payload) = (parts.next()?, parts.next()?);
+    let decodes_to_object = |part: &str, required_key: Option<&str>| {
+        let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part) else {
+            return false;
+        };
+        match serde_json::from_slice::<serde_json::Value>(&json) {
+            Ok(serde_json::Value::Object(map)) => required_key.is_none_or(|k| map.contains_key(k)),
+            _ => false,
+        }
+    };
+    (decodes_to_object(header, Some("alg")) && decodes_to_object(payload, None)).then_some(
+        Accepted {
+            start,
+            end,
+            confidence: 0.95,
+        },
+    )
+}
+
+fn bearer_token(text: &str, start: usize, end: usize) -> Option<Accepted> {
+    let bytes = text.as_bytes();
+    if start > 0 && bytes[start - 1].is_ascii_alphanumeric() {
+        return None;
+    }
+    // Mask the credential, keep the scheme: "Bearer [REDACTED:BEARER_TOKEN]".
+    let token_start = start
+        + 6
+        + bytes[start + 6..end]
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count();
+    let token = &bytes[token_start..end];
+    let has_digit = token.iter().any(u8::is_ascii_digit);
+    let has_letter = token.iter().any(u8::is_ascii_alphabetic);
+    if !(has_digit && has_letter) || bytes.get(end).is_some_and(u8::is_ascii_alphanumeric) {
+        return None;
+    }
+    accept(token_start, end, 0.85)
+}
+
+fn private_key(text: &str, start: usize, end: usize) -> Option<Accepted> {
+    let terminated = text[start..end].contains("-----END ");
+    accept(start, end, if terminated { 1.0 } else { 0.9 })
+}
+
+/// Confidence of a card-number candidate held in a JSON number, `None` if it is not one.
+pub(crate) fn card_number(digits: &[u8]) -> Option<f32> {
+    (known_issuer(digits) && luhn(digits)).then_some(0.9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(validate: ValidateFn, text: &str) -> Option<(usize, usize)> {
+        validate(text, 0, text.len()).map(|a| (a.start, a.end))
+    }
+
+    #[test]
+    fn credit_card_requires_luhn_issuer_and_grouping() {
+        assert!(check(credit_card, "4111 1111 1111 1111").is_some());
+        assert!(check(credit_card, "3782-822463-10005").is_some());
+        assert!(check(credit_card, "4111111111111112").is_none());
+        assert!(check(credit_card, "4111-1111 1111-1111").is_none());
+        assert!(check(credit_card, "41 1111 1111 1111 11").is_none());
+        // Luhn-valid but no issuer starts with 1.
+        assert!(check(credit_card, "1000000000000008").is_none());
+    }
+
+    #[test]
+    fn ssn_rules() {
+        assert!(check(us_ssn, "123-45-6789").is_some());
+        assert!(check(us_ssn, "923-45-6789").is_none());
+        assert!(check(us_ssn, "666-45-6789").is_none());
+        assert!(check(us_ssn, "000-45-6789").is_none());
+        assert!(check(us_ssn, "123-00-6789").is_none());
+        assert!(check(us_ssn, "123-45-0000").is_none());
+        assert!(check(us_ssn, "123-45 6789").is_none());
+    }
+
+    #[test]
+    fn iban_is_cut_at_country_length() {
+        let text = "DE89370400440532013000 EUR";
+        assert_eq!(iban(text, 0, text.len()).map(|a| a.end), Some(22));
+        assert!(check(iban, "DE89370400440532013001").is_none());
+        assert!(check(iban, "ZZ89370400440532013000").is_none());
+    }
+
+    #[test]
+    fn ip_addresses() {
+        assert!(check(ip_address, "192.168.1.20").is_some());
+        assert!(check(ip_address, "256.1.1.1").is_none());
+        assert!(check(ip_address, "01.2.3.4").is_none());
+        assert!(check(ip_address, "2001:db8::8a2e:370:7334").is_some());
+        assert!(check(ip_address, "00:1a:2b:3c:4d:5e").is_none());
+    }
+
+    #[test]
+    fn bearer_masks_only_the_token() {
+        let text = "Bearer abcdef0123456789xyz";
+        assert_eq!(bearer_token(text, 0, text.len()).map(|a| a.start), Some(7));
+    }
+}

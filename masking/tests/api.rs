@@ -1,0 +1,138 @@
+//! The public API as ingress uses it.
+
+use callproof_masking::{FieldRules, Finding, Masker, MaskingConfig, Replacement};
+use serde_json::json;
+
+fn masker() -> Masker {
+    Masker::new(&MaskingConfig::default()).unwrap()
+}
+
+fn finding(detector: &str, path: &str, count: u32) -> Finding {
+    Finding {
+        detector: detector.to_owned(),
+        path: path.to_owned(),
+        count,
+    }
+}
+
+#[test]
+fn field_rules_mask_whatever_the_field_holds() {
+    let rules = FieldRules::parse(&["/user/password", "/cards/*/cvv", "api_key"]).unwrap();
+    let mut doc = json!({
+        "user": {"password": {"nested": [1, 2]}, "name": "ann"},
+        "cards": [{"cvv": 123}, {"cvv": "456"}],
+        "deep": {"deeper": {"api_key": ["k1", "k2"]}},
+    });
+    let findings = masker().mask_json(&mut doc, &rules, false).unwrap();
+    assert_eq!(
+        doc,
+        json!({
+            "user": {"password": "[REDACTED:FIELD]", "name": "ann"},
+            "cards": [{"cvv": "[REDACTED:FIELD]"}, {"cvv": "[REDACTED:FIELD]"}],
+            "deep": {"deeper": {"api_key": "[REDACTED:FIELD]"}},
+        })
+    );
+    assert_eq!(findings.len(), 4);
+    assert!(findings.contains(&finding("FIELD", "/cards/1/cvv", 1)));
+    assert!(findings.contains(&finding("FIELD", "/deep/deeper/api_key", 1)));
+}
+
+#[test]
+fn detectors_mask_strings_at_any_depth_and_report_paths() {
+    let mut doc = json!({
+        "args": {
+            "note": "card 4111 1111 1111 1111, mail ann@example.com, again 5500-0000-0000-0004",
+            "list": ["ssn 123-45-6789", "nothing here"],
+        },
+        "amount": 12.5,
+    });
+    let findings = masker()
+        .mask_json(&mut doc, &FieldRules::empty(), true)
+        .unwrap();
+    assert_eq!(
+        doc["args"]["note"],
+        "card [REDACTED:CREDIT_CARD], mail [REDACTED:EMAIL], again [REDACTED:CREDIT_CARD]"
+    );
+    assert_eq!(doc["args"]["list"][0], "ssn [REDACTED:US_SSN]");
+    assert_eq!(
+        findings,
+        vec![
+            finding("US_SSN", "/args/list/0", 1),
+            finding("CREDIT_CARD", "/args/note", 2),
+            finding("EMAIL", "/args/note", 1),
+        ]
+    );
+    let serialized = serde_json::to_string(&findings).unwrap();
+    assert!(!serialized.contains("4111"));
+}
+
+#[test]
+fn card_numbers_held_in_json_numbers_are_masked() {
+    let mut doc = json!({"pan": 4111111111111111u64, "ts": 1705312200123u64});
+    let findings = masker()
+        .mask_json(&mut doc, &FieldRules::empty(), true)
+        .unwrap();
+    assert_eq!(
+        doc,
+        json!({"pan": "[REDACTED:CREDIT_CARD]", "ts": 1705312200123u64})
+    );
+    assert_eq!(findings, vec![finding("CREDIT_CARD", "/pan", 1)]);
+}
+
+#[test]
+fn keys_are_scanned_when_configured() {
+    let config = MaskingConfig {
+        scan_keys: true,
+        ..MaskingConfig::default()
+    };
+    let mut doc = json!({"by_user": {"ann@example.com": 1, "bob@example.com": 2}});
+    let findings = Masker::new(&config)
+        .unwrap()
+        .mask_json(&mut doc, &FieldRules::empty(), true)
+        .unwrap();
+    let inner = doc["by_user"].as_object().unwrap();
+    assert!(inner.contains_key("[REDACTED:EMAIL]"));
+    assert!(inner.contains_key("[REDACTED:EMAIL]#2"));
+    assert_eq!(findings.len(), 2);
+    assert!(findings.iter().all(|f| !f.path.contains('@')));
+}
+
+#[test]
+fn text_without_pii_is_borrowed() {
+    let (masked, findings) = masker().mask_text("order 2024-01-15 shipped");
+    assert!(matches!(masked, std::borrow::Cow::Borrowed(_)));
+    assert!(findings.is_empty());
+}
+
+#[test]
+fn hmac_tokens_correlate_equal_values() {
+    let config = MaskingConfig {
+        replacement: Replacement::Hmac,
+        hmac_key: Some("0123456789abcdef0123".into()),
+        ..MaskingConfig::default()
+    };
+    let masker = Masker::new(&config).unwrap();
+    let (a, _) = masker.mask_text("4111 1111 1111 1111");
+    let (b, _) = masker.mask_text("4111-1111-1111-1111");
+    let (c, _) = masker.mask_text("5500 0000 0000 0004");
+    assert!(a.starts_with("[HMAC:CREDIT_CARD:") && a.len() == "[HMAC:CREDIT_CARD:]".len() + 10);
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}
+
+#[test]
+fn partial_keeps_the_last_four() {
+    let config = MaskingConfig {
+        replacement: Replacement::Partial,
+        ..MaskingConfig::default()
+    };
+    let (masked, _) = Masker::new(&config)
+        .unwrap()
+        .mask_text("pay 4111 1111 1111 1234?");
+    // 4111111111111234 is not Luhn-valid; use a valid one.
+    assert_eq!(masked, "pay 4111 1111 1111 1234?");
+    let (masked, _) = Masker::new(&config)
+        .unwrap()
+        .mask_text("pay 4111 1111 1111 1111.");
+    assert_eq!(masked, "pay [REDACTED:CREDIT_CARD:...1111].");
+}

@@ -1,0 +1,3 @@
+//! Integration tests of `callproof-masking`, one module per topic.
+
+mod api;
