@@ -97,7 +97,7 @@ pub(crate) const BUILTINS: &[BuiltinSpec] = &[
         name: "PHONE",
         pattern: concat!(
             // International: + country code, 8 to 15 digits with the usual separators.
-            r"\+[1-9][0-9 .()-]{6,22}[0-9]",
+            r"\+[1-9][0-9]{0,3}(?:[ .-]?(?:\([0-9]{1,4}\)|[0-9]{1,6})){1,7}",
             // North American: (212) 555-0123, 212-555-0123, 212.555.0123, 1-212-555-0123.
             r"|(?:1[ .-]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}(?-u:\b)",
             // Ten bare digits: only with a context word.
@@ -240,6 +240,10 @@ impl DigitGroups {
 }
 
 fn credit_card(text: &str, start: usize, end: usize) -> Option<Accepted> {
+    // "+4917284853448" is a phone number whatever its checksum.
+    if start > 0 && text.as_bytes()[start - 1] == b'+' {
+        return None;
+    }
     let parsed = DigitGroups::parse(&text.as_bytes()[start..end])?;
     let groups = parsed.groups();
     // Cards are printed as one block, in fours (the last group shorter), or 4-6-5 / 4-6-4.
@@ -248,6 +252,16 @@ fn credit_card(text: &str, start: usize, end: usize) -> Option<Accepted> {
             && (1..=4).contains(&groups[groups.len() - 1]))
         || groups == [4, 6, 5]
         || groups == [4, 6, 4];
+    // A grouped card is not the middle of a longer grouped number ("FR27 4646 5640 ...").
+    let bytes = text.as_bytes();
+    let continues = |separator: u8| {
+        (start >= 2 && bytes[start - 1] == separator && bytes[start - 2].is_ascii_digit())
+            || (bytes.get(end) == Some(&separator)
+                && bytes.get(end + 1).is_some_and(u8::is_ascii_digit))
+    };
+    if parsed.separator.is_some_and(continues) {
+        return None;
+    }
     let digits = parsed.digits();
     if !well_grouped || !known_issuer(digits) || !luhn(digits) {
         return None;

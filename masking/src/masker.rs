@@ -456,7 +456,7 @@ impl Detector {
             return 0.0;
         };
         let window_start = start.saturating_sub(CONTEXT_WINDOW);
-        let window = &text.as_bytes()[window_start..start];
+        let window = clause_tail(&text.as_bytes()[window_start..start]);
         let closest = |haystack: &[u8]| {
             context
                 .find_iter(haystack)
@@ -471,6 +471,35 @@ impl Detector {
             Some(false) => -CONTEXT_PENALTY,
             None => 0.0,
         }
+    }
+}
+
+/// The end of `window` after its last clause break (`;`, `|`, a newline, `,` `.` `!` `?`
+/// followed by a space, or a digit): in "order #12 and call 212-555-0123" the word "order"
+/// is about another value.
+fn clause_tail(window: &[u8]) -> &[u8] {
+    let is_break = |i: usize| match window[i] {
+        // A digit belongs to another value, which the words before it were about.
+        b';' | b'|' | b'\n' | b'0'..=b'9' => true,
+        b',' | b'!' | b'?' => window.get(i + 1).is_some_and(|&b| b == b' '),
+        // A full stop ends a sentence, unless it ends an abbreviation ("no.", "tel.").
+        b'.' => {
+            let word = &window[..i];
+            let word = &word[word.len()
+                - word
+                    .iter()
+                    .rev()
+                    .take_while(|b| b.is_ascii_alphanumeric())
+                    .count()..];
+            let abbreviation =
+                (1..=3).contains(&word.len()) && word.iter().all(u8::is_ascii_alphabetic);
+            window.get(i + 1).is_some_and(|&b| b == b' ') && !abbreviation
+        }
+        _ => false,
+    };
+    match (0..window.len()).rev().find(|&i| is_break(i)) {
+        Some(i) => &window[i + 1..],
+        None => window,
     }
 }
 

@@ -1,0 +1,791 @@
+//! Labelled corpus generator and scorer for the accuracy test and `examples/accuracy.rs`.
+//!
+//! Records are JSON payloads or free text mixing real-looking PII (valid card numbers, SSNs,
+//! IBANs, ...) with near misses a careless detector would flag: Luhn-failing cards, 9xx and
+//! 666 SSNs, IBANs with a wrong check, order IDs, timestamps, UUIDs, SKUs, ISBNs, version
+//! strings, hashes. Every record knows how many values of each detector each JSON path holds;
+//! the scorer compares that with the masker's findings, and also checks that no labelled
+//! value survives in the output. Deterministic: same seed, same corpus.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine as _;
+use callproof_masking::{FieldRules, Masker};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{Map, Value};
+
+pub const SEED: u64 = 0x00ca_11f0_0f;
+pub const N_RECORDS: usize = 6000;
+
+pub enum Payload {
+    Json(Value),
+    Text(String),
+}
+
+pub struct Record {
+    pub payload: Payload,
+    /// (detector, path) -> number of labelled values.
+    pub expected: BTreeMap<(String, String), u32>,
+    /// The labelled values, to check none leaks into the output.
+    pub secrets: Vec<String>,
+}
+
+/// One generated piece of text: a value with the phrase in front of it, and its label.
+struct Item {
+    text: String,
+    value: String,
+    detector: Option<&'static str>,
+    /// A JSON key that fits the value (context for the detectors).
+    key: &'static str,
+}
+
+pub fn generate(seed: u64, n_records: usize) -> Vec<Record> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n_records)
+        .map(|i| {
+            if i % 2 == 0 {
+                json_record(&mut rng)
+            } else {
+                text_record(&mut rng)
+            }
+        })
+        .collect()
+}
+
+fn items(rng: &mut StdRng) -> Vec<Item> {
+    let n_pii = rng.gen_range(0..=3);
+    let n_decoys = rng.gen_range(1..=3);
+    let mut items: Vec<Item> = (0..n_pii).map(|_| pii(rng)).collect();
+    items.extend((0..n_decoys).map(|_| decoy(rng)));
+    items.shuffle(rng);
+    items
+}
+
+fn text_record(rng: &mut StdRng) -> Record {
+    let items = items(rng);
+    let joiners = ["; ", ", ", ". ", " and ", "\n", " | "];
+    let mut text = String::from(
+        *["Note: ", "", "Support ticket. ", "log: "]
+            .choose(rng)
+            .unwrap(),
+    );
+    let mut record = empty_record();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            text.push_str(joiners.choose(rng).unwrap());
+        }
+        text.push_str(&item.text);
+        record.label(item, "");
+    }
+    text.push_str(*[".", "", " thanks", "!"].choose(rng).unwrap());
+    record.payload = Payload::Text(text);
+    record
+}
+
+fn json_record(rng: &mut StdRng) -> Record {
+    let items = items(rng);
+    let mut record = empty_record();
+    let mut args = Map::new();
+    let mut notes = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match rng.gen_range(0..4) {
+            // In a field of its own, under a telling key.
+            0 | 1 => {
+                let key = format!("{}_{i}", item.key);
+                record.label(&item, &format!("/args/{key}"));
+                if item.detector == Some("CREDIT_CARD")
+                    && item.value.bytes().all(|b| b.is_ascii_digit())
+                    && rng.gen_bool(0.5)
+                {
+                    // Card numbers also arrive as JSON numbers.
+                    args.insert(key, Value::from(item.value.parse::<u64>().unwrap()));
+                } else {
+                    args.insert(key, Value::String(item.text));
+                }
+            }
+            // In free text inside the payload.
+            _ => notes.push(item),
+        }
+    }
+    if !notes.is_empty() {
+        let text = notes
+            .iter()
+            .map(|n| n.text.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let path = format!("/args/messages/{}", 0);
+        for note in &notes {
+            record.label(note, &path);
+        }
+        args.insert("messages".into(), Value::Array(vec![Value::String(text)]));
+    }
+    record.payload = Payload::Json(serde_json::json!({
+        "function": *["refund_payment", "lookup_customer", "send_email", "create_ticket"].choose(rng).unwrap(),
+        "call_id": uuid(rng),
+        "args": args,
+        "attempt": rng.gen_range(1..4),
+    }));
+    record
+}
+
+fn empty_record() -> Record {
+    Record {
+        payload: Payload::Text(String::new()),
+        expected: BTreeMap::new(),
+        secrets: Vec::new(),
+    }
+}
+
+impl Record {
+    fn label(&mut self, item: &Item, path: &str) {
+        if let Some(detector) = item.detector {
+            *self
+                .expected
+                .entry((detector.to_owned(), path.to_owned()))
+                .or_default() += 1;
+            self.secrets.push(item.value.clone());
+        }
+    }
+}
+
+fn item(text: String, value: String, detector: Option<&'static str>, key: &'static str) -> Item {
+    Item {
+        text,
+        value,
+        detector,
+        key,
+    }
+}
+
+fn with_phrase(rng: &mut StdRng, phrases: &[&str], value: &str) -> String {
+    let phrase = phrases.choose(rng).unwrap();
+    if phrase.is_empty() {
+        value.to_owned()
+    } else {
+        format!("{phrase} {value}")
+    }
+}
+
+fn pii(rng: &mut StdRng) -> Item {
+    match rng.gen_range(0..10) {
+        0 => {
+            let card = valid_card(rng);
+            let v = format_card(rng, &card);
+            item(
+                with_phrase(
+                    rng,
+                    &["card", "paid with", "cc:", "", "Visa/MC", "number"],
+                    &v,
+                ),
+                v,
+                Some("CREDIT_CARD"),
+                "card_number",
+            )
+        }
+        1 => {
+            let (v, needs_context) = ssn(rng);
+            let phrases: &[&str] = if needs_context {
+                &["SSN", "ssn:", "social security no."]
+            } else {
+                &["SSN", "", "customer", "id"]
+            };
+            item(with_phrase(rng, phrases, &v), v, Some("US_SSN"), "ssn")
+        }
+        2 => {
+            let v = iban(rng, true);
+            item(
+                with_phrase(rng, &["IBAN", "transfer to", "", "account"], &v),
+                v,
+                Some("IBAN"),
+                "iban",
+            )
+        }
+        3 => {
+            let v = email(rng);
+            item(
+                with_phrase(rng, &["email", "contact", "", "send to"], &v),
+                v,
+                Some("EMAIL"),
+                "email",
+            )
+        }
+        4 => {
+            let (v, needs_context) = phone(rng);
+            let phrases: &[&str] = if needs_context {
+                &["phone", "tel:", "call", "mobile"]
+            } else {
+                &["phone", "", "call me at", "reach"]
+            };
+            item(with_phrase(rng, phrases, &v), v, Some("PHONE"), "phone")
+        }
+        5 => {
+            let v = ip(rng);
+            item(
+                with_phrase(rng, &["from", "client ip", "", "host"], &v),
+                v,
+                Some("IP_ADDRESS"),
+                "client_ip",
+            )
+        }
+        6 => {
+            let v = format!(
+                "{}{}",
+                ["AKIA", "ASIA"].choose(rng).unwrap(),
+                random_from(rng, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
+            );
+            item(
+                with_phrase(rng, &["aws_access_key_id=", "key", ""], &v),
+                v,
+                Some("AWS_ACCESS_KEY"),
+                "access_key",
+            )
+        }
+        7 => {
+            let v = jwt(rng, true);
+            item(
+                with_phrase(rng, &["token", "jwt=", ""], &v),
+                v,
+                Some("JWT"),
+                "session",
+            )
+        }
+        8 => {
+            let token = random_from(
+                rng,
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+                12,
+            ) + "7Qx"
+                + &random_from(rng, b"abcdefghijklmnopqrstuvwxyz0123456789-._", 20);
+            let text = format!(
+                "{} {token}",
+                ["Authorization: Bearer", "bearer", "Bearer"]
+                    .choose(rng)
+                    .unwrap()
+            );
+            item(text, token, Some("BEARER_TOKEN"), "headers")
+        }
+        _ => {
+            let body: Vec<String> = (0..rng.gen_range(2..6))
+                .map(|_| {
+                    random_from(
+                        rng,
+                        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+                        64,
+                    )
+                })
+                .collect();
+            let kind = ["RSA ", "EC ", "", "OPENSSH "].choose(rng).unwrap();
+            let v = format!(
+                "-----BEGIN {kind}PRIVATE KEY-----\n{}\n-----END {kind}PRIVATE KEY-----",
+                body.join("\n")
+            );
+            item(v.clone(), v, Some("PRIVATE_KEY"), "key_pem")
+        }
+    }
+}
+
+fn decoy(rng: &mut StdRng) -> Item {
+    let none = |text: String, key| item(text, String::new(), None, key);
+    match rng.gen_range(0..16) {
+        0 => {
+            // A card number with a wrong check digit.
+            let mut digits = valid_card(rng).into_bytes();
+            let last = digits.len() - 1;
+            digits[last] = b'0' + (digits[last] - b'0' + rng.gen_range(1..10)) % 10;
+            let v = format_card(rng, &String::from_utf8(digits).unwrap());
+            none(with_phrase(rng, &["card", "", "ref"], &v), "card_number")
+        }
+        1 => {
+            let area = [
+                format!("9{:02}", rng.gen_range(0..100)),
+                "666".into(),
+                "000".into(),
+            ]
+            .choose(rng)
+            .unwrap()
+            .clone();
+            none(
+                format!(
+                    "ssn {area}-{:02}-{:04}",
+                    rng.gen_range(1..100),
+                    rng.gen_range(1..10000)
+                ),
+                "ssn",
+            )
+        }
+        2 => {
+            let mut v = iban(rng, false);
+            v.push_str("");
+            none(with_phrase(rng, &["IBAN", ""], &v), "iban")
+        }
+        3 => none(
+            format!("order ORD-{:08}", rng.gen_range(0..100_000_000)),
+            "order_id",
+        ),
+        4 => none(
+            format!("order #{}", rng.gen_range(2_000_000_000u64..9_999_999_999)),
+            "order_id",
+        ),
+        5 => none(
+            format!(
+                "invoice INV-{}-{:06}",
+                rng.gen_range(2015..2026),
+                rng.gen_range(0..1_000_000)
+            ),
+            "invoice",
+        ),
+        6 => {
+            let ts = format!(
+                "{}-{:02}-{:02}T{:02}:{:02}:{:02}{}",
+                rng.gen_range(2015..2026),
+                rng.gen_range(1..13),
+                rng.gen_range(1..29),
+                rng.gen_range(0..24),
+                rng.gen_range(0..60),
+                rng.gen_range(0..60),
+                [".123Z", "Z", "+02:00", ""].choose(rng).unwrap()
+            );
+            none(with_phrase(rng, &["at", "created", ""], &ts), "created_at")
+        }
+        7 => none(
+            format!(
+                "ts {}",
+                rng.gen_range(1_500_000_000_000u64..1_800_000_000_000)
+            ),
+            "ts",
+        ),
+        8 => none(format!("request {}", uuid(rng)), "request_id"),
+        9 => none(
+            format!(
+                "SKU {}-{}-{:04}",
+                rng.gen_range(200..999),
+                rng.gen_range(200..999),
+                rng.gen_range(0..10000)
+            ),
+            "sku",
+        ),
+        10 => none(
+            format!(
+                "ISBN 978-{}-{:02}-{:06}-{}",
+                rng.gen_range(0..10),
+                rng.gen_range(0..100),
+                rng.gen_range(0..1_000_000),
+                rng.gen_range(0..10)
+            ),
+            "isbn",
+        ),
+        11 => none(
+            format!(
+                "version {}.{}.{}.{}",
+                rng.gen_range(0..20),
+                rng.gen_range(0..20),
+                rng.gen_range(0..100),
+                rng.gen_range(0..1000)
+            ),
+            "version",
+        ),
+        12 => none(
+            format!("sha256 {}", random_from(rng, b"0123456789abcdef", 64)),
+            "digest",
+        ),
+        13 => none(
+            format!(
+                "total ${}.{:02} for {} items",
+                rng.gen_range(1..100_000),
+                rng.gen_range(0..100),
+                rng.gen_range(1..50)
+            ),
+            "amount",
+        ),
+        14 => {
+            // Near-miss secrets: a key ID one character short, a "JWT" whose parts are not JSON.
+            if rng.gen_bool(0.5) {
+                none(
+                    format!(
+                        "key AKIA{}",
+                        random_from(rng, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 15)
+                    ),
+                    "access_key",
+                )
+            } else {
+                none(format!("token {}", jwt(rng, false)), "session")
+            }
+        }
+        _ => none(
+            format!(
+                "{} at {}",
+                ["user@localhost", "@support_team", "admin@", "mailto:"]
+                    .choose(rng)
+                    .unwrap(),
+                format!("{:02}:{:02}", rng.gen_range(0..24), rng.gen_range(0..60))
+            ),
+            "handle",
+        ),
+    }
+}
+
+fn random_from(rng: &mut StdRng, alphabet: &[u8], len: usize) -> String {
+    (0..len)
+        .map(|_| char::from(*alphabet.choose(rng).unwrap()))
+        .collect()
+}
+
+fn digits(rng: &mut StdRng, len: usize) -> String {
+    random_from(rng, b"0123456789", len)
+}
+
+fn valid_card(rng: &mut StdRng) -> String {
+    let (prefix, len) = *[
+        ("4", 16),
+        ("4", 16),
+        ("51", 16),
+        ("55", 16),
+        ("2221", 16),
+        ("34", 15),
+        ("37", 15),
+        ("6011", 16),
+        ("65", 16),
+        ("3530", 16),
+        ("4", 13),
+    ]
+    .choose(rng)
+    .unwrap();
+    let mut number = prefix.to_owned() + &digits(rng, len - prefix.len() - 1);
+    for check in 0..10 {
+        let candidate = format!("{number}{check}");
+        if luhn(&candidate) {
+            number = candidate;
+            break;
+        }
+    }
+    number
+}
+
+fn luhn(number: &str) -> bool {
+    let sum: u32 = number
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 1 {
+                if d * 2 > 9 { d * 2 - 9 } else { d * 2 }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+fn format_card(rng: &mut StdRng, digits: &str) -> String {
+    let separator = *["", " ", "-"].choose(rng).unwrap();
+    if separator.is_empty() {
+        return digits.to_owned();
+    }
+    let groups: Vec<usize> = if digits.len() == 15 {
+        vec![4, 6, 5]
+    } else {
+        vec![4; digits.len().div_ceil(4)]
+    };
+    let mut out = Vec::new();
+    let mut at = 0;
+    for g in groups {
+        let end = (at + g).min(digits.len());
+        out.push(&digits[at..end]);
+        at = end;
+    }
+    out.join(separator)
+}
+
+/// A valid SSN and whether it needs a context word (bare nine digits do).
+fn ssn(rng: &mut StdRng) -> (String, bool) {
+    let area = loop {
+        let area = rng.gen_range(1..900);
+        if area != 666 {
+            break area;
+        }
+    };
+    let (group, serial) = (rng.gen_range(1..100), rng.gen_range(1..10000));
+    match rng.gen_range(0..6) {
+        0 => (format!("{area:03}{group:02}{serial:04}"), true),
+        1 => (format!("{area:03} {group:02} {serial:04}"), true),
+        _ => (format!("{area:03}-{group:02}-{serial:04}"), false),
+    }
+}
+
+fn iban(rng: &mut StdRng, valid: bool) -> String {
+    let (country, bban) = match rng.gen_range(0..6) {
+        0 => ("DE", digits(rng, 18)),
+        1 => (
+            "GB",
+            random_from(rng, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 4) + &digits(rng, 14),
+        ),
+        2 => ("FR", digits(rng, 23)),
+        3 => (
+            "NL",
+            random_from(rng, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 4) + &digits(rng, 10),
+        ),
+        4 => ("ES", digits(rng, 20)),
+        _ => (
+            "IT",
+            random_from(rng, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 1) + &digits(rng, 22),
+        ),
+    };
+    let numeric: String = format!("{bban}{country}00")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                c.to_string()
+            } else {
+                (c as u32 - 'A' as u32 + 10).to_string()
+            }
+        })
+        .collect();
+    let remainder = numeric
+        .bytes()
+        .fold(0u32, |r, b| (r * 10 + u32::from(b - b'0')) % 97);
+    let mut check = 98 - remainder;
+    if !valid {
+        check = (check + rng.gen_range(1..97)) % 97;
+    }
+    let compact = format!("{country}{check:02}{bban}");
+    if rng.gen_bool(0.5) {
+        return compact;
+    }
+    compact
+        .as_bytes()
+        .chunks(4)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn email(rng: &mut StdRng) -> String {
+    let first = [
+        "ann", "bob", "carla", "dmitri", "eve", "fatima", "guo", "hiro",
+    ]
+    .choose(rng)
+    .unwrap();
+    let last = ["smith", "o.neil", "garcia", "nguyen", "muller", "k"]
+        .choose(rng)
+        .unwrap();
+    let tag = if rng.gen_bool(0.2) {
+        format!("+{}", rng.gen_range(1..99))
+    } else {
+        String::new()
+    };
+    let domain = [
+        "example.com",
+        "mail.example.org",
+        "corp-mail.co.uk",
+        "uni.edu",
+        "x.io",
+    ]
+    .choose(rng)
+    .unwrap();
+    format!("{first}.{last}{tag}@{domain}")
+}
+
+/// A phone number and whether it needs a context word.
+fn phone(rng: &mut StdRng) -> (String, bool) {
+    let area = rng.gen_range(200..1000);
+    let exchange = rng.gen_range(200..1000);
+    let line = rng.gen_range(0..10000);
+    match rng.gen_range(0..7) {
+        0 => (format!("+1 {area} {exchange} {line:04}"), false),
+        1 => (
+            format!(
+                "+44 20 {} {}",
+                rng.gen_range(1000..10000),
+                rng.gen_range(1000..10000)
+            ),
+            false,
+        ),
+        2 => (
+            format!("+49{}{}", rng.gen_range(150..180), digits(rng, 8)),
+            false,
+        ),
+        3 => (format!("({area}) {exchange}-{line:04}"), false),
+        4 => (format!("{area}-{exchange}-{line:04}"), false),
+        5 => (format!("{area}{exchange}{line:04}"), true),
+        _ => (
+            format!(
+                "020 {} {}",
+                rng.gen_range(1000..10000),
+                rng.gen_range(1000..10000)
+            ),
+            true,
+        ),
+    }
+}
+
+fn ip(rng: &mut StdRng) -> String {
+    if rng.gen_bool(0.7) {
+        let o: [u8; 4] = rng.r#gen();
+        return format!("{}.{}.{}.{}", o[0].max(1), o[1], o[2], o[3]);
+    }
+    let groups: Vec<String> = (0..8)
+        .map(|_| format!("{:x}", rng.gen_range(1..0xffffu32)))
+        .collect();
+    if rng.gen_bool(0.5) {
+        groups.join(":")
+    } else {
+        format!("2001:db8::{}", groups[5..].join(":"))
+    }
+}
+
+fn jwt(rng: &mut StdRng, valid: bool) -> String {
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    if !valid {
+        // Starts like a JWT but the parts decode to garbage.
+        return format!(
+            "eyJ{}.eyJ{}.{}",
+            random_from(rng, b"abcdefghijklmnop", 10),
+            random_from(rng, b"qrstuvwxyz", 12),
+            random_from(rng, b"abc", 8)
+        );
+    }
+    let header = b64(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = b64(format!(
+        r#"{{"sub":"{}","iat":{}}}"#,
+        rng.gen_range(1..1_000_000),
+        rng.gen_range(1_600_000_000u64..1_800_000_000)
+    )
+    .as_bytes());
+    let signature: [u8; 32] = rng.r#gen();
+    format!("{header}.{payload}.{}", b64(&signature))
+}
+
+fn uuid(rng: &mut StdRng) -> String {
+    let hex = random_from(rng, b"0123456789abcdef", 32);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// Per-detector counts of true positives, false positives and false negatives.
+#[derive(Default)]
+pub struct Scores {
+    pub by_detector: BTreeMap<String, (u64, u64, u64)>,
+    /// Labelled values found verbatim in the masked output.
+    pub leaks: u64,
+    pub n_labelled: u64,
+}
+
+pub fn evaluate(masker: &Masker, records: &[Record]) -> Scores {
+    let mut scores = Scores::default();
+    for record in records {
+        let (findings, output) = match &record.payload {
+            Payload::Json(doc) => {
+                let mut doc = doc.clone();
+                let findings = masker
+                    .mask_json(&mut doc, &FieldRules::empty(), true)
+                    .expect("corpus documents are shallow");
+                (findings, doc.to_string())
+            }
+            Payload::Text(text) => {
+                let (masked, findings) = masker.mask_text(text);
+                (findings, masked.into_owned())
+            }
+        };
+        let mut found: BTreeMap<(String, String), u32> = BTreeMap::new();
+        for finding in findings {
+            *found.entry((finding.detector, finding.path)).or_default() += finding.count;
+        }
+        let keys: std::collections::BTreeSet<_> = found
+            .keys()
+            .chain(record.expected.keys())
+            .cloned()
+            .collect();
+        for key in keys {
+            let expected = u64::from(record.expected.get(&key).copied().unwrap_or(0));
+            let got = u64::from(found.get(&key).copied().unwrap_or(0));
+            let tp = expected.min(got);
+            let entry = scores.by_detector.entry(key.0.clone()).or_default();
+            entry.0 += tp;
+            entry.1 += got - tp;
+            entry.2 += expected - tp;
+        }
+        for secret in &record.secrets {
+            scores.n_labelled += 1;
+            // serde_json escapes newlines: compare on the first line for PEM blocks.
+            if output.contains(secret.lines().next().unwrap_or_default()) {
+                scores.leaks += 1;
+            }
+        }
+    }
+    scores
+}
+
+impl Scores {
+    pub fn precision(&self, detector: &str) -> f64 {
+        let (tp, fp, _) = self.by_detector.get(detector).copied().unwrap_or_default();
+        ratio(tp, tp + fp)
+    }
+
+    pub fn recall(&self, detector: &str) -> f64 {
+        let (tp, _, fn_) = self.by_detector.get(detector).copied().unwrap_or_default();
+        ratio(tp, tp + fn_)
+    }
+
+    pub fn totals(&self) -> (u64, u64, u64) {
+        self.by_detector
+            .values()
+            .fold((0, 0, 0), |acc, v| (acc.0 + v.0, acc.1 + v.1, acc.2 + v.2))
+    }
+}
+
+fn ratio(numerator: u64, denominator: u64) -> f64 {
+    if denominator == 0 {
+        1.0
+    } else {
+        numerator as f64 / denominator as f64
+    }
+}
+
+fn f1(precision: f64, recall: f64) -> f64 {
+    if precision + recall == 0.0 {
+        0.0
+    } else {
+        2.0 * precision * recall / (precision + recall)
+    }
+}
+
+/// The Markdown table of `masking/README.md`.
+impl fmt::Display for Scores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "| detector | labelled | TP | FP | FN | precision | recall | F1 |"
+        )?;
+        writeln!(f, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
+        let row = |f: &mut fmt::Formatter<'_>, name: &str, (tp, fp, fn_): (u64, u64, u64)| {
+            let (p, r) = (ratio(tp, tp + fp), ratio(tp, tp + fn_));
+            writeln!(
+                f,
+                "| {name} | {} | {tp} | {fp} | {fn_} | {p:.4} | {r:.4} | {:.4} |",
+                tp + fn_,
+                f1(p, r)
+            )
+        };
+        for (name, counts) in &self.by_detector {
+            row(f, name, *counts)?;
+        }
+        row(f, "**all**", self.totals())?;
+        writeln!(
+            f,
+            "\nlabelled values left verbatim in the output: {} of {}",
+            self.leaks, self.n_labelled
+        )
+    }
+}
