@@ -1,0 +1,393 @@
+//! The sections of the deployment file. Every struct refuses unknown keys; every field that may
+//! be left out has its default here, and `docs/configuration.md` documents each one.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use crate::{ConfigErrorKind, Secret};
+
+pub use callproof_masking::MaskingConfig;
+
+/// A validation failure: the dotted key path it concerns, and why.
+pub(crate) type KeyError = (String, ConfigErrorKind);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub ingress: IngressConfig,
+    pub oidc: Option<OidcConfig>,
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub masking: MaskingConfig,
+    /// Functions by name: `[functions.<name>]`.
+    #[serde(default)]
+    pub functions: BTreeMap<String, FunctionConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressConfig {
+    pub listen: SocketAddr,
+    /// Names this gateway instance in every event it emits.
+    pub instance_id: String,
+    /// The URL callers reach this gateway at; used in status links.
+    pub public_url: Option<String>,
+    /// The largest request body any function accepts; a function may set a smaller one.
+    pub max_request_bytes: usize,
+    /// The largest response a function may return.
+    pub max_response_bytes: usize,
+    /// Upstream timeout for functions that do not set their own.
+    pub default_timeout_ms: u64,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        IngressConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            instance_id: "ingress-1".to_string(),
+            public_url: None,
+            max_request_bytes: 1024 * 1024,
+            max_response_bytes: 8 * 1024 * 1024,
+            default_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer URL; its `/.well-known/openid-configuration` names the JWKS.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must carry at least one.
+    pub audiences: Vec<String>,
+    /// Claim that holds the caller's groups; a dotted path reaches into objects
+    /// (`realm_access.roles`).
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Accepted signing algorithms.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    #[serde(default = "default_clock_skew_secs")]
+    pub clock_skew_secs: u64,
+    /// How long fetched keys are trusted before they are fetched again.
+    #[serde(default = "default_jwks_cache_secs")]
+    pub jwks_cache_secs: u64,
+    /// The least time between two fetches caused by unknown key ids, so that tokens with made-up
+    /// `kid`s cannot make the gateway hammer the issuer.
+    #[serde(default = "default_jwks_min_refresh_secs")]
+    pub jwks_min_refresh_secs: u64,
+    #[serde(default = "default_http_timeout_ms")]
+    pub http_timeout_ms: u64,
+}
+
+fn default_groups_claim() -> String {
+    "groups".to_string()
+}
+fn default_algorithms() -> Vec<String> {
+    ["RS256", "ES256", "EdDSA"].map(String::from).to_vec()
+}
+fn default_clock_skew_secs() -> u64 {
+    30
+}
+fn default_jwks_cache_secs() -> u64 {
+    600
+}
+fn default_jwks_min_refresh_secs() -> u64 {
+    10
+}
+fn default_http_timeout_ms() -> u64 {
+    5_000
+}
+
+/// Algorithms the gateway can verify. Symmetric ones are absent on purpose: a gateway that
+/// accepted HS256 could be fed tokens "signed" with the issuer's public key.
+pub const SUPPORTED_ALGORITHMS: [&str; 6] = ["RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated.
+    pub brokers: String,
+    pub calls_topic: String,
+    pub siem_topic: String,
+    /// How long the gateway waits for the broker to acknowledge an event before it refuses the
+    /// call with 503.
+    pub delivery_timeout_ms: u64,
+    /// Extra librdkafka properties (security.protocol, sasl.*, ...), passed through as written.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".to_string(),
+            calls_topic: "callproof.calls.v1".to_string(),
+            siem_topic: "callproof.siem.v1".to_string(),
+            delivery_timeout_ms: 5_000,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionConfig {
+    /// Where the function runs; the gateway POSTs the (masked) JSON arguments here.
+    pub upstream: String,
+    pub timeout_ms: Option<u64>,
+    /// The largest request body this function accepts (at most `ingress.max_request_bytes`).
+    pub max_request_bytes: Option<usize>,
+    #[serde(default)]
+    pub credential: Credential,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// Who may call a function and what is masked on the way. Deny by default: a function with no
+/// `allow_*` entry can be called by nobody.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default)]
+    pub allow_subjects: Vec<String>,
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
+    /// Fields masked in the request before it is forwarded: JSON pointers (`/card/number`, `*`
+    /// for any index) or key names matched at any depth.
+    #[serde(default)]
+    pub mask_request: Vec<String>,
+    /// Fields masked in the response before it is returned, as `mask_request`.
+    #[serde(default)]
+    pub mask_response: Vec<String>,
+    /// Run the PII and secret detectors over request and response bodies.
+    #[serde(default = "default_true")]
+    pub detect: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            allow_subjects: Vec::new(),
+            allow_groups: Vec::new(),
+            mask_request: Vec::new(),
+            mask_response: Vec::new(),
+            detect: true,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The credential the gateway adds to upstream requests; callers never see it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Credential {
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer(BearerCredential),
+    /// An arbitrary header, e.g. `x-api-key`.
+    Header(HeaderCredential),
+    /// `Authorization: Basic base64(username:password)`.
+    Basic(BasicCredential),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerCredential {
+    pub token: Option<Secret>,
+    pub token_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderCredential {
+    pub name: String,
+    pub value: Option<Secret>,
+    pub value_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicCredential {
+    pub username: String,
+    pub password: Option<Secret>,
+    pub password_file: Option<String>,
+}
+
+impl Config {
+    pub(crate) fn resolve_secrets(
+        &mut self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), KeyError> {
+        for (name, function) in &mut self.functions {
+            let at = format!("functions.{name}.credential");
+            match &mut function.credential {
+                Credential::None => {}
+                Credential::Bearer(bearer) => {
+                    resolve_one(&mut bearer.token, &bearer.token_file, &at, "token", env)?
+                }
+                Credential::Header(header) => {
+                    resolve_one(&mut header.value, &header.value_file, &at, "value", env)?
+                }
+                Credential::Basic(basic) => resolve_one(
+                    &mut basic.password,
+                    &basic.password_file,
+                    &at,
+                    "password",
+                    env,
+                )?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks values and how the sections fit together; no I/O.
+    pub fn validate(&self) -> Result<(), KeyError> {
+        let invalid = |key: &str, reason: String| {
+            (
+                key.to_string(),
+                ConfigErrorKind::Invalid {
+                    key: key.to_string(),
+                    reason,
+                },
+            )
+        };
+        let ingress = &self.ingress;
+        if ingress.instance_id.trim().is_empty() {
+            return Err(invalid("ingress.instance_id", "must not be empty".into()));
+        }
+        if ingress.max_request_bytes == 0 {
+            return Err(invalid(
+                "ingress.max_request_bytes",
+                "must be positive".into(),
+            ));
+        }
+        if ingress.default_timeout_ms == 0 {
+            return Err(invalid(
+                "ingress.default_timeout_ms",
+                "must be positive".into(),
+            ));
+        }
+        if let Some(oidc) = &self.oidc {
+            if !(oidc.issuer.starts_with("https://") || oidc.issuer.starts_with("http://")) {
+                return Err(invalid("oidc.issuer", "must be an http(s) URL".into()));
+            }
+            if oidc.audiences.is_empty() {
+                return Err(invalid(
+                    "oidc.audiences",
+                    "must name at least one audience".into(),
+                ));
+            }
+            if oidc.algorithms.is_empty() {
+                return Err(invalid("oidc.algorithms", "must not be empty".into()));
+            }
+            if let Some(algorithm) = oidc
+                .algorithms
+                .iter()
+                .find(|algorithm| !SUPPORTED_ALGORITHMS.contains(&algorithm.as_str()))
+            {
+                return Err(invalid(
+                    "oidc.algorithms",
+                    format!(
+                        "names {algorithm:?}, which is not one of {}",
+                        SUPPORTED_ALGORITHMS.join(", ")
+                    ),
+                ));
+            }
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must not be empty".into()));
+        }
+        for (name, function) in &self.functions {
+            let at = |key: &str| format!("functions.{name}.{key}");
+            if !is_function_name(name) {
+                return Err(invalid(
+                    &format!("functions.{name}"),
+                    "is not a valid function name: use letters, digits, '_', '-' and '.'".into(),
+                ));
+            }
+            if !(function.upstream.starts_with("http://")
+                || function.upstream.starts_with("https://"))
+            {
+                return Err(invalid(&at("upstream"), "must be an http(s) URL".into()));
+            }
+            if function.timeout_ms == Some(0) {
+                return Err(invalid(&at("timeout_ms"), "must be positive".into()));
+            }
+            if let Some(limit) = function.max_request_bytes
+                && (limit == 0 || limit > ingress.max_request_bytes)
+            {
+                return Err(invalid(
+                    &at("max_request_bytes"),
+                    format!(
+                        "must be between 1 and ingress.max_request_bytes ({})",
+                        ingress.max_request_bytes
+                    ),
+                ));
+            }
+            if let Credential::Header(header) = &function.credential
+                && http_header_name_is_invalid(&header.name)
+            {
+                return Err(invalid(
+                    &at("credential.name"),
+                    format!("{:?} is not a valid HTTP header name", header.name),
+                ));
+            }
+            for (key, rules) in [
+                ("policy.mask_request", &function.policy.mask_request),
+                ("policy.mask_response", &function.policy.mask_response),
+            ] {
+                callproof_masking::FieldRules::parse(rules)
+                    .map_err(|error| invalid(&at(key), error.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn resolve_one(
+    value: &mut Option<Secret>,
+    file: &Option<String>,
+    at: &str,
+    key: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), KeyError> {
+    let key_path = format!("{at}.{key}");
+    let result = match (value.as_mut(), file) {
+        (Some(secret), None) => secret.resolve(&key_path, env),
+        (None, Some(path)) => Secret::from_file(&format!("{key_path}_file"), path).map(|secret| {
+            *value = Some(secret);
+        }),
+        (Some(_), Some(_)) => Err(ConfigErrorKind::Invalid {
+            key: key_path.clone(),
+            reason: format!("and `{key}_file` are both set; set one"),
+        }),
+        (None, None) => Err(ConfigErrorKind::Invalid {
+            key: key_path.clone(),
+            reason: format!("is missing: set `{key}` (a value or ${{ENV}}) or `{key}_file`"),
+        }),
+    };
+    result.map_err(|kind| (key_path, kind))
+}
+
+pub fn is_function_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.'))
+}
+
+fn http_header_name_is_invalid(name: &str) -> bool {
+    name.is_empty()
+        || !name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
+}

@@ -1,0 +1,157 @@
+use super::*;
+
+const EXAMPLE: &str = r#"
+[ingress]
+listen = "127.0.0.1:0"
+instance_id = "gw-test"
+
+[oidc]
+issuer = "http://127.0.0.1:9000"
+audiences = ["callproof"]
+groups_claim = "realm_access.roles"
+
+[kafka]
+brokers = "127.0.0.1:9092"
+
+[functions.get_customer]
+upstream = "http://127.0.0.1:9100/customer"
+timeout_ms = 2000
+credential = { kind = "bearer", token = "${CUSTOMER_TOKEN}" }
+
+[functions.get_customer.policy]
+allow_groups = ["support"]
+mask_request = ["/ssn", "password"]
+
+[functions.legacy]
+upstream = "http://127.0.0.1:9100/legacy"
+credential = { kind = "basic", username = "svc", password = "literal-password" }
+"#;
+
+fn env(name: &str) -> Option<String> {
+    (name == "CUSTOMER_TOKEN").then(|| "token-from-env".to_string())
+}
+
+fn load(source: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_with_env(source, "deploy.toml", &env)
+}
+
+#[test]
+fn example_loads_and_resolves_env_references() {
+    let config = load(EXAMPLE).unwrap();
+    let function = &config.functions["get_customer"];
+    let Credential::Bearer(bearer) = &function.credential else {
+        panic!("bearer credential expected");
+    };
+    assert_eq!(bearer.token.as_ref().unwrap().expose(), "token-from-env");
+    assert_eq!(function.policy.allow_groups, ["support"]);
+    assert!(function.policy.detect);
+    assert_eq!(config.oidc.unwrap().clock_skew_secs, 30);
+}
+
+#[test]
+fn secrets_never_print() {
+    let config = load(EXAMPLE).unwrap();
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("token-from-env"));
+    assert!(!printed.contains("literal-password"));
+    assert!(printed.contains("[secret]"));
+}
+
+#[test]
+fn secret_from_file_drops_the_trailing_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    std::fs::write(&path, "from-file\n").unwrap();
+    let source = format!(
+        "[functions.f]\nupstream = \"http://x\"\ncredential = {{ kind = \"header\", name = \"x-api-key\", value_file = {:?} }}\n",
+        path.display().to_string()
+    );
+    let config = load(&source).unwrap();
+    let Credential::Header(header) = &config.functions["f"].credential else {
+        panic!("header credential expected");
+    };
+    assert_eq!(header.value.as_ref().unwrap().expose(), "from-file");
+}
+
+fn error_of(source: &str) -> String {
+    load(source).unwrap_err().to_string()
+}
+
+#[test]
+fn unknown_key_is_refused_with_line() {
+    let source = "[ingress]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n";
+    let error = error_of(source);
+    assert!(error.starts_with("deploy.toml:3:"), "{error}");
+    assert!(error.contains("unknown field `listen_port`"), "{error}");
+}
+
+#[test]
+fn missing_env_is_refused_naming_key_variable_and_line() {
+    let source = "[functions.f]\nupstream = \"http://x\"\n\n[functions.f.credential]\nkind = \"bearer\"\ntoken = \"${NOT_SET}\"\n";
+    let error = error_of(source);
+    assert!(error.starts_with("deploy.toml:6:"), "{error}");
+    assert!(error.contains("functions.f.credential.token"), "{error}");
+    assert!(error.contains("NOT_SET"), "{error}");
+}
+
+#[test]
+fn bad_values_are_refused_with_reason() {
+    let cases = [
+        (
+            "[functions.f]\nupstream = \"ftp://x\"\n",
+            "functions.f.upstream` must be an http(s) URL",
+        ),
+        (
+            "[functions.\"a b\"]\nupstream = \"http://x\"\n",
+            "not a valid function name",
+        ),
+        (
+            "[functions.f]\nupstream = \"http://x\"\ntimeout_ms = 0\n",
+            "timeout_ms` must be positive",
+        ),
+        (
+            "[functions.f]\nupstream = \"http://x\"\nmax_request_bytes = 99999999999\n",
+            "max_request_bytes` must be between",
+        ),
+        (
+            "[oidc]\nissuer = \"http://i\"\naudiences = []\n",
+            "must name at least one audience",
+        ),
+        (
+            "[oidc]\nissuer = \"http://i\"\naudiences = [\"a\"]\nalgorithms = [\"HS256\"]\n",
+            "\"HS256\", which is not one of",
+        ),
+        (
+            "[functions.f]\nupstream = \"http://x\"\ncredential = { kind = \"bearer\" }\n",
+            "is missing",
+        ),
+        (
+            "[functions.f]\nupstream = \"http://x\"\ncredential = { kind = \"header\", name = \"bad header\", value = \"v\" }\n",
+            "not a valid HTTP header name",
+        ),
+        (
+            "[functions.f]\nupstream = \"http://x\"\ncredential = { kind = \"magic\" }\n",
+            "unknown variant `magic`",
+        ),
+        (
+            "[ingress]\nlisten = \"not an address\"\n",
+            "invalid socket address",
+        ),
+        ("[ingress\n", "invalid table header"),
+    ];
+    for (source, expected) in cases {
+        let error = error_of(source);
+        assert!(error.contains(expected), "{source:?}: {error}");
+        assert!(error.starts_with("deploy.toml:"), "{error}");
+    }
+}
+
+#[test]
+fn committed_examples_load() {
+    for example in ["callproof.toml"] {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/").to_string() + example;
+        let source = std::fs::read_to_string(&path).unwrap();
+        Config::from_toml_with_env(&source, &path, &|_| Some("example-secret".into()))
+            .unwrap_or_else(|error| panic!("{error}"));
+    }
+}
