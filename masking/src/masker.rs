@@ -43,6 +43,26 @@ const CONTEXT_PENALTY: f32 = 0.35;
 /// fixpoint. Each pass replaces at least one span, so few passes are ever needed.
 const MAX_PASSES: usize = 8;
 
+/// Strings up to this length skip the set's match list; see `find_spans`.
+const SHORT_STRING: usize = 512;
+
+/// Indices of the patterns to run over a string.
+enum MatchedPatterns {
+    Some(regex::SetMatchesIntoIter),
+    All(std::ops::RangeInclusive<usize>),
+}
+
+impl Iterator for MatchedPatterns {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            MatchedPatterns::Some(matches) => matches.next(),
+            MatchedPatterns::All(range) => range.next(),
+        }
+    }
+}
+
 /// The compiled masking engine. Build once with [`Masker::new`], share in an `Arc`.
 pub struct Masker {
     detectors: Vec<Detector>,
@@ -302,7 +322,16 @@ impl Masker {
         }
         let mut candidates = Vec::new();
         let token_index = self.detectors.len();
-        for index in self.prefilter.matches(text).iter() {
+        // Which patterns matched? For a long string, ask the set once (it allocates a small
+        // match list) so that only those detectors scan it. A short string (most JSON values)
+        // is cheaper to hand to each detector directly, and that allocates nothing: near
+        // misses such as order IDs stay allocation-free.
+        let matched = if text.len() > SHORT_STRING {
+            MatchedPatterns::Some(self.prefilter.matches(text).into_iter())
+        } else {
+            MatchedPatterns::All(0..=token_index)
+        };
+        for index in matched {
             if index == token_index {
                 candidates.extend(self.token.find_iter(text).map(|m| Candidate {
                     detector: None,

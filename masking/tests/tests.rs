@@ -1,5 +1,7 @@
-//! Integration tests of `callproof-masking`, one module per topic.
+//! Integration tests of `callproof-masking`, one module per topic. The allocation test lives
+//! in its own binary (`tests/alloc.rs`) because it installs a global allocator.
 
 mod accuracy;
 mod api;
 mod corpus;
+mod robustness;

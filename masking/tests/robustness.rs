@@ -1,0 +1,210 @@
+//! Idempotence in every replacement mode, and hostile input: deep and huge documents,
+//! invalid UTF-8, expensive custom patterns.
+
+use std::time::{Duration, Instant};
+
+use callproof_masking::{
+    CustomDetector, FieldRules, Masker, MaskingConfig, MaskingError, Replacement,
+};
+use serde_json::{Value, json};
+
+use crate::corpus::{self, Payload};
+
+fn config(replacement: Replacement) -> MaskingConfig {
+    MaskingConfig {
+        replacement,
+        hmac_key: Some("an hmac key of at least 16 bytes".into()),
+        scan_keys: true,
+        ..MaskingConfig::default()
+    }
+}
+
+#[test]
+fn masking_masked_output_changes_nothing_in_every_mode() {
+    let records = corpus::generate(7, 1500);
+    let rules = FieldRules::parse(&["/args/ssn_0", "call_id"]).unwrap();
+    for replacement in [Replacement::Redact, Replacement::Partial, Replacement::Hmac] {
+        let masker = Masker::new(&config(replacement)).unwrap();
+        for record in &records {
+            match &record.payload {
+                Payload::Json(doc) => {
+                    let mut once = doc.clone();
+                    masker.mask_json(&mut once, &rules, true).unwrap();
+                    let mut twice = once.clone();
+                    let findings = masker.mask_json(&mut twice, &rules, true).unwrap();
+                    assert_eq!(once, twice, "{replacement:?}");
+                    assert!(findings.is_empty(), "{replacement:?}: {findings:?}");
+                }
+                Payload::Text(text) => {
+                    let (once, _) = masker.mask_text(text);
+                    let (twice, findings) = masker.mask_text(&once);
+                    assert_eq!(once, twice, "{replacement:?}");
+                    assert!(findings.is_empty(), "{replacement:?}: {findings:?}");
+                }
+            }
+        }
+    }
+}
+
+// Replacing the card un-glued the phone number after it, which a second pass then masked.
+#[test]
+fn masking_is_a_fixpoint_when_a_replacement_unglues_a_neighbour() {
+    let masker = Masker::new(&MaskingConfig::default()).unwrap();
+    let (once, _) = masker.mask_text("4111111111111111-212-555-0123");
+    let (twice, findings) = masker.mask_text(&once);
+    assert_eq!(once, twice);
+    assert!(findings.is_empty());
+}
+
+#[test]
+fn deep_documents_are_an_error_not_a_stack_overflow() {
+    let mut doc = json!("4111 1111 1111 1111");
+    for _ in 0..2000 {
+        doc = Value::Array(vec![doc]);
+    }
+    let masker = Masker::new(&MaskingConfig::default()).unwrap();
+    let error = masker
+        .mask_json(&mut doc, &FieldRules::empty(), true)
+        .unwrap_err();
+    assert!(matches!(error, MaskingError::TooDeep { max_depth: 128 }));
+    assert_eq!(
+        error.to_string(),
+        "document nests deeper than `masking.max_depth` (128)"
+    );
+    // Dropping a 2000-deep value recurses in serde_json; unwind it here iteratively.
+    while let Value::Array(mut items) = doc {
+        doc = items.pop().unwrap_or(Value::Null);
+    }
+}
+
+#[test]
+fn huge_documents_take_linear_time() {
+    let masker = Masker::new(&MaskingConfig::default()).unwrap();
+    let line = "order ORD-12345678 for ann@example.com at 2024-01-15T10:30:00Z; ";
+    let text = line.repeat(4 * 1024 * 1024 / line.len());
+    let started = Instant::now();
+    let (masked, findings) = masker.mask_text(&text);
+    assert_eq!(findings[0].count as usize, text.len() / line.len());
+    assert!(!masked.contains("ann@"));
+    // Generous even for a debug build on a loaded machine; quadratic behaviour would take hours.
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn invalid_utf8_is_an_error_naming_the_offset() {
+    let masker = Masker::new(&MaskingConfig::default()).unwrap();
+    let error = masker.mask_bytes(b"ann@example.com \xff\xfe").unwrap_err();
+    assert!(matches!(error, MaskingError::InvalidUtf8 { offset: 16 }));
+    assert!(!error.to_string().contains("ann"));
+    let (masked, _) = masker.mask_bytes(b"ann@example.com").unwrap();
+    assert_eq!(masked, "[REDACTED:EMAIL]");
+}
+
+fn custom(pattern: &str) -> MaskingConfig {
+    MaskingConfig {
+        custom: vec![CustomDetector {
+            name: "CUSTOM".into(),
+            pattern: pattern.into(),
+            validator: None,
+            context: vec![],
+            negative_context: vec![],
+            confidence: 0.8,
+        }],
+        ..MaskingConfig::default()
+    }
+}
+
+#[test]
+fn regex_bombs_are_rejected_at_load_with_a_reason() {
+    for (pattern, reason) in [
+        ("(a{1000}){1000}", "size limit"),
+        (
+            "((((((((((a{100}){100}){100}){100}){100}){100}){100}){100}){100}){100})",
+            "size limit",
+        ),
+        (&format!("{}a{}", "(".repeat(500), ")".repeat(500)), "nest"),
+        ("a*", "empty string"),
+        ("[", "unclosed"),
+    ] {
+        let error = Masker::new(&custom(pattern)).err().expect(pattern);
+        let message = error.to_string();
+        assert!(message.starts_with("custom detector `CUSTOM`"), "{message}");
+        assert!(message.contains(reason), "{pattern}: {message}");
+    }
+}
+
+#[test]
+fn backtracking_shaped_patterns_stay_linear() {
+    // Catastrophic in a backtracking engine; the `regex` crate is linear.
+    let masker = Masker::new(&custom("(a|aa)+(b|c)")).unwrap();
+    let text = "a".repeat(1 << 20);
+    let started = Instant::now();
+    let (masked, findings) = masker.mask_text(&text);
+    assert!(findings.is_empty() && masked.len() == text.len());
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let cases = [
+        (
+            "detectors = [\"CREDIT_CARD\", \"PASSPORT\"]",
+            "unknown detector `PASSPORT` in `masking.detectors`",
+        ),
+        (
+            "replacement = \"hmac\"",
+            "`masking.hmac_key` must be set, at least 16 bytes, when a detector uses `hmac` replacement",
+        ),
+        (
+            "threshold = 1.5",
+            "`masking.threshold` must be between 0.0 and 1.0",
+        ),
+        (
+            "detector_replacement = { CARD = \"partial\" }",
+            "unknown detector `CARD` in `masking.detector_replacement`",
+        ),
+        (
+            "[[custom]]\nname = \"EMAIL\"\npattern = 'x'",
+            "custom detector `EMAIL`: name is taken by a built-in detector",
+        ),
+    ];
+    for (toml_text, expected) in cases {
+        let config: MaskingConfig = toml::from_str(toml_text).unwrap();
+        let error = Masker::new(&config).err().expect(toml_text);
+        assert_eq!(error.to_string(), expected);
+    }
+    let unknown_key = toml::from_str::<MaskingConfig>("treshold = 0.4").unwrap_err();
+    assert!(unknown_key.to_string().contains("unknown field `treshold`"));
+}
+
+#[test]
+fn debug_output_never_shows_the_hmac_key() {
+    let config = config(Replacement::Hmac);
+    assert!(!format!("{config:?}").contains("16 bytes"));
+}
+
+#[test]
+fn custom_detectors_with_validators_and_context() {
+    let config: MaskingConfig = toml::from_str(
+        r#"
+        [[custom]]
+        name = "EMPLOYEE_ID"
+        pattern = 'EMP-[0-9]{6}'
+        [[custom]]
+        name = "IMEI"
+        pattern = '\b[0-9]{15}\b'
+        validator = "luhn"
+        context = ["imei"]
+        confidence = 0.4
+        "#,
+    )
+    .unwrap();
+    let masker = Masker::new(&config).unwrap();
+    let (masked, _) = masker.mask_text("EMP-123456, imei 490154203237518, other 490154203237518");
+    assert_eq!(
+        masked,
+        "[REDACTED:EMPLOYEE_ID], imei [REDACTED:IMEI], other 490154203237518"
+    );
+    let (masked, _) = masker.mask_text("imei 490154203237519");
+    assert_eq!(masked, "imei 490154203237519");
+}
