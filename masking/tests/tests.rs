@@ -3,5 +3,6 @@
 
 mod accuracy;
 mod api;
+mod cli;
 mod corpus;
 mod robustness;
