@@ -133,7 +133,8 @@ impl FromStr for NoteSigner {
     fn from_str(text: &str) -> Result<Self> {
         const WHAT: &str = "signer key";
         let text = text.trim();
-        let parts: Vec<&str> = text.split('+').collect();
+        // The base64 key may itself contain `+`, so split off the first four fields only.
+        let parts: Vec<&str> = text.splitn(5, '+').collect();
         let [private, key_word, name, id_hex, key_base64] = parts.as_slice() else {
             return Err(Error::malformed(
                 WHAT,
@@ -193,7 +194,8 @@ impl FromStr for NoteVerifier {
     fn from_str(text: &str) -> Result<Self> {
         const WHAT: &str = "verifier key";
         let text = text.trim();
-        let parts: Vec<&str> = text.split('+').collect();
+        // The base64 key may itself contain `+`, so split off the first two fields only.
+        let parts: Vec<&str> = text.splitn(3, '+').collect();
         let [name, id_hex, key_base64] = parts.as_slice() else {
             return Err(Error::malformed(WHAT, "expected <name>+<keyid>+<key>"));
         };
