@@ -88,7 +88,10 @@ impl<'a> Auditor<'a> {
             if checkpoint.size != size {
                 return Err(corrupt(
                     &path,
-                    format!("the file name says size {size} but the checkpoint says {}", checkpoint.size),
+                    format!(
+                        "the file name says size {size} but the checkpoint says {}",
+                        checkpoint.size
+                    ),
                 ));
             }
             if checkpoint.origin != latest.origin {
@@ -103,10 +106,15 @@ impl<'a> Auditor<'a> {
             if size > latest.size {
                 return Err(corrupt(
                     &path,
-                    format!("size {size} is beyond the latest checkpoint's {}", latest.size),
+                    format!(
+                        "size {size} is beyond the latest checkpoint's {}",
+                        latest.size
+                    ),
                 ));
             }
-            kept.entry(size).or_default().push((path, checkpoint.root_hash));
+            kept.entry(size)
+                .or_default()
+                .push((path, checkpoint.root_hash));
         }
         let mut unchecked = BTreeSet::new();
         list_files(dir, Path::new("tile"), &mut unchecked)?;
@@ -133,17 +141,19 @@ impl<'a> Auditor<'a> {
             if width == 0 {
                 break;
             }
-            let leaf_hashes = self.check_bundle(bundle_index, width)?;
-            for hash in &leaf_hashes {
-                range.push(*hash);
-                self.check_kept_root(&range)?;
-            }
+            let (bundle, leaf_hashes, ends) = self.read_bundle(bundle_index, width)?;
             let tile = TileId {
                 level: 0,
                 index: bundle_index,
                 width,
             };
+            // The level-0 tile first: a changed entry shows up here, next to its bundle.
             self.check_tile(tile, &leaf_hashes)?;
+            self.check_older_bundles(bundle_index, width, &bundle, &ends)?;
+            for hash in &leaf_hashes {
+                range.push(*hash);
+                self.check_kept_root(&range)?;
+            }
             if width == TILE_WIDTH {
                 self.push_full_tile_root(&mut upper, 1, tree_hash(&leaf_hashes))?;
             }
@@ -219,7 +229,11 @@ impl<'a> Auditor<'a> {
         let Some(kept) = self.kept.get(&range.size()) else {
             return Ok(());
         };
-        let root = if range.size() == 0 { EMPTY_ROOT } else { range.root() };
+        let root = if range.size() == 0 {
+            EMPTY_ROOT
+        } else {
+            range.root()
+        };
         for (path, kept_root) in kept {
             if *kept_root != root {
                 return Err(corrupt(
@@ -263,9 +277,13 @@ impl<'a> Auditor<'a> {
             .collect()
     }
 
-    /// Checks bundle `index` of `width` entries, and its older partial versions; returns
-    /// the leaf hashes.
-    fn check_bundle(&mut self, index: u64, width: u16) -> Result<Vec<Hash>, AuditFailure> {
+    /// Reads bundle `index` of `width` entries; returns its bytes and the offset where
+    /// each entry ends (to compare older partial bundles, which are prefixes of it).
+    fn read_bundle(
+        &mut self,
+        index: u64,
+        width: u16,
+    ) -> Result<(Vec<u8>, Vec<Hash>, Vec<usize>), AuditFailure> {
         let path = entries_path(index, width);
         let bytes = self.read(&path)?;
         let entries = parse_bundle(&bytes).map_err(|error| fail(&path, error))?;
@@ -275,13 +293,34 @@ impl<'a> Auditor<'a> {
                 format!("the bundle holds {} entries, not {width}", entries.len()),
             ));
         }
+        let hashes = entries.iter().map(|entry| leaf_hash(entry)).collect();
+        let mut ends = Vec::with_capacity(entries.len());
+        let mut end = 0;
+        for entry in &entries {
+            end += 2 + entry.len();
+            ends.push(end);
+        }
         self.bundles_checked += 1;
-        for (partial_path, partial_width) in self.older_partials(&entries_path(index, TILE_WIDTH), width) {
-            let mut expected = Vec::new();
-            for entry in entries.iter().take(usize::from(partial_width)) {
-                append_to_bundle(&mut expected, entry).map_err(|error| fail(&path, error))?;
-            }
-            if self.read(&partial_path)? != expected {
+        Ok((bytes, hashes, ends))
+    }
+
+    /// Checks the older partial versions of bundle `index`: each a prefix of the bundle.
+    fn check_older_bundles(
+        &mut self,
+        index: u64,
+        width: u16,
+        bytes: &[u8],
+        ends: &[usize],
+    ) -> Result<(), AuditFailure> {
+        let path = entries_path(index, width);
+        for (partial_path, partial_width) in
+            self.older_partials(&entries_path(index, TILE_WIDTH), width)
+        {
+            let end = ends
+                .get(usize::from(partial_width) - 1)
+                .copied()
+                .unwrap_or(0);
+            if self.read(&partial_path)?.as_slice() != bytes.get(..end).unwrap_or_default() {
                 return Err(corrupt(
                     &partial_path,
                     format!(
@@ -291,7 +330,7 @@ impl<'a> Auditor<'a> {
             }
             self.bundles_checked += 1;
         }
-        Ok(entries.iter().map(|entry| leaf_hash(entry)).collect())
+        Ok(())
     }
 
     /// Checks that `tile` holds exactly `hashes`, and its older partial versions a prefix.
@@ -304,19 +343,30 @@ impl<'a> Auditor<'a> {
         let full_path = crate::tile::tile_path(tile.level, tile.index, TILE_WIDTH);
         for (partial_path, partial_width) in self.older_partials(&full_path, tile.width) {
             let bytes = self.read(&partial_path)?;
-            let stored = parse_hash_tile(&bytes, partial_width).map_err(|error| fail(&partial_path, error))?;
+            let stored = parse_hash_tile(&bytes, partial_width)
+                .map_err(|error| fail(&partial_path, error))?;
             let partial = TileId {
                 width: partial_width,
                 ..tile
             };
-            compare_tile(&partial_path, partial, &stored, hashes.get(..usize::from(partial_width)).unwrap_or(hashes))?;
+            compare_tile(
+                &partial_path,
+                partial,
+                &stored,
+                hashes.get(..usize::from(partial_width)).unwrap_or(hashes),
+            )?;
             self.tiles_checked += 1;
         }
         Ok(())
     }
 }
 
-fn compare_tile(path: &str, tile: TileId, stored: &[Hash], expected: &[Hash]) -> Result<(), AuditFailure> {
+fn compare_tile(
+    path: &str,
+    tile: TileId,
+    stored: &[Hash],
+    expected: &[Hash],
+) -> Result<(), AuditFailure> {
     let mismatch = stored
         .iter()
         .zip(expected)
@@ -326,26 +376,35 @@ fn compare_tile(path: &str, tile: TileId, stored: &[Hash], expected: &[Hash]) ->
         let span = 1u128 << (8 * u32::from(tile.level));
         let first = (u128::from(tile.index) * 256 + position as u128) * span;
         let what = if tile.level == 0 {
-            format!("the leaf hash of entry {first}")
+            let bundle = entries_path(tile.index, tile.width);
+            format!("the leaf hash of entry {first} in {bundle}")
         } else {
             format!("the hash of entries {first}..{}", first + span)
         };
         return Err(corrupt(
             path,
-            format!("hash {position} of the tile, {what}, does not match the entries"),
+            format!("hash {position} of the tile does not match {what}"),
         ));
     }
     if stored.len() != expected.len() {
         return Err(corrupt(
             path,
-            format!("the tile holds {} hashes, not {}", stored.len(), expected.len()),
+            format!(
+                "the tile holds {} hashes, not {}",
+                stored.len(),
+                expected.len()
+            ),
         ));
     }
     Ok(())
 }
 
 /// Reads, verifies and parses a checkpoint file.
-fn read_checkpoint(dir: &Path, path: &str, verifier: &NoteVerifier) -> Result<Checkpoint, AuditFailure> {
+fn read_checkpoint(
+    dir: &Path,
+    path: &str,
+    verifier: &NoteVerifier,
+) -> Result<Checkpoint, AuditFailure> {
     let bytes = fs::read(dir.join(path)).map_err(|source| {
         fail(
             path,
@@ -394,7 +453,11 @@ fn kept_checkpoint_files(dir: &Path) -> Result<Vec<(u64, String)>, AuditFailure>
 }
 
 /// Lists the files under `dir/relative`, as `/`-separated paths relative to `dir`.
-fn list_files(dir: &Path, relative: &Path, files: &mut BTreeSet<String>) -> Result<(), AuditFailure> {
+fn list_files(
+    dir: &Path,
+    relative: &Path,
+    files: &mut BTreeSet<String>,
+) -> Result<(), AuditFailure> {
     let Ok(entries) = fs::read_dir(dir.join(relative)) else {
         return Ok(()); // an empty log has no tile directory
     };

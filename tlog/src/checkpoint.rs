@@ -94,7 +94,8 @@ mod tests {
 
     #[test]
     fn parse_and_format_round_trip() {
-        let text = "example.com/log\n15\nrKbDipCvhuX1GZ7g5BBe8sA6BbJ7ja/1nk427v383cs=\nkafka 3:42\n";
+        let text =
+            "example.com/log\n15\nrKbDipCvhuX1GZ7g5BBe8sA6BbJ7ja/1nk427v383cs=\nkafka 3:42\n";
         let checkpoint = Checkpoint::parse(text).unwrap();
         assert_eq!(checkpoint.size, 15);
         assert_eq!(checkpoint.extensions, vec!["kafka 3:42".to_owned()]);

@@ -113,7 +113,10 @@ pub fn from_base64(text: &str, what: &'static str) -> Result<Hash, Error> {
     Hash::try_from(bytes.as_slice()).map_err(|_| {
         Error::malformed(
             what,
-            format!("a hash is {HASH_SIZE} bytes, but this one is {}", bytes.len()),
+            format!(
+                "a hash is {HASH_SIZE} bytes, but this one is {}",
+                bytes.len()
+            ),
         )
     })
 }

@@ -14,6 +14,8 @@
 pub mod audit;
 pub mod checkpoint;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod note;
 pub mod proof;

@@ -50,7 +50,10 @@ fn decode_key_parts(what: &'static str, id_hex: &str, key_base64: &str) -> Resul
     match bytes.split_first() {
         Some((&ALGORITHM_ED25519, key)) => {
             let key = <[u8; 32]>::try_from(key).map_err(|_| {
-                Error::malformed(what, format!("an Ed25519 key is 32 bytes, not {}", key.len()))
+                Error::malformed(
+                    what,
+                    format!("an Ed25519 key is 32 bytes, not {}", key.len()),
+                )
             })?;
             Ok((id, key))
         }
@@ -122,7 +125,11 @@ impl NoteSigner {
         let signature = self.key.sign(text.as_bytes());
         let mut encoded = self.key_id.to_be_bytes().to_vec();
         encoded.extend_from_slice(&signature.to_bytes());
-        let note = format!("{text}\n\u{2014} {} {}\n", self.name, STANDARD.encode(encoded));
+        let note = format!(
+            "{text}\n\u{2014} {} {}\n",
+            self.name,
+            STANDARD.encode(encoded)
+        );
         Ok(note.into_bytes())
     }
 }
@@ -247,7 +254,10 @@ pub struct SignedNote {
 
 fn check_note_text(text: &str) -> Result<()> {
     if !text.ends_with('\n') {
-        return Err(Error::malformed("note", "the text does not end with a newline"));
+        return Err(Error::malformed(
+            "note",
+            "the text does not end with a newline",
+        ));
     }
     if let Some(control) = text.chars().find(|&c| c < ' ' && c != '\n') {
         return Err(Error::malformed(
@@ -265,7 +275,10 @@ impl SignedNote {
         if bytes.len() > MAX_NOTE_SIZE {
             return Err(Error::malformed(
                 WHAT,
-                format!("a note is at most {MAX_NOTE_SIZE} bytes, this one is {}", bytes.len()),
+                format!(
+                    "a note is at most {MAX_NOTE_SIZE} bytes, this one is {}",
+                    bytes.len()
+                ),
             ));
         }
         let note = std::str::from_utf8(bytes)
@@ -305,10 +318,9 @@ impl SignedNote {
     /// cosignatures). Exactly one signature by the verifier's key must be present and valid:
     /// a duplicate is refused rather than guessed at.
     pub fn verify(&self, verifier: &NoteVerifier) -> Result<&str> {
-        let mut matching = self
-            .signatures
-            .iter()
-            .filter(|signature| signature.name == verifier.name && signature.key_id == verifier.key_id);
+        let mut matching = self.signatures.iter().filter(|signature| {
+            signature.name == verifier.name && signature.key_id == verifier.key_id
+        });
         let signature = matching.next().ok_or_else(|| {
             Error::Signature(format!(
                 "no signature by key {}+{:08x}",
@@ -348,12 +360,12 @@ impl SignedNote {
 
 fn parse_signature_line(line: &str) -> Result<NoteSignature> {
     const WHAT: &str = "note signature line";
-    let rest = line
-        .strip_prefix("\u{2014} ")
-        .ok_or_else(|| Error::malformed(WHAT, format!("{line:?} does not start with an em dash")))?;
-    let (name, encoded) = rest
-        .split_once(' ')
-        .ok_or_else(|| Error::malformed(WHAT, format!("no space after the key name in {line:?}")))?;
+    let rest = line.strip_prefix("\u{2014} ").ok_or_else(|| {
+        Error::malformed(WHAT, format!("{line:?} does not start with an em dash"))
+    })?;
+    let (name, encoded) = rest.split_once(' ').ok_or_else(|| {
+        Error::malformed(WHAT, format!("no space after the key name in {line:?}"))
+    })?;
     check_key_name(name)?;
     let bytes = STANDARD
         .decode(encoded)
@@ -373,7 +385,8 @@ mod tests {
     use super::*;
 
     const SIGNER: &str = "PRIVATE+KEY+example.com/log/testdata+33d7b496+AeymY/SZAX0jZcJ8enZ5FY1Dz+wTML2yWSkK+9DSF3eg";
-    const VERIFIER: &str = "example.com/log/testdata+33d7b496+AeHTu4Q3hEIMHNqc6fASMsq3rKNx280NI+oO5xCFkkSx";
+    const VERIFIER: &str =
+        "example.com/log/testdata+33d7b496+AeHTu4Q3hEIMHNqc6fASMsq3rKNx280NI+oO5xCFkkSx";
 
     #[test]
     fn keys_round_trip_and_match() {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::checkpoint::Checkpoint;
-use crate::hash::{Hash, from_base64, node_hash, to_base64};
+use crate::hash::{EMPTY_ROOT, Hash, from_base64, node_hash, to_base64};
 use crate::note::{NoteVerifier, SignedNote};
 use crate::tile::{TILE_HEIGHT, TileId, parse_decimal, parse_hash_tile};
 use crate::{Error, Result};
@@ -222,7 +222,10 @@ pub fn root_nodes(size: u64) -> Vec<NodeId> {
 }
 
 /// Reads the nodes of every proof hash in one call and folds them into the proof.
-fn read_proof(node_groups: &[Vec<NodeId>], reader: &(impl HashReader + ?Sized)) -> Result<Vec<Hash>> {
+fn read_proof(
+    node_groups: &[Vec<NodeId>],
+    reader: &(impl HashReader + ?Sized),
+) -> Result<Vec<Hash>> {
     let nodes: Vec<NodeId> = node_groups.iter().flatten().copied().collect();
     let hashes = reader.read_hashes(&nodes)?;
     if hashes.len() != nodes.len() {
@@ -246,13 +249,17 @@ fn read_proof(node_groups: &[Vec<NodeId>], reader: &(impl HashReader + ?Sized)) 
 fn fold_right(hashes: &[Hash]) -> Hash {
     let mut iter = hashes.iter().rev();
     let Some(&last) = iter.next() else {
-        return crate::hash::EMPTY_ROOT;
+        return EMPTY_ROOT;
     };
     iter.fold(last, |right, left| node_hash(left, &right))
 }
 
 /// The inclusion proof of leaf `index` in the tree of `size` leaves.
-pub fn inclusion_proof(index: u64, size: u64, reader: &(impl HashReader + ?Sized)) -> Result<Vec<Hash>> {
+pub fn inclusion_proof(
+    index: u64,
+    size: u64,
+    reader: &(impl HashReader + ?Sized),
+) -> Result<Vec<Hash>> {
     read_proof(&inclusion_proof_nodes(index, size)?, reader)
 }
 
@@ -279,13 +286,23 @@ fn invalid(reason: impl Into<String>) -> Error {
 /// Number of proof hashes below and at the border of the subtree split (RFC 9162).
 fn decompose_inclusion(index: u64, size: u64) -> (usize, usize) {
     let inner = (64 - (index ^ (size - 1)).leading_zeros()) as usize;
-    let border = (index >> inner).count_ones() as usize;
+    // `inner` may be 64, so shift without overflowing.
+    let border = index.checked_shr(inner as u32).unwrap_or(0).count_ones() as usize;
     (inner, border)
+}
+
+/// Bit `i` of `value` (0 beyond bit 63).
+fn bit(value: u64, i: usize) -> u64 {
+    u32::try_from(i)
+        .ok()
+        .and_then(|i| value.checked_shr(i))
+        .unwrap_or(0)
+        & 1
 }
 
 fn chain_inner(seed: Hash, proof: &[Hash], index: u64) -> Hash {
     proof.iter().enumerate().fold(seed, |seed, (i, hash)| {
-        if (index >> i) & 1 == 0 {
+        if bit(index, i) == 0 {
             node_hash(&seed, hash)
         } else {
             node_hash(hash, &seed)
@@ -295,7 +312,7 @@ fn chain_inner(seed: Hash, proof: &[Hash], index: u64) -> Hash {
 
 fn chain_inner_right(seed: Hash, proof: &[Hash], index: u64) -> Hash {
     proof.iter().enumerate().fold(seed, |seed, (i, hash)| {
-        if (index >> i) & 1 == 1 {
+        if bit(index, i) == 1 {
             node_hash(hash, &seed)
         } else {
             seed
@@ -308,9 +325,16 @@ fn chain_border_right(seed: Hash, proof: &[Hash]) -> Hash {
 }
 
 /// The root an inclusion proof leads to for `leaf_hash` at `index` in a tree of `size`.
-pub fn root_from_inclusion_proof(index: u64, size: u64, leaf_hash: &Hash, proof: &[Hash]) -> Result<Hash> {
+pub fn root_from_inclusion_proof(
+    index: u64,
+    size: u64,
+    leaf_hash: &Hash,
+    proof: &[Hash],
+) -> Result<Hash> {
     if index >= size {
-        return Err(invalid(format!("leaf index {index} is not below the tree size {size}")));
+        return Err(invalid(format!(
+            "leaf index {index} is not below the tree size {size}"
+        )));
     }
     let (inner, border) = decompose_inclusion(index, size);
     if proof.len() != inner + border {
@@ -326,7 +350,13 @@ pub fn root_from_inclusion_proof(index: u64, size: u64, leaf_hash: &Hash, proof:
 }
 
 /// Verifies that `leaf_hash` is leaf `index` of the tree of `size` leaves with root `root`.
-pub fn verify_inclusion(index: u64, size: u64, leaf_hash: &Hash, proof: &[Hash], root: &Hash) -> Result<()> {
+pub fn verify_inclusion(
+    index: u64,
+    size: u64,
+    leaf_hash: &Hash,
+    proof: &[Hash],
+    root: &Hash,
+) -> Result<()> {
     let computed = root_from_inclusion_proof(index, size, leaf_hash, proof)?;
     if computed != *root {
         return Err(invalid(format!(
@@ -348,11 +378,18 @@ pub fn verify_consistency(
     new_root: &Hash,
 ) -> Result<()> {
     if new_size < old_size {
-        return Err(invalid(format!("the new size {new_size} is below the old size {old_size}")));
+        return Err(invalid(format!(
+            "the new size {new_size} is below the old size {old_size}"
+        )));
     }
     if old_size == new_size {
         if !proof.is_empty() {
             return Err(invalid("the sizes are equal but the proof is not empty"));
+        }
+        if old_size == 0 && (*old_root != EMPTY_ROOT || *new_root != EMPTY_ROOT) {
+            return Err(invalid(
+                "the root of the empty tree must be the hash of nothing",
+            ));
         }
         if old_root != new_root {
             return Err(invalid("the sizes are equal but the roots differ"));
@@ -360,11 +397,12 @@ pub fn verify_consistency(
         return Ok(());
     }
     if old_size == 0 {
-        // Every tree is consistent with the empty tree; a proof would be meaningless.
-        if !proof.is_empty() {
-            return Err(invalid("a proof from the empty tree must be empty"));
-        }
-        return Ok(());
+        // Every tree extends the empty one: there is nothing to prove, and the
+        // transparency-dev vectors require refusing such a proof. Callers that compare a
+        // size-0 checkpoint check its root is EMPTY_ROOT instead.
+        return Err(invalid(
+            "a consistency proof from the empty tree proves nothing",
+        ));
     }
     if proof.is_empty() {
         return Err(invalid("the proof is empty"));
@@ -450,7 +488,9 @@ impl TlogProof {
         if let Some(encoded) = line.strip_prefix("extra ") {
             let data = base64::engine::general_purpose::STANDARD
                 .decode(encoded)
-                .map_err(|error| Error::malformed(WHAT, format!("invalid extra base64: {error}")))?;
+                .map_err(|error| {
+                    Error::malformed(WHAT, format!("invalid extra base64: {error}"))
+                })?;
             extra = Some(data);
             line = next_line(&mut rest).ok_or_else(|| bad("no index line"))??;
         }
@@ -460,7 +500,8 @@ impl TlogProof {
             .ok_or_else(|| bad("expected `index <decimal>`"))?;
         let mut hashes = Vec::new();
         loop {
-            let line = next_line(&mut rest).ok_or_else(|| bad("no blank line before the checkpoint"))??;
+            let line = next_line(&mut rest)
+                .ok_or_else(|| bad("no blank line before the checkpoint"))??;
             if line.is_empty() {
                 break;
             }
@@ -528,7 +569,10 @@ pub fn parse_consistency_proof(bytes: &[u8]) -> Result<Vec<Hash>> {
             continue;
         }
         if hashes.len() == 128 {
-            return Err(Error::malformed("consistency proof", "more than 128 hashes"));
+            return Err(Error::malformed(
+                "consistency proof",
+                "more than 128 hashes",
+            ));
         }
         hashes.push(from_base64(line, "consistency proof hash")?);
     }

@@ -221,7 +221,11 @@ impl LogWriter {
     /// `extensions` lines (each non-empty, without newlines). Entries are at most 65,535
     /// bytes. On error nothing is published and the writer stays at its previous size; it
     /// can be retried.
-    pub async fn append(&mut self, entries: &[Vec<u8>], extensions: &[String]) -> Result<SignedCheckpoint> {
+    pub async fn append(
+        &mut self,
+        entries: &[Vec<u8>],
+        extensions: &[String],
+    ) -> Result<SignedCheckpoint> {
         if let Some((position, entry)) = entries
             .iter()
             .enumerate()
@@ -288,7 +292,11 @@ async fn load_state(store: &Arc<dyn ObjectStore>, prefix: &Path, size: u64) -> R
         if width == 0 || width == TILE_WIDTH {
             continue;
         }
-        let tile = TileId { level, index, width };
+        let tile = TileId {
+            level,
+            index,
+            width,
+        };
         let path = child(prefix, &tile.path());
         let bytes = get(store, &path)
             .await?
@@ -309,7 +317,8 @@ async fn load_state(store: &Arc<dyn ObjectStore>, prefix: &Path, size: u64) -> R
         let bytes = get(store, &path)
             .await?
             .ok_or_else(|| Error::Corrupt(format!("{path} is missing")))?;
-        let entries = parse_bundle(&bytes).map_err(|error| Error::Corrupt(format!("{path}: {error}")))?;
+        let entries =
+            parse_bundle(&bytes).map_err(|error| Error::Corrupt(format!("{path}: {error}")))?;
         let hashes: Vec<Hash> = entries.iter().map(|entry| leaf_hash(entry)).collect();
         if state.edge_tiles.first() != Some(&hashes) {
             return Err(Error::Corrupt(format!(
@@ -389,12 +398,22 @@ impl LogReader {
         entries
             .get((index % u64::from(TILE_WIDTH)) as usize)
             .map(|entry| entry.to_vec())
-            .ok_or_else(|| Error::Corrupt(format!("{} is too short", entries_path(bundle_index, width))))
+            .ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "{} is too short",
+                    entries_path(bundle_index, width)
+                ))
+            })
     }
 
     /// The inclusion proof of entry `index` in the tree of `size` entries, read from the
     /// tiles of the tree of `tiles_size` entries (the latest checkpoint's size).
-    pub async fn inclusion_proof(&self, index: u64, size: u64, tiles_size: u64) -> Result<Vec<Hash>> {
+    pub async fn inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+        tiles_size: u64,
+    ) -> Result<Vec<Hash>> {
         check_sizes(size, tiles_size)?;
         let nodes = inclusion_proof_nodes(index, size)?;
         let tiles = self.fetch_tiles(&nodes, tiles_size).await?;
@@ -403,11 +422,20 @@ impl LogReader {
 
     /// The consistency proof from `old_size` to `new_size`, read from the tiles of the tree
     /// of `tiles_size` entries.
-    pub async fn consistency_proof(&self, old_size: u64, new_size: u64, tiles_size: u64) -> Result<Vec<Hash>> {
+    pub async fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+        tiles_size: u64,
+    ) -> Result<Vec<Hash>> {
         check_sizes(new_size, tiles_size)?;
         let nodes = consistency_proof_nodes(old_size, new_size)?;
         let tiles = self.fetch_tiles(&nodes, tiles_size).await?;
-        crate::proof::consistency_proof(old_size, new_size, &TileHashReader::new(&tiles, tiles_size))
+        crate::proof::consistency_proof(
+            old_size,
+            new_size,
+            &TileHashReader::new(&tiles, tiles_size),
+        )
     }
 
     /// A `c2sp.org/tlog-proof@v1` proof of entry `index` in `checkpoint`.
@@ -423,7 +451,11 @@ impl LogReader {
     }
 
     /// Fetches, concurrently, every tile the nodes need.
-    async fn fetch_tiles(&self, nodes: &[Vec<crate::proof::NodeId>], tiles_size: u64) -> Result<FetchedTiles> {
+    async fn fetch_tiles(
+        &self,
+        nodes: &[Vec<crate::proof::NodeId>],
+        tiles_size: u64,
+    ) -> Result<FetchedTiles> {
         let nodes: Vec<_> = nodes.iter().flatten().copied().collect();
         let tiles = tiles_for_nodes(&nodes, tiles_size)?;
         let fetched = futures::stream::iter(tiles)

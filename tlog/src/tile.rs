@@ -125,7 +125,9 @@ pub fn parse_tile_path(path: &str) -> Result<TilePath> {
         let digits = if is_last {
             *group
         } else {
-            group.strip_prefix('x').ok_or_else(|| bad("index group without `x`"))?
+            group
+                .strip_prefix('x')
+                .ok_or_else(|| bad("index group without `x`"))?
         };
         if digits.len() != 3 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
             return Err(bad("index group is not three digits"));

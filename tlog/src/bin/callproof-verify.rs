@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use callproof_tlog::audit::{AuditFailure, audit_log_dir};
 use callproof_tlog::checkpoint::Checkpoint;
-use callproof_tlog::hash::{leaf_hash, to_base64};
+use callproof_tlog::hash::{EMPTY_ROOT, leaf_hash, to_base64};
 use callproof_tlog::note::{NoteVerifier, SignedNote};
 use callproof_tlog::proof::{TlogProof, parse_consistency_proof, verify_consistency};
 use clap::{Parser, Subcommand};
@@ -97,7 +97,10 @@ fn main() -> ExitCode {
         }
         Err(Failure::Invalid { file, reason }) => {
             if json {
-                println!("{}", json!({ "valid": false, "file": file, "error": reason }));
+                println!(
+                    "{}",
+                    json!({ "valid": false, "file": file, "error": reason })
+                );
             } else {
                 println!("INVALID: {file}: {reason}");
             }
@@ -108,7 +111,11 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<Value, Failure> {
     match args.command {
-        Command::Log { key, quiet, path } => audit(&load_key(&key)?, &path, quiet || args.json && !std::io::stderr().is_terminal()),
+        Command::Log { key, quiet, path } => audit(
+            &load_key(&key)?,
+            &path,
+            quiet || args.json && !std::io::stderr().is_terminal(),
+        ),
         Command::Proof {
             key,
             entry_file,
@@ -119,7 +126,12 @@ fn run(args: Args) -> Result<Value, Failure> {
             old_checkpoint,
             new_checkpoint,
             proof_file,
-        } => verify_consistency_files(&load_key(&key)?, &old_checkpoint, &new_checkpoint, &proof_file),
+        } => verify_consistency_files(
+            &load_key(&key)?,
+            &old_checkpoint,
+            &new_checkpoint,
+            &proof_file,
+        ),
     }
 }
 
@@ -163,17 +175,27 @@ fn audit(key: &NoteVerifier, dir: &Path, quiet: bool) -> Result<Value, Failure> 
     let started = Instant::now();
     let mut last_report = Instant::now();
     let mut progress = |done: u64, total: u64| {
-        if !quiet && total > 0 && (last_report.elapsed() >= Duration::from_secs(1) || done == total) && started.elapsed() >= Duration::from_secs(1) {
+        if !quiet
+            && total > 0
+            && (last_report.elapsed() >= Duration::from_secs(1) || done == total)
+            && started.elapsed() >= Duration::from_secs(1)
+        {
             last_report = Instant::now();
             eprintln!("audited {done}/{total} entries ({}%)", done * 100 / total);
         }
     };
-    let report = audit_log_dir(dir, key, &mut progress).map_err(|AuditFailure { path, error }| Failure::Invalid {
-        file: dir.join(path).display().to_string(),
-        reason: error.to_string(),
-    })?;
+    let report =
+        audit_log_dir(dir, key, &mut progress).map_err(|AuditFailure { path, error }| {
+            Failure::Invalid {
+                file: dir.join(path).display().to_string(),
+                reason: error.to_string(),
+            }
+        })?;
     for file in &report.unchecked_files {
-        eprintln!("warning: {} is not covered by any checkpoint; not checked", dir.join(file).display());
+        eprintln!(
+            "warning: {} is not covered by any checkpoint; not checked",
+            dir.join(file).display()
+        );
     }
     let checkpoint = &report.checkpoint;
     Ok(json!({
@@ -198,10 +220,17 @@ fn audit(key: &NoteVerifier, dir: &Path, quiet: bool) -> Result<Value, Failure> 
     }))
 }
 
-fn verify_proof(key: &NoteVerifier, entry_file: &Path, proof_file: &Path) -> Result<Value, Failure> {
+fn verify_proof(
+    key: &NoteVerifier,
+    entry_file: &Path,
+    proof_file: &Path,
+) -> Result<Value, Failure> {
     let entry = read_file(entry_file)?;
-    let proof = TlogProof::parse(&read_file(proof_file)?).map_err(|error| invalid(proof_file, error))?;
-    let checkpoint = proof.verify(&entry, key).map_err(|error| invalid(proof_file, error))?;
+    let proof =
+        TlogProof::parse(&read_file(proof_file)?).map_err(|error| invalid(proof_file, error))?;
+    let checkpoint = proof
+        .verify(&entry, key)
+        .map_err(|error| invalid(proof_file, error))?;
     Ok(json!({
         "command": "proof",
         "origin": checkpoint.origin,
@@ -235,12 +264,29 @@ fn verify_consistency_files(
     if old.origin != new.origin {
         return Err(invalid(
             new_path,
-            format!("origin {:?} differs from the old checkpoint's {:?}", new.origin, old.origin),
+            format!(
+                "origin {:?} differs from the old checkpoint's {:?}",
+                new.origin, old.origin
+            ),
         ));
     }
-    let proof = parse_consistency_proof(&read_file(proof_path)?).map_err(|error| invalid(proof_path, error))?;
-    verify_consistency(old.size, new.size, &proof, &old.root_hash, &new.root_hash)
+    let proof = parse_consistency_proof(&read_file(proof_path)?)
         .map_err(|error| invalid(proof_path, error))?;
+    if old.size == 0 && new.size > 0 {
+        // The empty tree is a prefix of every tree; only its root can be wrong.
+        if old.root_hash != EMPTY_ROOT {
+            return Err(invalid(
+                old_path,
+                "a checkpoint of size 0 must have the empty root",
+            ));
+        }
+        if !proof.is_empty() {
+            return Err(invalid(proof_path, "a proof from size 0 must be empty"));
+        }
+    } else {
+        verify_consistency(old.size, new.size, &proof, &old.root_hash, &new.root_hash)
+            .map_err(|error| invalid(proof_path, error))?;
+    }
     Ok(json!({
         "command": "consistency",
         "origin": new.origin,
