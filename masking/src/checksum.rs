@@ -7,7 +7,7 @@ pub(crate) fn luhn(text: &[u8]) -> bool {
     // Walk from the right: every second digit, starting with the next-to-last, is doubled.
     for &byte in text.iter().rev().filter(|b| b.is_ascii_digit()) {
         let mut digit = u32::from(byte - b'0');
-        if n_digits % 2 == 1 {
+        if !n_digits.is_multiple_of(2) {
             digit *= 2;
             if digit > 9 {
                 digit -= 9;
@@ -16,7 +16,7 @@ pub(crate) fn luhn(text: &[u8]) -> bool {
         sum += digit;
         n_digits += 1;
     }
-    n_digits >= 2 && sum % 10 == 0
+    n_digits >= 2 && sum.is_multiple_of(10)
 }
 
 /// ISO 7064 MOD 97-10 with the IBAN rearrangement: the first four alphanumerics move to the

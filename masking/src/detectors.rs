@@ -312,11 +312,7 @@ fn us_ssn(text: &str, start: usize, end: usize) -> Option<Accepted> {
     let bytes = text.as_bytes();
     let parsed = DigitGroups::parse(&bytes[start..end])?;
     let digits = parsed.digits();
-    let consistent = match parsed.groups() {
-        [9] => true,
-        [3, 2, 4] => true,
-        _ => false,
-    };
+    let consistent = matches!(parsed.groups(), [9] | [3, 2, 4]);
     if !consistent || is_embedded(bytes, start, end) {
         return None;
     }

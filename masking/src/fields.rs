@@ -72,10 +72,10 @@ impl FieldRules {
     }
 
     pub(crate) fn matches(&self, path: &JsonPath<'_>) -> bool {
-        if let Segment::Key(key) = path.segment {
-            if self.key_names.iter().any(|name| name == key) {
-                return true;
-            }
+        if let Segment::Key(key) = path.segment
+            && self.key_names.iter().any(|name| name == key)
+        {
+            return true;
         }
         self.pointers
             .iter()

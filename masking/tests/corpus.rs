@@ -18,7 +18,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value};
 
-pub const SEED: u64 = 0x00ca_11f0_0f;
+pub const SEED: u64 = 0xca11_f00f;
 pub const N_RECORDS: usize = 6000;
 
 pub enum Payload {
@@ -81,7 +81,7 @@ fn text_record(rng: &mut StdRng) -> Record {
         text.push_str(&item.text);
         record.label(item, "");
     }
-    text.push_str(*[".", "", " thanks", "!"].choose(rng).unwrap());
+    text.push_str([".", "", " thanks", "!"].choose(rng).unwrap());
     record.payload = Payload::Text(text);
     record
 }
@@ -417,11 +417,12 @@ fn decoy(rng: &mut StdRng) -> Item {
         }
         _ => none(
             format!(
-                "{} at {}",
+                "{} at {:02}:{:02}",
                 ["user@localhost", "@support_team", "admin@", "mailto:"]
                     .choose(rng)
                     .unwrap(),
-                format!("{:02}:{:02}", rng.gen_range(0..24), rng.gen_range(0..60))
+                rng.gen_range(0..24),
+                rng.gen_range(0..60)
             ),
             "handle",
         ),
@@ -479,7 +480,7 @@ fn luhn(number: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn format_card(rng: &mut StdRng, digits: &str) -> String {
