@@ -15,8 +15,7 @@ use crate::checkpoint::Checkpoint;
 use crate::hash::{CompactRange, EMPTY_ROOT, Hash, leaf_hash, to_base64, tree_hash};
 use crate::note::{NoteVerifier, SignedNote};
 use crate::tile::{
-    TILE_WIDTH, TileId, append_to_bundle, entries_path, parse_bundle, parse_decimal,
-    parse_hash_tile, tile_width,
+    TILE_WIDTH, TileId, entries_path, parse_bundle, parse_decimal, parse_hash_tile, tile_width,
 };
 use crate::{Error, Result};
 
@@ -66,6 +65,13 @@ fn fail(path: impl Into<String>, error: Error) -> AuditFailure {
 
 fn corrupt(path: &str, reason: String) -> AuditFailure {
     fail(path, Error::Corrupt(reason))
+}
+
+/// An entry bundle as read: its bytes, leaf hashes, and where each entry ends.
+struct ReadBundle {
+    bytes: Vec<u8>,
+    leaf_hashes: Vec<Hash>,
+    entry_ends: Vec<usize>,
 }
 
 struct Auditor<'a> {
@@ -141,7 +147,11 @@ impl<'a> Auditor<'a> {
             if width == 0 {
                 break;
             }
-            let (bundle, leaf_hashes, ends) = self.read_bundle(bundle_index, width)?;
+            let ReadBundle {
+                bytes: bundle,
+                leaf_hashes,
+                entry_ends: ends,
+            } = self.read_bundle(bundle_index, width)?;
             let tile = TileId {
                 level: 0,
                 index: bundle_index,
@@ -158,7 +168,7 @@ impl<'a> Auditor<'a> {
                 self.push_full_tile_root(&mut upper, 1, tree_hash(&leaf_hashes))?;
             }
             bundle_index += 1;
-            if bundle_index % 64 == 0 {
+            if bundle_index.is_multiple_of(64) {
                 progress(range.size(), size);
             }
         }
@@ -279,11 +289,7 @@ impl<'a> Auditor<'a> {
 
     /// Reads bundle `index` of `width` entries; returns its bytes and the offset where
     /// each entry ends (to compare older partial bundles, which are prefixes of it).
-    fn read_bundle(
-        &mut self,
-        index: u64,
-        width: u16,
-    ) -> Result<(Vec<u8>, Vec<Hash>, Vec<usize>), AuditFailure> {
+    fn read_bundle(&mut self, index: u64, width: u16) -> Result<ReadBundle, AuditFailure> {
         let path = entries_path(index, width);
         let bytes = self.read(&path)?;
         let entries = parse_bundle(&bytes).map_err(|error| fail(&path, error))?;
@@ -301,7 +307,11 @@ impl<'a> Auditor<'a> {
             ends.push(end);
         }
         self.bundles_checked += 1;
-        Ok((bytes, hashes, ends))
+        Ok(ReadBundle {
+            bytes,
+            leaf_hashes: hashes,
+            entry_ends: ends,
+        })
     }
 
     /// Checks the older partial versions of bundle `index`: each a prefix of the bundle.

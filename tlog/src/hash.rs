@@ -72,7 +72,10 @@ impl CompactRange {
     /// Appends the hash of a perfect subtree of `2^height` leaves. The caller guarantees
     /// that the current size is a multiple of `2^height` (the subtree is aligned).
     pub fn push_subtree(&mut self, height: u8, hash: Hash) {
-        debug_assert!(self.size % (1u64 << height) == 0, "unaligned subtree");
+        debug_assert!(
+            self.size.is_multiple_of(1u64 << height),
+            "unaligned subtree"
+        );
         self.size += 1u64 << height;
         let mut height = height;
         let mut hash = hash;

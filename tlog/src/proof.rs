@@ -3,6 +3,7 @@
 //! construction from any [`HashReader`], such as tiles.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use crate::checkpoint::Checkpoint;
 use crate::hash::{EMPTY_ROOT, Hash, from_base64, node_hash, to_base64};
@@ -53,15 +54,15 @@ impl<R: TileReader + ?Sized> HashReader for TileHashReader<'_, R> {
         let mut hashes = Vec::with_capacity(nodes.len());
         for &node in nodes {
             let (tile, positions) = tile_for_node(node, self.tree_size)?;
-            if !cache.contains_key(&tile) {
-                let bytes = self.tiles.read_tile(tile)?;
-                let tile_hashes = parse_hash_tile(&bytes, tile.width)
-                    .map_err(|error| Error::Corrupt(format!("{tile}: {error}")))?;
-                cache.insert(tile, tile_hashes);
-            }
-            let tile_hashes = cache
-                .get(&tile)
-                .ok_or_else(|| Error::Missing(tile.to_string()))?;
+            let tile_hashes = match cache.entry(tile) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => {
+                    let bytes = self.tiles.read_tile(tile)?;
+                    let hashes = parse_hash_tile(&bytes, tile.width)
+                        .map_err(|error| Error::Corrupt(format!("{tile}: {error}")))?;
+                    entry.insert(hashes)
+                }
+            };
             let leaves = tile_hashes
                 .get(positions.clone())
                 .ok_or_else(|| Error::Missing(format!("{tile} positions {positions:?}")))?;

@@ -76,7 +76,7 @@ impl TreeState {
             let hash = leaf_hash(entry);
             self.range.push(hash);
             let size = self.size();
-            if size % u64::from(TILE_WIDTH) == 0 {
+            if size.is_multiple_of(u64::from(TILE_WIDTH)) {
                 let bundle = std::mem::take(&mut self.edge_bundle);
                 writes.push((entries_path((size >> TILE_HEIGHT) - 1, TILE_WIDTH), bundle));
             }
