@@ -3,7 +3,6 @@
 //! Exit status: 0 when everything verifies, 1 when something does not (the message says what
 //! and in which file), 2 for usage errors (bad arguments, unreadable or malformed key).
 
-use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
