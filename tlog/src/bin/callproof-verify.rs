@@ -110,11 +110,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<Value, Failure> {
     match args.command {
-        Command::Log { key, quiet, path } => audit(
-            &load_key(&key)?,
-            &path,
-            quiet || args.json && !std::io::stderr().is_terminal(),
-        ),
+        Command::Log { key, quiet, path } => audit(&load_key(&key)?, &path, quiet),
         Command::Proof {
             key,
             entry_file,
