@@ -1,1 +1,173 @@
-//! Ingress.
+//! The callproof gateway: every function call is authenticated (OIDC), authorized (per-function
+//! policy), masked, recorded on Kafka before it proceeds, and executed with a credential the
+//! caller never sees.
+//!
+//! [`App::build`] wires the parts from a [`Config`]; [`router`] gives the HTTP API, so tests can
+//! serve it on port 0. The binary (`main.rs`) only parses arguments and calls [`serve`].
+
+pub mod auth;
+mod error;
+pub mod events;
+mod function;
+mod invoke;
+mod upstream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use callproof_config::Config;
+use callproof_masking::Masker;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::sync::Semaphore;
+
+pub use error::ApiError;
+
+use crate::auth::Authenticator;
+use crate::events::EventPublisher;
+use crate::function::Function;
+
+/// Response header naming the call, on every answer of the invoke endpoint.
+pub const CALL_ID_HEADER: &str = "x-callproof-call-id";
+
+/// Calls served at once before new ones are answered 429.
+const MAX_CALLS_IN_FLIGHT: usize = 4096;
+
+pub struct AppState {
+    pub instance_id: String,
+    authenticator: Authenticator,
+    functions: HashMap<String, Function>,
+    masker: Masker,
+    events: Arc<EventPublisher>,
+    http: reqwest::Client,
+    max_response_bytes: usize,
+    in_flight: Arc<Semaphore>,
+    metrics: PrometheusHandle,
+}
+
+/// A gateway wired from its configuration, ready to serve.
+pub struct App {
+    pub state: Arc<AppState>,
+    pub listen: SocketAddr,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let oidc = config
+            .oidc
+            .clone()
+            .context("the `[oidc]` section is required by the gateway")?;
+        let authenticator = Authenticator::new(oidc).map_err(anyhow::Error::msg)?;
+        let masker = Masker::new(&config.masking).context("`[masking]`")?;
+        let functions = config
+            .functions
+            .iter()
+            .map(|(name, function)| {
+                Ok((
+                    name.clone(),
+                    Function::compile(name, function, &config.ingress)?,
+                ))
+            })
+            .collect::<anyhow::Result<HashMap<_, _>>>()?;
+        let events = EventPublisher::new(&config.kafka, &config.ingress.instance_id)
+            .context("cannot create the Kafka producer")?;
+        events.spawn_readiness_probe(Duration::from_secs(2));
+        authenticator.warm_up().await;
+        let state = AppState {
+            instance_id: config.ingress.instance_id.clone(),
+            authenticator,
+            functions,
+            masker,
+            events,
+            http: upstream::client().context("cannot build the upstream HTTP client")?,
+            max_response_bytes: config.ingress.max_response_bytes,
+            in_flight: Arc::new(Semaphore::new(MAX_CALLS_IN_FLIGHT)),
+            metrics: prometheus_handle()?,
+        };
+        Ok(App {
+            state: Arc::new(state),
+            listen: config.ingress.listen,
+        })
+    }
+}
+
+/// The metrics recorder is process-wide; tests build several apps in one process.
+fn prometheus_handle() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/functions/{name}/invoke", post(invoke::invoke))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".to_string()) })
+        .with_state(state)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    if app.events.is_ready() {
+        (StatusCode::OK, Json(serde_json::json!({"status": "ready"})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "not ready", "reason": "kafka is not reachable"})),
+        )
+    }
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> String {
+    app.metrics.render()
+}
+
+/// Serves the gateway until ctrl-c or SIGTERM, then drains in-flight calls and events.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = App::build(config).await?;
+    let listener = tokio::net::TcpListener::bind(app.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", app.listen))?;
+    tracing::info!(address = %listener.local_addr()?, instance = %app.state.instance_id, "gateway listening");
+    let events = app.state.events.clone();
+    axum::serve(listener, router(app.state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    events.flush(Duration::from_secs(10));
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

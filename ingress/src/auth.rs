@@ -1,0 +1,379 @@
+//! OIDC bearer-token authentication.
+//!
+//! Keys come from the issuer's JWKS, found through `/.well-known/openid-configuration`. They are
+//! cached for `jwks_cache_secs`; a token signed with a key id the cache does not know triggers a
+//! refetch, at most once per `jwks_min_refresh_secs`, so made-up `kid`s cannot turn the gateway
+//! into a load generator against the issuer. Only asymmetric algorithms are accepted: with HS256
+//! allowed, anyone holding the issuer's *public* key could mint tokens.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callproof_config::OidcConfig;
+use callproof_schemas::{Actor, Authentication, Principal};
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::sync::{Mutex, RwLock};
+
+/// Why a token was refused. The message is safe to return to the caller.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    MissingToken,
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    #[error("token algorithm {0} is not accepted")]
+    AlgorithmNotAccepted(String),
+    #[error("token signing key {0:?} is not known to the issuer")]
+    UnknownKey(Option<String>),
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token issuer is not accepted")]
+    WrongIssuer,
+    #[error("token audience is not accepted")]
+    WrongAudience,
+    #[error("token lacks the required claim `{0}`")]
+    MissingClaim(String),
+    #[error("the identity provider's keys cannot be fetched")]
+    IssuerUnavailable,
+}
+
+/// Verifies bearer tokens of one issuer.
+pub struct Authenticator {
+    config: OidcConfig,
+    algorithms: Vec<Algorithm>,
+    http: reqwest::Client,
+    keys: RwLock<KeyCache>,
+    /// Serialises refetches, so a burst of tokens with an unknown `kid` causes one fetch.
+    refetch: Mutex<()>,
+}
+
+#[derive(Default)]
+struct KeyCache {
+    keys: HashMap<String, CachedKey>,
+    /// Keys published without a `kid`, tried in order for tokens without one.
+    anonymous: Vec<CachedKey>,
+    fetched_at: Option<Instant>,
+}
+
+#[derive(Clone)]
+struct CachedKey {
+    key: Arc<DecodingKey>,
+    /// The algorithm the JWK is pinned to, if it names one.
+    algorithm: Option<Algorithm>,
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+impl Authenticator {
+    pub fn new(config: OidcConfig) -> Result<Authenticator, String> {
+        let algorithms = config
+            .algorithms
+            .iter()
+            .map(|name| Algorithm::from_str(name).map_err(|_| format!("unknown algorithm {name}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.http_timeout_ms))
+            .build()
+            .map_err(|error| format!("cannot build the HTTP client: {error}"))?;
+        Ok(Authenticator {
+            config,
+            algorithms,
+            http,
+            keys: RwLock::new(KeyCache::default()),
+            refetch: Mutex::new(()),
+        })
+    }
+
+    /// Fetches the keys ahead of the first call; failure is logged, not fatal, because the
+    /// issuer may come up after the gateway.
+    pub async fn warm_up(&self) {
+        if let Err(error) = self.refetch_keys(true).await {
+            tracing::warn!(issuer = %self.config.issuer, %error, "cannot fetch the issuer's keys yet");
+        }
+    }
+
+    /// Verifies `token` and returns who it names.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|error| AuthError::Malformed(describe_malformed(&error)))?;
+        if !self.algorithms.contains(&header.alg) {
+            return Err(AuthError::AlgorithmNotAccepted(format!("{:?}", header.alg)));
+        }
+        let key = self.key_for(header.kid.as_deref(), header.alg).await?;
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = vec![header.alg];
+        validation.leeway = self.config.clock_skew_secs;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&self.config.audiences);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
+            .map_err(|error| classify(&error))?;
+        Ok(self.principal_from_claims(&data.claims, header.alg, header.kid))
+    }
+
+    async fn key_for(
+        &self,
+        kid: Option<&str>,
+        algorithm: Algorithm,
+    ) -> Result<Arc<DecodingKey>, AuthError> {
+        let stale = {
+            let cache = self.keys.read().await;
+            if let Some(found) = cache.lookup(kid, algorithm)? {
+                return Ok(found);
+            }
+            cache.fetched_at.is_none_or(|fetched| {
+                fetched.elapsed() >= Duration::from_secs(self.config.jwks_cache_secs)
+            })
+        };
+        // Unknown key: the issuer may have rotated. Refetch unless we did so very recently.
+        self.refetch_keys(stale).await.map_err(|error| {
+            tracing::warn!(issuer = %self.config.issuer, %error, "cannot fetch the issuer's keys");
+            AuthError::IssuerUnavailable
+        })?;
+        let cache = self.keys.read().await;
+        cache
+            .lookup(kid, algorithm)?
+            .ok_or_else(|| AuthError::UnknownKey(kid.map(str::to_string)))
+    }
+
+    async fn refetch_keys(&self, force: bool) -> Result<(), String> {
+        let _single_flight = self.refetch.lock().await;
+        let min_interval = Duration::from_secs(self.config.jwks_min_refresh_secs);
+        if !force
+            && let Some(fetched) = self.keys.read().await.fetched_at
+            && fetched.elapsed() < min_interval
+        {
+            return Ok(());
+        }
+        let result = self.fetch_keys().await;
+        let mut cache = self.keys.write().await;
+        match result {
+            Ok(fresh) => {
+                *cache = fresh;
+                Ok(())
+            }
+            // Failed fetches count too, so an unreachable issuer is not retried on every token.
+            Err(error) => {
+                cache.fetched_at = Some(Instant::now());
+                Err(error)
+            }
+        }
+    }
+
+    async fn fetch_keys(&self) -> Result<KeyCache, String> {
+        let issuer = self.config.issuer.trim_end_matches('/');
+        let discovery_url = format!("{issuer}/.well-known/openid-configuration");
+        let discovery: Discovery = self.get_json(&discovery_url).await?;
+        if discovery.issuer.trim_end_matches('/') != issuer {
+            return Err(format!(
+                "discovery document names issuer {:?}, not the configured {:?}",
+                discovery.issuer, self.config.issuer
+            ));
+        }
+        let jwks: JwkSet = self.get_json(&discovery.jwks_uri).await?;
+        let mut cache = KeyCache {
+            fetched_at: Some(Instant::now()),
+            ..KeyCache::default()
+        };
+        for jwk in &jwks.keys {
+            if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
+                continue; // symmetric keys are never trusted for verification
+            }
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                tracing::warn!(kid = ?jwk.common.key_id, "skipping a JWK that cannot be used");
+                continue;
+            };
+            let algorithm = jwk
+                .common
+                .key_algorithm
+                .and_then(|algorithm| Algorithm::from_str(&format!("{algorithm:?}")).ok());
+            let cached = CachedKey {
+                key: Arc::new(key),
+                algorithm,
+            };
+            match &jwk.common.key_id {
+                Some(kid) => {
+                    cache.keys.insert(kid.clone(), cached);
+                }
+                None => cache.anonymous.push(cached),
+            }
+        }
+        tracing::info!(
+            issuer,
+            n_keys = cache.keys.len() + cache.anonymous.len(),
+            "fetched the issuer's signing keys"
+        );
+        Ok(cache)
+    }
+
+    async fn get_json<T: for<'de> Deserialize<'de>>(&self, url: &str) -> Result<T, String> {
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|error| format!("GET {url}: {error}"))?;
+        if !response.status().is_success() {
+            return Err(format!("GET {url}: status {}", response.status()));
+        }
+        response
+            .json()
+            .await
+            .map_err(|error| format!("GET {url}: invalid JSON: {error}"))
+    }
+
+    fn principal_from_claims(
+        &self,
+        claims: &Map<String, Value>,
+        algorithm: Algorithm,
+        key_id: Option<String>,
+    ) -> Principal {
+        let string = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_string);
+        let micros = |name: &str| {
+            claims
+                .get(name)
+                .and_then(Value::as_i64)
+                .map(|seconds| seconds.saturating_mul(1_000_000))
+        };
+        Principal {
+            issuer: string("iss").unwrap_or_default(),
+            subject: string("sub").unwrap_or_default(),
+            email: string("email"),
+            groups: groups_at(claims, &self.config.groups_claim),
+            client_id: string("client_id").or_else(|| string("azp")),
+            actor: claims.get("act").and_then(actor_from_claim),
+            authentication: Some(Authentication {
+                method: "oidc_jwt".to_string(),
+                algorithm: format!("{algorithm:?}"),
+                key_id,
+                token_id: string("jti"),
+                issued_at: micros("iat"),
+                expires_at: micros("exp"),
+            }),
+        }
+    }
+}
+
+impl KeyCache {
+    fn lookup(
+        &self,
+        kid: Option<&str>,
+        algorithm: Algorithm,
+    ) -> Result<Option<Arc<DecodingKey>>, AuthError> {
+        let pinned_to_other = |key: &CachedKey| key.algorithm.is_some_and(|pin| pin != algorithm);
+        match kid {
+            Some(kid) => match self.keys.get(kid) {
+                // A key pinned to one algorithm must not verify a token that claims another.
+                Some(key) if pinned_to_other(key) => {
+                    Err(AuthError::AlgorithmNotAccepted(format!("{algorithm:?}")))
+                }
+                Some(key) => Ok(Some(key.key.clone())),
+                None => Ok(None),
+            },
+            None => Ok(self
+                .anonymous
+                .iter()
+                .chain(self.keys.values())
+                .find(|key| !pinned_to_other(key))
+                .map(|key| key.key.clone())),
+        }
+    }
+}
+
+/// Reads the groups claim at a dotted path (`groups`, `realm_access.roles`); a single string
+/// counts as one group.
+fn groups_at(claims: &Map<String, Value>, path: &str) -> Vec<String> {
+    let mut segments = path.split('.');
+    let Some(first) = segments.next() else {
+        return Vec::new();
+    };
+    let mut value = claims.get(first);
+    for segment in segments {
+        value = value.and_then(|value| value.get(segment));
+    }
+    match value {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        Some(Value::String(group)) => vec![group.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// The RFC 8693 `act` claim: the party acting for the subject. Nested `act`s (a chain of
+/// delegation) name earlier actors; the outermost is the current one, which is what we record.
+fn actor_from_claim(act: &Value) -> Option<Actor> {
+    let string = |name: &str| act.get(name).and_then(Value::as_str).map(str::to_string);
+    let client_id = string("client_id");
+    let subject = string("sub").or_else(|| client_id.clone())?;
+    Some(Actor {
+        subject,
+        issuer: string("iss"),
+        client_id,
+    })
+}
+
+fn describe_malformed(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::InvalidToken => "not a JWS compact token".to_string(),
+        ErrorKind::Base64(_) => "invalid base64url".to_string(),
+        ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+            "header is not valid JSON or names an unsupported algorithm".to_string()
+        }
+        _ => "cannot parse the header".to_string(),
+    }
+}
+
+fn classify(error: &jsonwebtoken::errors::Error) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::MissingRequiredClaim(claim) => AuthError::MissingClaim(claim.clone()),
+        ErrorKind::InvalidAlgorithm => AuthError::AlgorithmNotAccepted("for this key".to_string()),
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidClaimFormat(claim) => {
+            AuthError::Malformed(format!("claim `{claim}` has the wrong type"))
+        }
+        ErrorKind::InvalidToken | ErrorKind::Base64(_) => {
+            AuthError::Malformed("not a JWS compact token".to_string())
+        }
+        ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+            AuthError::Malformed("claims are not a JSON object".to_string())
+        }
+        _ => AuthError::BadSignature,
+    }
+}
+
+/// The bearer token of an `Authorization` header value.
+pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
+    let value = authorization.ok_or(AuthError::MissingToken)?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(|| {
+        AuthError::Malformed("authorization header is not `Bearer <token>`".into())
+    })?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthError::Malformed(
+            "authorization header is not `Bearer <token>`".into(),
+        ));
+    }
+    Ok(token.trim())
+}

@@ -1,0 +1,183 @@
+//! Call lifecycle events on Kafka.
+//!
+//! The gateway is fail-closed: a call goes on only after the broker has acknowledged its events
+//! (`acks=all`, idempotent producer). Events of one call share the call id as key, so they land
+//! in one partition in order. Many calls publish concurrently and librdkafka batches them
+//! (`linger.ms`), so waiting for acknowledgements does not serialise calls.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use callproof_config::KafkaConfig;
+use callproof_schemas::{CallEvent, EventKind, Principal};
+use futures::future::try_join_all;
+use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot encode the event: {0}")]
+    Encode(#[from] callproof_schemas::EncodeError),
+    #[error("the broker did not acknowledge the event: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// Publishes call events and knows whether the broker is reachable.
+pub struct EventPublisher {
+    producer: FutureProducer,
+    topic: String,
+    delivery_timeout: Duration,
+    ready: AtomicBool,
+}
+
+impl EventPublisher {
+    pub fn new(config: &KafkaConfig, instance_id: &str) -> Result<Arc<EventPublisher>, KafkaError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.brokers)
+            .set("client.id", format!("callproof-ingress-{instance_id}"))
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", config.delivery_timeout_ms.to_string());
+        for (key, value) in &config.properties {
+            client.set(key, value);
+        }
+        Ok(Arc::new(EventPublisher {
+            producer: client.create()?,
+            topic: config.calls_topic.clone(),
+            delivery_timeout: Duration::from_millis(config.delivery_timeout_ms),
+            ready: AtomicBool::new(false),
+        }))
+    }
+
+    /// Publishes events of one call and returns once the broker has acknowledged all of them.
+    /// They are sent together so they share one round trip; the idempotent producer keeps their
+    /// order within the partition.
+    pub async fn publish(&self, events: &[CallEvent]) -> Result<(), PublishError> {
+        let started = Instant::now();
+        let encoded = events
+            .iter()
+            .map(|event| Ok((event.call_id.as_str(), callproof_schemas::encode(event)?)))
+            .collect::<Result<Vec<_>, PublishError>>()?;
+        let deliveries = encoded.iter().map(|(key, payload)| {
+            let record = FutureRecord::to(&self.topic).key(*key).payload(payload);
+            async move {
+                self.producer
+                    .send(record, Timeout::After(self.delivery_timeout))
+                    .await
+                    .map_err(|(error, _message)| error)
+            }
+        });
+        let result = try_join_all(deliveries).await;
+        metrics::histogram!("callproof_ingress_event_publish_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                metrics::counter!("callproof_ingress_event_publish_failures_total").increment(1);
+                tracing::error!(%error, "the broker did not acknowledge call events");
+                Err(error.into())
+            }
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Probes the broker for the calls topic every `interval`, for `/readyz`.
+    pub fn spawn_readiness_probe(self: &Arc<Self>, interval: Duration) {
+        let publisher = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(strong) = publisher.upgrade() else {
+                    return;
+                };
+                let probe = strong.clone();
+                let reachable = tokio::task::spawn_blocking(move || {
+                    probe
+                        .producer
+                        .client()
+                        .fetch_metadata(Some(&probe.topic), Duration::from_secs(2))
+                        .map(|metadata| {
+                            metadata.topics().iter().any(|topic| {
+                                topic.error().is_none() && !topic.partitions().is_empty()
+                            })
+                        })
+                        .unwrap_or(false)
+                })
+                .await
+                .unwrap_or(false);
+                if reachable != strong.ready.swap(reachable, Ordering::Relaxed) {
+                    tracing::info!(reachable, topic = %strong.topic, "broker reachability changed");
+                }
+                metrics::gauge!("callproof_ingress_broker_ready")
+                    .set(f64::from(u8::from(reachable)));
+                drop(strong);
+                tokio::time::sleep(interval).await;
+            }
+        });
+    }
+
+    /// Waits for in-flight events on shutdown.
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(error) = self.producer.flush(Timeout::After(timeout)) {
+            tracing::warn!(%error, "events still in flight at shutdown");
+        }
+    }
+}
+
+/// Builds the events of one call: ids, sequence numbers and time are filled in here, so no
+/// handler can get them wrong.
+pub struct CallRecorder {
+    pub call_id: String,
+    gateway: String,
+    function: String,
+    next_seq: i32,
+    pub principal: Option<Principal>,
+}
+
+impl CallRecorder {
+    pub fn new(call_id: String, gateway: &str, function: &str) -> CallRecorder {
+        CallRecorder {
+            call_id,
+            gateway: gateway.to_string(),
+            function: function.to_string(),
+            next_seq: 0,
+            principal: None,
+        }
+    }
+
+    pub fn event(&mut self, kind: EventKind) -> CallEvent {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        CallEvent {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            call_id: self.call_id.clone(),
+            seq,
+            kind,
+            time: now_micros(),
+            gateway: self.gateway.clone(),
+            function: self.function.clone(),
+            principal: self.principal.clone(),
+            request: None,
+            response: None,
+            decision: None,
+            approval: None,
+            failure: None,
+            masking: Vec::new(),
+        }
+    }
+}
+
+pub fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

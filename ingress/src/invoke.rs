@@ -1,0 +1,319 @@
+//! `POST /v1/functions/{name}/invoke`: the gateway's data path.
+//!
+//! authenticate → find the function → policy → read and parse the body → mask it →
+//! publish `call_received` + `call_forwarded` and wait for the broker → call the function →
+//! mask the answer → publish `call_completed` / `call_failed` → answer.
+//!
+//! Every refusal publishes `call_denied` before the caller hears of it, and any event the broker
+//! does not acknowledge turns into a 503 with the function not (or no further) called.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use callproof_masking::{FieldRules, Finding};
+use callproof_schemas::{CallEvent, Decision, EventKind, Failure, MaskingFinding, Request};
+use serde_json::Value;
+
+use crate::error::{ApiError, CallError};
+use crate::events::CallRecorder;
+use crate::upstream::{self, UpstreamError};
+use crate::{AppState, CALL_ID_HEADER};
+
+#[tracing::instrument(skip_all, fields(function = %name, call_id))]
+pub async fn invoke(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, CallError> {
+    let started = Instant::now();
+    let call_id = uuid::Uuid::now_v7().to_string();
+    tracing::Span::current().record("call_id", call_id.as_str());
+    let mut call = CallRecorder::new(call_id.clone(), &app.instance_id, &name);
+    let outcome = run(&app, &mut call, &name, &headers, body).await;
+    let label = match &outcome {
+        Ok(_) => "completed",
+        Err(error) => error.code(),
+    };
+    metrics::counter!("callproof_ingress_calls_total", "function" => name.clone(), "outcome" => label)
+        .increment(1);
+    metrics::histogram!("callproof_ingress_call_seconds").record(started.elapsed().as_secs_f64());
+    match outcome {
+        Ok(mut response) => {
+            if let Ok(value) = HeaderValue::from_str(&call_id) {
+                response.headers_mut().insert(CALL_ID_HEADER, value);
+            }
+            Ok(response)
+        }
+        Err(error) => {
+            tracing::info!(code = error.code(), "call refused or failed");
+            Err(error.for_call(&call_id))
+        }
+    }
+}
+
+async fn run(
+    app: &AppState,
+    call: &mut CallRecorder,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mut request = Request {
+        method: "POST".to_string(),
+        path: format!("/v1/functions/{name}/invoke"),
+        body: None,
+        body_bytes: 0,
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string),
+    };
+
+    let Ok(_in_flight) = app.in_flight.clone().try_acquire_owned() else {
+        return Err(deny(app, call, request, None, ApiError::TooManyRequests).await);
+    };
+
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    let principal = match crate::auth::bearer_token(authorization) {
+        Ok(token) => app.authenticator.authenticate(token).await,
+        Err(error) => Err(error),
+    };
+    let principal = match principal {
+        Ok(principal) => principal,
+        Err(error) => {
+            let refusal = ApiError::Unauthenticated(error.to_string());
+            return Err(deny(app, call, request, None, refusal).await);
+        }
+    };
+    call.principal = Some(principal.clone());
+
+    let Some(function) = app.functions.get(name) else {
+        let refusal = ApiError::UnknownFunction(name.to_string());
+        return Err(deny(app, call, request, None, refusal).await);
+    };
+
+    let decision = function.policy.decide(&principal);
+    if !decision.allowed {
+        let refusal = ApiError::Forbidden(format!("not allowed to call `{name}`"));
+        return Err(deny(app, call, request, Some(decision), refusal).await);
+    }
+
+    let limit = function.max_request_bytes;
+    let declared_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let raw_body = match declared_length {
+        Some(length) if length > limit as u64 => Err(()),
+        _ => to_bytes(body, limit).await.map_err(|_| ()),
+    };
+    let Ok(raw_body) = raw_body else {
+        let refusal = ApiError::PayloadTooLarge { limit };
+        return Err(deny(app, call, request, Some(decision), refusal).await);
+    };
+    request.body_bytes = i64::try_from(raw_body.len()).unwrap_or(i64::MAX);
+
+    let mut arguments: Value = match serde_json::from_slice(&raw_body) {
+        Ok(arguments) => arguments,
+        Err(error) => {
+            // serde_json's message names line and column, never the content.
+            let refusal = ApiError::InvalidJson(error.to_string());
+            return Err(deny(app, call, request, Some(decision), refusal).await);
+        }
+    };
+    let request_findings = match mask(
+        app,
+        &mut arguments,
+        &function.policy.mask_request,
+        function.policy.detect,
+        "/request/body",
+    ) {
+        Ok(findings) => findings,
+        Err(refusal) => return Err(deny(app, call, request, Some(decision), refusal).await),
+    };
+    let forwarded_body = serde_json::to_vec(&arguments).map_err(|_| ApiError::Internal)?;
+    request.body = Some(String::from_utf8_lossy(&forwarded_body).into_owned());
+
+    let mut received = call.event(EventKind::CallReceived);
+    received.request = Some(request);
+    received.decision = Some(decision);
+    received.masking = request_findings;
+    let forwarded = call.event(EventKind::CallForwarded);
+    app.events
+        .publish(&[received, forwarded])
+        .await
+        .map_err(|_| ApiError::AuditUnavailable)?;
+
+    let upstream_result = upstream::call(
+        &app.http,
+        function,
+        &call.call_id,
+        &principal,
+        forwarded_body,
+        app.max_response_bytes,
+    )
+    .await;
+    let answer = match upstream_result {
+        Ok(answer) => answer,
+        Err(error) => {
+            let failure = match error {
+                UpstreamError::Timeout(_) => ApiError::UpstreamTimeout {
+                    timeout_ms: u64::try_from(function.timeout.as_millis()).unwrap_or(u64::MAX),
+                },
+                other => ApiError::UpstreamFailed(other.to_string()),
+            };
+            let mut failed = call.event(EventKind::CallFailed);
+            failed.failure = Some(Failure {
+                code: failure.code().to_string(),
+                message: failure.to_string(),
+            });
+            publish_or_unavailable(app, failed).await?;
+            return Err(failure);
+        }
+    };
+
+    let (answer_body, response_findings, is_json) =
+        mask_answer(app, &answer.body, answer.content_type.as_deref(), function)?;
+    let mut outcome = if answer.status >= 500 {
+        call.event(EventKind::CallFailed)
+    } else {
+        call.event(EventKind::CallCompleted)
+    };
+    outcome.response = Some(callproof_schemas::Response {
+        status: i32::from(answer.status),
+        body: Some(answer_body.clone()),
+        body_bytes: i64::try_from(answer.body.len()).unwrap_or(i64::MAX),
+        latency_micros: i64::try_from(answer.latency.as_micros()).unwrap_or(i64::MAX),
+    });
+    outcome.masking = response_findings;
+    let upstream_failure = (answer.status >= 500).then(|| {
+        ApiError::UpstreamFailed(format!("function answered with status {}", answer.status))
+    });
+    if let Some(failure) = &upstream_failure {
+        outcome.failure = Some(Failure {
+            code: failure.code().to_string(),
+            message: failure.to_string(),
+        });
+    }
+    // The answer leaves the gateway only once its record is safe.
+    publish_or_unavailable(app, outcome).await?;
+    if let Some(failure) = upstream_failure {
+        return Err(failure);
+    }
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    let content_type = if is_json {
+        "application/json".to_string()
+    } else {
+        answer
+            .content_type
+            .unwrap_or_else(|| "text/plain; charset=utf-8".to_string())
+    };
+    Ok((status, [(header::CONTENT_TYPE, content_type)], answer_body).into_response())
+}
+
+/// Masks a JSON document with policy rules (and detectors if enabled), returning the findings
+/// with their paths rooted at `prefix` as events record them.
+fn mask(
+    app: &AppState,
+    document: &mut Value,
+    rules: &FieldRules,
+    detect: bool,
+    prefix: &str,
+) -> Result<Vec<MaskingFinding>, ApiError> {
+    let findings = app
+        .masker
+        .mask_json(document, rules, detect)
+        .map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    Ok(event_findings(findings, prefix))
+}
+
+fn event_findings(findings: Vec<Finding>, prefix: &str) -> Vec<MaskingFinding> {
+    findings
+        .into_iter()
+        .map(|finding| MaskingFinding {
+            detector: finding.detector,
+            path: format!("{prefix}{}", finding.path),
+            count: i32::try_from(finding.count).unwrap_or(i32::MAX),
+        })
+        .collect()
+}
+
+/// Masks the function's answer: JSON with the response rules, anything else as text. Bytes that
+/// are neither are refused rather than passed through unmasked.
+fn mask_answer(
+    app: &AppState,
+    body: &[u8],
+    content_type: Option<&str>,
+    function: &crate::function::Function,
+) -> Result<(String, Vec<MaskingFinding>, bool), ApiError> {
+    if body.is_empty() {
+        return Ok((String::new(), Vec::new(), false));
+    }
+    let looks_json = content_type.is_none_or(|value| value.contains("json"));
+    if looks_json && let Ok(mut document) = serde_json::from_slice::<Value>(body) {
+        let findings = mask(
+            app,
+            &mut document,
+            &function.policy.mask_response,
+            function.policy.detect,
+            "/response/body",
+        )
+        .map_err(|_| ApiError::UpstreamFailed("function's answer cannot be masked".into()))?;
+        let text = serde_json::to_string(&document).map_err(|_| ApiError::Internal)?;
+        return Ok((text, findings, true));
+    }
+    if !function.policy.mask_response.is_empty() {
+        // Field rules cannot be applied to a body that is not JSON: refuse rather than leak.
+        return Err(ApiError::UpstreamFailed(
+            "function's answer is not JSON, so its masked fields cannot be removed".into(),
+        ));
+    }
+    let (masked, findings) = app.masker.mask_bytes(body).map_err(|_| {
+        ApiError::UpstreamFailed("function's answer is neither JSON nor text".into())
+    })?;
+    Ok((
+        masked.into_owned(),
+        event_findings(findings, "/response/body"),
+        false,
+    ))
+}
+
+/// Records a refusal as `call_denied` and returns the error to answer with: the refusal itself,
+/// or 503 if the refusal could not be recorded.
+async fn deny(
+    app: &AppState,
+    call: &mut CallRecorder,
+    request: Request,
+    decision: Option<Decision>,
+    refusal: ApiError,
+) -> ApiError {
+    let mut denied = call.event(EventKind::CallDenied);
+    denied.request = Some(request);
+    denied.decision = Some(decision.unwrap_or_else(|| Decision {
+        allowed: false,
+        policy_id: None,
+        reason: refusal.to_string(),
+    }));
+    denied.failure = Some(Failure {
+        code: refusal.code().to_string(),
+        message: refusal.to_string(),
+    });
+    match app.events.publish(&[denied]).await {
+        Ok(()) => refusal,
+        Err(_) => ApiError::AuditUnavailable,
+    }
+}
+
+async fn publish_or_unavailable(app: &AppState, event: CallEvent) -> Result<(), ApiError> {
+    app.events
+        .publish(&[event])
+        .await
+        .map_err(|_| ApiError::AuditUnavailable)
+}

@@ -1,0 +1,203 @@
+use std::time::Duration;
+
+use callproof_config::Config;
+use callproof_schemas::{CallEvent, EventKind};
+use callproof_tests::broker;
+use callproof_tests::function_service::FunctionService;
+use callproof_tests::issuer::TestIssuer;
+use serde_json::Value;
+
+/// The credential the gateway holds for the `echo` function; must reach it and nothing else.
+pub const UPSTREAM_TOKEN: &str = "upstream-secret-token-9f8e7d";
+pub const API_KEY: &str = "api-key-secret-1a2b3c";
+pub const BASIC_PASSWORD: &str = "basic-secret-pw-77";
+
+pub struct Harness {
+    pub issuer: TestIssuer,
+    pub functions: FunctionService,
+    pub url: String,
+    pub topic: String,
+    pub brokers: String,
+    pub client: reqwest::Client,
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub call_id: Option<String>,
+    pub body: Value,
+    pub text: String,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Harness::start_on(broker::bootstrap()).await
+    }
+
+    /// Starts a gateway publishing to `brokers`, with the functions every test uses.
+    pub async fn start_on(brokers: String) -> Harness {
+        let issuer = TestIssuer::start().await.unwrap();
+        let functions = FunctionService::start().await.unwrap();
+        let topic = broker::unique_name("calls");
+        broker::create_topic(&brokers, &topic, 3).await.unwrap();
+        let upstream = &functions.url;
+        let source = format!(
+            r#"
+[ingress]
+listen = "127.0.0.1:0"
+instance_id = "gw-test"
+max_request_bytes = 65536
+
+[oidc]
+issuer = "{issuer}"
+audiences = ["callproof"]
+jwks_min_refresh_secs = 2
+
+[kafka]
+brokers = "{brokers}"
+calls_topic = "{topic}"
+delivery_timeout_ms = 3000
+
+[functions.echo]
+upstream = "{upstream}/echo"
+credential = {{ kind = "bearer", token = "${{UPSTREAM_TOKEN}}" }}
+[functions.echo.policy]
+allow_groups = ["support"]
+allow_subjects = ["carol"]
+mask_request = ["/ssn", "password"]
+mask_response = ["internal_note"]
+
+[functions.keyed]
+upstream = "{upstream}/echo"
+credential = {{ kind = "header", name = "x-api-key", value = "${{API_KEY}}" }}
+policy = {{ allow_groups = ["support"] }}
+
+[functions.basic]
+upstream = "{upstream}/echo"
+credential = {{ kind = "basic", username = "svc", password = "${{BASIC_PASSWORD}}" }}
+policy = {{ allow_groups = ["support"] }}
+
+[functions.small]
+upstream = "{upstream}/echo"
+max_request_bytes = 64
+policy = {{ allow_groups = ["support"] }}
+
+[functions.slow]
+upstream = "{upstream}/slow"
+timeout_ms = 300
+policy = {{ allow_groups = ["support"] }}
+
+[functions.down]
+upstream = "http://127.0.0.1:9/nothing-listens-here"
+policy = {{ allow_groups = ["support"] }}
+
+[functions.fail]
+upstream = "{upstream}/fail"
+policy = {{ allow_groups = ["support"] }}
+
+[functions.text]
+upstream = "{upstream}/text"
+policy = {{ allow_groups = ["support"] }}
+
+[functions.admin_only]
+upstream = "{upstream}/echo"
+policy = {{ allow_groups = ["admins"] }}
+"#,
+            issuer = issuer.url,
+        );
+        let env = |name: &str| match name {
+            "UPSTREAM_TOKEN" => Some(UPSTREAM_TOKEN.to_string()),
+            "API_KEY" => Some(API_KEY.to_string()),
+            "BASIC_PASSWORD" => Some(BASIC_PASSWORD.to_string()),
+            _ => None,
+        };
+        let config = Config::from_toml_with_env(&source, "test.toml", &env).unwrap();
+        let app = callproof_ingress::App::build(config).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = callproof_ingress::router(app.state);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Harness {
+            issuer,
+            functions,
+            url,
+            topic,
+            brokers,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn invoke(&self, function: &str, token: Option<&str>, body: &str) -> Answer {
+        let mut request = self
+            .client
+            .post(format!("{}/v1/functions/{function}/invoke", self.url))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let call_id = headers
+            .get("x-callproof-call-id")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        let text = response.text().await.unwrap();
+        Answer {
+            status,
+            call_id,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+            headers,
+        }
+    }
+
+    /// A call by alice (group support) with `arguments`.
+    pub async fn invoke_as_alice(&self, function: &str, arguments: &Value) -> Answer {
+        let token = self.issuer.token("alice", &["support"]);
+        self.invoke(function, Some(&token), &arguments.to_string())
+            .await
+    }
+
+    /// The events of one call, read back from the broker with an independent consumer.
+    pub fn events_of(&self, call_id: &str, expected: usize) -> Vec<CallEvent> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let events: Vec<CallEvent> = self
+                .all_raw_events()
+                .into_iter()
+                .map(|(_, payload)| callproof_schemas::decode(&payload).unwrap())
+                .filter(|event| event.call_id == call_id)
+                .collect();
+            if events.len() >= expected || std::time::Instant::now() > deadline {
+                return events;
+            }
+        }
+    }
+
+    /// Every message on the harness's topic: key and raw payload.
+    pub fn all_raw_events(&self) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+        broker::consume(
+            &self.brokers,
+            &self.topic,
+            usize::MAX,
+            Duration::from_secs(3),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|message| (message.key, message.payload))
+        .collect()
+    }
+}
+
+pub fn kinds(events: &[CallEvent]) -> Vec<EventKind> {
+    events.iter().map(|event| event.kind).collect()
+}
+
+/// The answer's error code.
+pub fn error_code(answer: &Answer) -> &str {
+    answer.body["error"]["code"].as_str().unwrap_or("")
+}
