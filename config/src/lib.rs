@@ -8,10 +8,12 @@
 //! 3. [`Config::validate`], pure checks of values and of how sections fit together.
 
 mod error;
+mod processor;
 mod secret;
 mod sections;
 
 pub use error::{ConfigError, ConfigErrorKind};
+pub use processor::{IndexConfig, LogConfig, ProcessorConfig, StorageConfig};
 pub use secret::Secret;
 pub use sections::*;
 

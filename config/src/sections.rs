@@ -26,6 +26,14 @@ pub struct Config {
     /// Functions by name: `[functions.<name>]`.
     #[serde(default)]
     pub functions: BTreeMap<String, FunctionConfig>,
+    #[serde(default)]
+    pub processor: crate::ProcessorConfig,
+    #[serde(default)]
+    pub storage: crate::StorageConfig,
+    /// Required by the processor only.
+    pub log: Option<crate::LogConfig>,
+    #[serde(default)]
+    pub index: crate::IndexConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -245,6 +253,7 @@ impl Config {
                 )?,
             }
         }
+        self.resolve_processor_secrets(env)?;
         Ok(())
     }
 
@@ -348,6 +357,7 @@ impl Config {
                     .map_err(|error| invalid(&at(key), error.to_string()))?;
             }
         }
+        self.validate_processor()?;
         Ok(())
     }
 }

@@ -155,3 +155,26 @@ fn committed_examples_load() {
             .unwrap_or_else(|error| panic!("{error}"));
     }
 }
+
+#[test]
+fn processor_sections_load_with_defaults_and_refuse_bad_values() {
+    let config = load("[log]\nsigning_key = \"${CUSTOMER_TOKEN}\"\n").unwrap();
+    assert_eq!(config.processor.group_id, "callproof-processor");
+    assert_eq!(config.processor.batch_max_events, 5_000);
+    assert!(config.storage.url.starts_with("file:///"));
+    let log = config.log.as_ref().unwrap();
+    assert_eq!(log.signing_key.as_ref().unwrap().expose(), "token-from-env");
+    assert!(!format!("{config:?}").contains("token-from-env"));
+    let cases = [
+        ("[processor]\nbatch_max_events = 0\n", "processor.batch_max_events` must be positive"),
+        ("[processor]\nbatch_size = 3\n", "unknown field `batch_size`"),
+        ("[storage]\nurl = \"ftp://x\"\n", "storage.url` must be"),
+        ("[index]\nwriter_memory_mb = 1\n", "index.writer_memory_mb` must be between"),
+        ("[log]\norigin = \"a\"\n", "log.signing_key` is missing"),
+    ];
+    for (source, expected) in cases {
+        let error = error_of(source);
+        assert!(error.contains(expected), "{source:?}: {error}");
+        assert!(error.starts_with("deploy.toml:"), "{error}");
+    }
+}

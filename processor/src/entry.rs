@@ -1,0 +1,248 @@
+//! The stored entry format: what one log entry holds, byte for byte.
+//!
+//! An entry is the canonical JSON (object keys sorted by their UTF-8 bytes, no whitespace,
+//! `serde_json` string escaping) of one object:
+//!
+//! ```json
+//! {"event":{…masked CallEvent…},"source":{"kafka":{"offset":12,"partition":3,"topic":"callproof.calls.v1"}}}
+//! ```
+//!
+//! A message that is not a decodable call event still gets an entry, so that entry `i` of a
+//! partition's log always accounts for the `i`-th message the processor consumed there:
+//! `{"source":…,"undecodable":{"payload_bytes":N,"payload_sha256":"<hex>","reason":"…"}}`
+//! (the payload itself is never stored: it could hold anything).
+//!
+//! An entry is at most 65,535 bytes (the tile bundle's length prefix). A larger one moves
+//! values out to content-addressed blobs at `blobs/sha256/<hex>`, largest body first
+//! (`/event/response/body`, `/event/request/body`, then the whole `/event`): the value is
+//! replaced by `null` and `"blobs":{"<JSON pointer>":"<hex>"}` names where it went. A blob holds
+//! the canonical JSON of the value it replaces (a JSON string for a body), and `<hex>` is the
+//! SHA-256 of the blob, so the entry's leaf hash covers the blob too.
+
+use std::io::Write as _;
+
+use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
+
+use crate::ProcessorError;
+
+/// The largest entry a log can hold.
+pub const MAX_ENTRY_BYTES: usize = callproof_tlog::tile::MAX_ENTRY_SIZE;
+
+/// Values moved to blobs when an entry is too large, in this order.
+pub const BLOB_CANDIDATES: [&str; 3] = ["/event/response/body", "/event/request/body", "/event"];
+
+/// Where a message came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSource {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl KafkaSource {
+    pub fn to_value(&self) -> Value {
+        serde_json::json!({"kafka": {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+        }})
+    }
+}
+
+/// A content-addressed blob to write before the entry that names it.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub sha256_hex: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Blob {
+    /// The blob's path in the object store.
+    pub fn path(&self) -> String {
+        blob_path(&self.sha256_hex)
+    }
+}
+
+/// `blobs/sha256/<hex>`.
+pub fn blob_path(sha256_hex: &str) -> String {
+    format!("blobs/sha256/{sha256_hex}")
+}
+
+/// An entry ready to append: its bytes and the blobs it refers to.
+#[derive(Debug, Clone)]
+pub struct EncodedEntry {
+    pub bytes: Vec<u8>,
+    pub blobs: Vec<Blob>,
+}
+
+/// Encodes an entry document (`{"event"|"undecodable", "source"}`), moving values to blobs
+/// when it would exceed [`MAX_ENTRY_BYTES`].
+pub fn encode_entry(document: &Value) -> Result<EncodedEntry, ProcessorError> {
+    let bytes = canonical_json(document);
+    if bytes.len() <= MAX_ENTRY_BYTES {
+        return Ok(EncodedEntry {
+            bytes,
+            blobs: Vec::new(),
+        });
+    }
+    let mut document = document.clone();
+    let mut blobs = Vec::new();
+    let mut pointers = Map::new();
+    for pointer in BLOB_CANDIDATES {
+        let Some(value) = document.pointer_mut(pointer) else {
+            continue;
+        };
+        if value.is_null() {
+            continue;
+        }
+        let blob_bytes = canonical_json(value);
+        let sha256_hex = hex::encode(Sha256::digest(&blob_bytes));
+        *value = Value::Null;
+        pointers.insert(pointer.to_string(), Value::String(sha256_hex.clone()));
+        blobs.push(Blob {
+            sha256_hex,
+            bytes: blob_bytes,
+        });
+        if let Some(object) = document.as_object_mut() {
+            object.insert("blobs".to_string(), Value::Object(pointers.clone()));
+        }
+        let bytes = canonical_json(&document);
+        if bytes.len() <= MAX_ENTRY_BYTES {
+            return Ok(EncodedEntry { bytes, blobs });
+        }
+    }
+    Err(ProcessorError::Encode(format!(
+        "the entry stays over {MAX_ENTRY_BYTES} bytes with its event in a blob"
+    )))
+}
+
+/// The blobs an entry refers to: (JSON pointer, SHA-256 hex).
+pub fn blob_references(entry: &Value) -> Vec<(String, String)> {
+    entry
+        .get("blobs")
+        .and_then(Value::as_object)
+        .map(|blobs| {
+            blobs
+                .iter()
+                .filter_map(|(pointer, hex)| Some((pointer.clone(), hex.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Puts a blob's value back into an entry after checking its hash; removes `blobs` once every
+/// reference is resolved, so that a resolved entry equals the document before encoding.
+pub fn restore_blob(
+    entry: &mut Value,
+    pointer: &str,
+    sha256_hex: &str,
+    blob: &[u8],
+) -> Result<(), String> {
+    let actual = hex::encode(Sha256::digest(blob));
+    if actual != sha256_hex {
+        return Err(format!(
+            "blob {sha256_hex} has SHA-256 {actual}: it was altered"
+        ));
+    }
+    let value: Value = serde_json::from_slice(blob)
+        .map_err(|error| format!("blob {sha256_hex} is not JSON: {error}"))?;
+    let slot = entry
+        .pointer_mut(pointer)
+        .ok_or_else(|| format!("the entry has no {pointer} for blob {sha256_hex}"))?;
+    *slot = value;
+    if let Some(object) = entry.as_object_mut()
+        && let Some(Value::Object(blobs)) = object.get_mut("blobs")
+    {
+        blobs.remove(pointer);
+        if blobs.is_empty() {
+            object.remove("blobs");
+        }
+    }
+    Ok(())
+}
+
+/// Canonical JSON: object keys sorted by their bytes, no whitespace.
+///
+/// Written by hand rather than relying on `serde_json::Map` ordering, because another crate
+/// in the build may turn on serde_json's `preserve_order` feature, which would silently change
+/// the bytes (and every hash) of the log.
+pub fn canonical_json(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            out.push(b'{');
+            for (position, key) in keys.into_iter().enumerate() {
+                if position > 0 {
+                    out.push(b',');
+                }
+                write_scalar(&Value::String(key.clone()), out);
+                out.push(b':');
+                if let Some(item) = map.get(key) {
+                    write_canonical(item, out);
+                }
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (position, item) in items.iter().enumerate() {
+                if position > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => write_scalar(scalar, out),
+    }
+}
+
+fn write_scalar(value: &Value, out: &mut Vec<u8>) {
+    // Writing a scalar JSON value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+    let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth_without_whitespace() {
+        let value = serde_json::json!({"b": [1, {"z": null, "a": "x\"y"}], "a": true});
+        assert_eq!(
+            String::from_utf8(canonical_json(&value)).unwrap(),
+            r#"{"a":true,"b":[1,{"a":"x\"y","z":null}]}"#
+        );
+    }
+
+    #[test]
+    fn large_bodies_go_to_blobs_and_come_back() {
+        let body = "x".repeat(70_000);
+        let document = serde_json::json!({
+            "event": {"request": {"body": "small"}, "response": {"body": body}},
+            "source": {"kafka": {"topic": "t", "partition": 0, "offset": 1}},
+        });
+        let encoded = encode_entry(&document).unwrap();
+        assert!(encoded.bytes.len() <= MAX_ENTRY_BYTES);
+        assert_eq!(encoded.blobs.len(), 1);
+        let mut entry: Value = serde_json::from_slice(&encoded.bytes).unwrap();
+        assert_eq!(entry.pointer("/event/response/body"), Some(&Value::Null));
+        for (pointer, hex) in blob_references(&entry) {
+            let blob = encoded.blobs.iter().find(|b| b.sha256_hex == hex).unwrap();
+            restore_blob(&mut entry, &pointer, &hex, &blob.bytes).unwrap();
+        }
+        assert_eq!(entry, document);
+        let mut tampered: Value = serde_json::from_slice(&encoded.bytes).unwrap();
+        let hex = &encoded.blobs[0].sha256_hex;
+        assert!(restore_blob(&mut tampered, "/event/response/body", hex, b"\"y\"").is_err());
+    }
+}

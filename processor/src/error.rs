@@ -1,0 +1,67 @@
+//! The processor's error type.
+
+/// Everything that stops the processor or one of its commands. Messages name the thing and
+/// the reason, and never quote event data or key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProcessorError {
+    #[error("the `[log]` section is missing: the processor needs `log.signing_key` to sign checkpoints")]
+    MissingLogSection,
+    #[error("`log.signing_key` is not a usable log signing key ({0}); make one with `callproof-processor keygen`")]
+    BadKey(String),
+    #[error("`storage.url` {url:?} cannot be opened: {reason}")]
+    StoreUrl { url: String, reason: String },
+    #[error("the object store at {url} is not writable: {reason}")]
+    StoreUnwritable { url: String, reason: String },
+    #[error("cannot reach the Kafka brokers at {brokers}: {reason}")]
+    BrokerUnreachable { brokers: String, reason: String },
+    #[error("topic {topic} does not exist on {brokers}")]
+    TopicMissing { topic: String, brokers: String },
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("log of partition {partition}: {source}")]
+    Log {
+        partition: i32,
+        #[source]
+        source: callproof_tlog::Error,
+    },
+    #[error("index {path}: {reason}")]
+    Index { path: String, reason: String },
+    #[error("object store at {path}: {source}")]
+    Store {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("entry {index} of partition {partition}: {reason}")]
+    BadEntry {
+        partition: i32,
+        index: u64,
+        reason: String,
+    },
+    #[error("cannot encode an entry: {0}")]
+    Encode(String),
+    #[error("cannot serve metrics on {address}: {reason}")]
+    Metrics { address: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("a worker task failed: {0}")]
+    Task(String),
+}
+
+impl ProcessorError {
+    pub(crate) fn index(path: &std::path::Path, reason: impl std::fmt::Display) -> Self {
+        ProcessorError::Index {
+            path: path.display().to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn task(error: tokio::task::JoinError) -> Self {
+        ProcessorError::Task(error.to_string())
+    }
+}

@@ -1,0 +1,298 @@
+//! The search index's schema, shared with the evidence API (which opens the same indexes
+//! read-only).
+//!
+//! Each partition of the calls topic has its own tantivy index at `<index.path>/<partition>/`,
+//! written only by the processor that owns the partition (tantivy's directory lock enforces
+//! one writer). The index is a derived view: every document comes from one log entry, and
+//! [`CommitPayload`] (the JSON payload of each tantivy commit) records how many entries of the
+//! partition's log the index covers, so a restarted processor indexes exactly the entries
+//! beyond it and `callproof-processor reindex` rebuilds it from the log alone.
+//!
+//! | field | type | options | holds |
+//! |---|---|---|---|
+//! | `event_id` | string (raw) | indexed, stored | the event's UUIDv7 |
+//! | `call_id` | string (raw) | indexed, stored | the call the event belongs to |
+//! | `kind` | string (raw) | indexed, stored, fast | `call_received`, `call_denied`, … (`undecodable` for a message that was not an event) |
+//! | `time` | date (µs) | indexed, stored, fast | the event's time; sort and range-filter on it |
+//! | `subject` | string (raw) | indexed, stored | the principal's subject (the user) |
+//! | `groups` | string (raw), many | indexed, stored | the principal's groups |
+//! | `agent` | string (raw) | indexed, stored | the acting agent's subject (RFC 8693 `act`), if any |
+//! | `function` | string (raw) | indexed, stored, fast | the function called |
+//! | `decision` | string (raw) | indexed, stored | `allow` or `deny`, when the event carries a decision |
+//! | `reviewer` | string (raw) | indexed, stored | the approval's reviewer, if any |
+//! | `detectors` | string (raw), many | indexed, stored | distinct masking detectors found in the event (`EMAIL`, `FIELD`, …) |
+//! | `status` | i64 | indexed, stored, fast | the response's HTTP status, if any |
+//! | `partition` | u64 | indexed, stored, fast | the log (= Kafka partition) holding the entry |
+//! | `log_index` | u64 | indexed, stored, fast | the entry's index in that log: fetch it and its proof with `LogReader` |
+//! | `body` | text (default tokenizer, positions), many | indexed | masked request and response bodies, failure message, decision reason, approval comment |
+//!
+//! Bodies are not stored: the log entry at (`partition`, `log_index`) is the record.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tantivy::collector::TopDocs;
+use tantivy::query::QueryParser;
+use tantivy::schema::{
+    DateOptions, DateTimePrecision, FAST, Field, INDEXED, STORED, STRING, Schema, TEXT,
+    TantivyDocument, Value as _,
+};
+use tantivy::{DateTime, Index, Order};
+
+/// Bumped when the schema changes; an index with another version must be rebuilt
+/// (`callproof-processor reindex`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The fields of the index, resolved against its schema.
+#[derive(Clone, Debug)]
+pub struct IndexFields {
+    pub schema: Schema,
+    pub event_id: Field,
+    pub call_id: Field,
+    pub kind: Field,
+    pub time: Field,
+    pub subject: Field,
+    pub groups: Field,
+    pub agent: Field,
+    pub function: Field,
+    pub decision: Field,
+    pub reviewer: Field,
+    pub detectors: Field,
+    pub status: Field,
+    pub partition: Field,
+    pub log_index: Field,
+    pub body: Field,
+}
+
+impl Default for IndexFields {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl IndexFields {
+    /// Builds the schema.
+    pub fn new() -> IndexFields {
+        let mut builder = Schema::builder();
+        let time_options = DateOptions::default()
+            .set_indexed()
+            .set_stored()
+            .set_fast()
+            .set_precision(DateTimePrecision::Microseconds);
+        let event_id = builder.add_text_field("event_id", STRING | STORED);
+        let call_id = builder.add_text_field("call_id", STRING | STORED);
+        let kind = builder.add_text_field("kind", STRING | STORED | FAST);
+        let time = builder.add_date_field("time", time_options);
+        let subject = builder.add_text_field("subject", STRING | STORED);
+        let groups = builder.add_text_field("groups", STRING | STORED);
+        let agent = builder.add_text_field("agent", STRING | STORED);
+        let function = builder.add_text_field("function", STRING | STORED | FAST);
+        let decision = builder.add_text_field("decision", STRING | STORED);
+        let reviewer = builder.add_text_field("reviewer", STRING | STORED);
+        let detectors = builder.add_text_field("detectors", STRING | STORED);
+        let status = builder.add_i64_field("status", INDEXED | STORED | FAST);
+        let partition = builder.add_u64_field("partition", INDEXED | STORED | FAST);
+        let log_index = builder.add_u64_field("log_index", INDEXED | STORED | FAST);
+        let body = builder.add_text_field("body", TEXT);
+        IndexFields {
+            schema: builder.build(),
+            event_id,
+            call_id,
+            kind,
+            time,
+            subject,
+            groups,
+            agent,
+            function,
+            decision,
+            reviewer,
+            detectors,
+            status,
+            partition,
+            log_index,
+            body,
+        }
+    }
+
+    /// The fields a free-text query searches when it names none.
+    pub fn default_query_fields(&self) -> Vec<Field> {
+        vec![
+            self.body,
+            self.event_id,
+            self.call_id,
+            self.subject,
+            self.agent,
+            self.function,
+        ]
+    }
+
+    /// The document of one log entry, resolved (blobs put back). The processor and `reindex`
+    /// both build documents here, so a rebuilt index is the same index.
+    pub fn document(&self, entry: &Value, partition: i32, log_index: u64) -> TantivyDocument {
+        let mut document = TantivyDocument::default();
+        document.add_u64(self.partition, u64::try_from(partition).unwrap_or_default());
+        document.add_u64(self.log_index, log_index);
+        let Some(event) = entry.get("event").filter(|event| event.is_object()) else {
+            document.add_text(self.kind, "undecodable");
+            return document;
+        };
+        let text = |pointer: &str| event.pointer(pointer).and_then(Value::as_str);
+        for (field, pointer) in [
+            (self.event_id, "/event_id"),
+            (self.call_id, "/call_id"),
+            (self.kind, "/kind"),
+            (self.subject, "/principal/subject"),
+            (self.agent, "/principal/actor/subject"),
+            (self.function, "/function"),
+            (self.reviewer, "/approval/reviewer"),
+        ] {
+            if let Some(value) = text(pointer) {
+                document.add_text(field, value);
+            }
+        }
+        if let Some(micros) = event.get("time").and_then(Value::as_i64) {
+            document.add_date(self.time, DateTime::from_timestamp_micros(micros));
+        }
+        for group in event
+            .pointer("/principal/groups")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            document.add_text(self.groups, group);
+        }
+        if let Some(allowed) = event.pointer("/decision/allowed").and_then(Value::as_bool) {
+            document.add_text(self.decision, if allowed { "allow" } else { "deny" });
+        }
+        let detectors: BTreeSet<&str> = event
+            .get("masking")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|finding| finding.get("detector").and_then(Value::as_str))
+            .collect();
+        for detector in detectors {
+            document.add_text(self.detectors, detector);
+        }
+        if let Some(status) = event.pointer("/response/status").and_then(Value::as_i64) {
+            document.add_i64(self.status, status);
+        }
+        for pointer in [
+            "/request/body",
+            "/response/body",
+            "/failure/message",
+            "/decision/reason",
+            "/approval/comment",
+        ] {
+            if let Some(value) = text(pointer) {
+                document.add_text(self.body, value);
+            }
+        }
+        document
+    }
+}
+
+/// The payload of every commit of a partition's index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitPayload {
+    pub schema_version: u32,
+    pub partition: i32,
+    /// The index holds exactly the log's entries `0..log_size`.
+    pub log_size: u64,
+}
+
+impl CommitPayload {
+    /// Reads the payload of the index's last commit (`None` for a new index).
+    pub fn of(index: &Index) -> tantivy::Result<Option<CommitPayload>> {
+        let metas = index.load_metas()?;
+        Ok(metas
+            .payload
+            .as_deref()
+            .and_then(|payload| serde_json::from_str(payload).ok()))
+    }
+}
+
+/// The directory of a partition's index.
+pub fn partition_index_dir(root: &Path, partition: i32) -> PathBuf {
+    root.join(partition.to_string())
+}
+
+/// Opens every partition index under `root` (read-only use is safe while the processor
+/// writes), sorted by partition.
+pub fn open_partition_indexes(root: &Path) -> tantivy::Result<Vec<(i32, Index)>> {
+    let mut indexes = Vec::new();
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(indexes),
+        Err(error) => return Err(tantivy::TantivyError::from(error)),
+    };
+    for entry in entries.flatten() {
+        let Some(partition) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if entry.path().join("meta.json").exists() {
+            indexes.push((partition, Index::open_in_dir(entry.path())?));
+        }
+    }
+    indexes.sort_by_key(|(partition, _)| *partition);
+    Ok(indexes)
+}
+
+/// One search hit: where the entry is in the logs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Hit {
+    pub time_micros: i64,
+    pub partition: i32,
+    pub log_index: u64,
+    pub event_id: Option<String>,
+}
+
+/// Searches every partition index with a tantivy query string (`function:get_customer AND
+/// detectors:EMAIL`, free text searches [`IndexFields::default_query_fields`]) and returns up
+/// to `limit` hits per partition, newest first overall.
+pub fn search(
+    indexes: &[(i32, Index)],
+    query: &str,
+    limit: usize,
+) -> tantivy::Result<Vec<Hit>> {
+    let fields = IndexFields::new();
+    let mut hits = Vec::new();
+    for (_, index) in indexes {
+        let reader = index.reader()?;
+        let searcher = reader.searcher();
+        let parser = QueryParser::for_index(index, fields.default_query_fields());
+        let query = parser.parse_query(query)?;
+        let top = searcher.search(
+            &query,
+            &TopDocs::with_limit(limit.max(1)).order_by_fast_field::<DateTime>("time", Order::Desc),
+        )?;
+        for (_, address) in top {
+            let document: TantivyDocument = searcher.doc(address)?;
+            let u64_of = |field| document.get_first(field).and_then(|v| v.as_u64());
+            hits.push(Hit {
+                time_micros: document
+                    .get_first(fields.time)
+                    .and_then(|v| v.as_datetime())
+                    .map(|time| time.into_timestamp_micros())
+                    .unwrap_or_default(),
+                partition: u64_of(fields.partition)
+                    .and_then(|p| i32::try_from(p).ok())
+                    .unwrap_or_default(),
+                log_index: u64_of(fields.log_index).unwrap_or_default(),
+                event_id: document
+                    .get_first(fields.event_id)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string),
+            });
+        }
+    }
+    hits.sort_by(|a, b| b.cmp(a));
+    Ok(hits)
+}

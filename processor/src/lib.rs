@@ -1,0 +1,248 @@
+//! The callproof processor: consumes call events from Kafka in a consumer group, masks each one,
+//! appends it to its partition's signed Merkle log (C2SP tlog-tiles on object storage), indexes
+//! it with tantivy and streams it to SIEMs as OCSF JSON. See `README.md` for the guarantees,
+//! the stored entry format and the index fields.
+//!
+//! Stages, one file each: [`decoder::Decoder`], [`masker::Masker`],
+//! [`siem::SiemPublisher`], [`log_appender::LogAppender`], [`indexer::Indexer`], wired by
+//! [`pipeline::Pipeline`]. The evidence API reads what they write through [`index_schema`]
+//! (the index), [`entry`] (the entry format) and `callproof_tlog::store::LogReader` (the logs).
+
+pub mod decoder;
+pub mod entry;
+mod error;
+pub mod index_schema;
+pub mod indexer;
+pub mod log_appender;
+pub mod masker;
+pub mod pipeline;
+pub mod siem;
+pub mod storage;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use callproof_config::Config;
+use callproof_tlog::note::NoteSigner;
+use callproof_tlog::store::LogReader;
+use object_store::ObjectStore;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+
+pub use error::ProcessorError;
+pub use pipeline::Pipeline;
+
+/// The signer and origin prefix from `[log]`.
+pub fn log_signer(config: &Config) -> Result<(NoteSigner, String), ProcessorError> {
+    let log = config.log.as_ref().ok_or(ProcessorError::MissingLogSection)?;
+    let key = log
+        .signing_key
+        .as_ref()
+        .ok_or(ProcessorError::MissingLogSection)?;
+    let signer: NoteSigner = key
+        .expose()
+        .trim()
+        .parse()
+        .map_err(|error: callproof_tlog::Error| ProcessorError::BadKey(key_error_reason(&error)))?;
+    let origin = log
+        .origin
+        .clone()
+        .unwrap_or_else(|| signer.name().to_string());
+    Ok((signer, origin))
+}
+
+/// Why a key was refused, without anything of the key itself.
+fn key_error_reason(error: &callproof_tlog::Error) -> String {
+    match error {
+        callproof_tlog::Error::Malformed { what, .. } => format!("malformed {what}"),
+        _ => "unreadable key".to_string(),
+    }
+}
+
+/// Builds every stage and checks, with clear errors, what the processor needs to start: the
+/// signing key, a writable store, reachable brokers and the calls topic. `store` replaces the
+/// one named by `storage.url` (tests wrap the real store in decorators).
+pub async fn build(
+    config: Config,
+    store: Option<Arc<dyn ObjectStore>>,
+) -> Result<Pipeline, ProcessorError> {
+    let (signer, origin) = log_signer(&config)?;
+    let store = match store {
+        Some(store) => store,
+        None => storage::open_store(&config.storage)?,
+    };
+    storage::check_writable(&store, &config.storage.url).await?;
+    std::fs::create_dir_all(&config.index.path).map_err(|source| ProcessorError::Io {
+        path: config.index.path.display().to_string(),
+        source,
+    })?;
+    check_brokers(&config).await?;
+    let masker = masker::Masker::new(&config)
+        .map_err(|error| ProcessorError::Encode(format!("masking configuration: {error}")))?;
+    let siem = siem::SiemPublisher::new(&config.kafka, "callproof-processor-siem")?;
+    Pipeline::new(pipeline::Stages {
+        config,
+        store,
+        signer,
+        origin,
+        masker: Arc::new(masker),
+        siem,
+    })
+}
+
+/// Builds and runs the pipeline until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    store: Option<Arc<dyn ObjectStore>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProcessorError> {
+    build(config, store).await?.run(shutdown).await
+}
+
+/// Fails fast, naming the brokers, when they cannot be reached or the topic is missing.
+async fn check_brokers(config: &Config) -> Result<(), ProcessorError> {
+    let client_config = pipeline::consumer_config(config);
+    let brokers = config.kafka.brokers.clone();
+    let topic = config.kafka.calls_topic.clone();
+    let timeout = Duration::from_millis(config.processor.startup_timeout_ms);
+    tokio::task::spawn_blocking(move || {
+        let unreachable = |reason: String| ProcessorError::BrokerUnreachable {
+            brokers: brokers.clone(),
+            reason,
+        };
+        let consumer: BaseConsumer = client_config
+            .create()
+            .map_err(|error| unreachable(error.to_string()))?;
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), timeout)
+            .map_err(|error| unreachable(error.to_string()))?;
+        let found = metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        if found {
+            Ok(())
+        } else {
+            Err(ProcessorError::TopicMissing {
+                topic: topic.clone(),
+                brokers: brokers.clone(),
+            })
+        }
+    })
+    .await
+    .map_err(ProcessorError::task)?
+}
+
+/// Serves `/metrics` (Prometheus) and `/healthz` on `address`; installs the global recorder.
+pub async fn serve_metrics(address: SocketAddr) -> Result<(), ProcessorError> {
+    let failed = |reason: String| ProcessorError::Metrics {
+        address: address.to_string(),
+        reason,
+    };
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ])
+        .map_err(|error| failed(error.to_string()))?
+        .install_recorder()
+        .map_err(|error| failed(error.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| failed(error.to_string()))?;
+    let router = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let handle = handle.clone();
+                async move { handle.render() }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "metrics server stopped");
+        }
+    });
+    Ok(())
+}
+
+/// Writes a new log signing key to `out` (mode 0600, never overwriting a file) and returns the
+/// verifier key, which auditors give to `callproof-verify`.
+pub fn keygen(name: &str, out: &Path) -> Result<String, ProcessorError> {
+    let (signer_key, verifier_key) =
+        NoteSigner::generate(name).map_err(|error| ProcessorError::BadKey(error.to_string()))?;
+    let io = |source| ProcessorError::Io {
+        path: out.display().to_string(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(out).map_err(io)?;
+    std::io::Write::write_all(&mut file, format!("{signer_key}\n").as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(verifier_key)
+}
+
+/// What `reindex` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReindexReport {
+    /// (partition, entries indexed).
+    pub partitions: Vec<(i32, u64)>,
+}
+
+/// Rebuilds every partition's index from its log alone. The processor must be stopped (the
+/// index lock refuses a second writer).
+pub async fn reindex(config: &Config) -> Result<ReindexReport, ProcessorError> {
+    let (signer, _origin) = log_signer(config)?;
+    let store = storage::open_store(&config.storage)?;
+    let listing = store
+        .list_with_delimiter(Some(&object_store::path::Path::from("logs")))
+        .await
+        .map_err(|source| ProcessorError::Store {
+            path: "logs".into(),
+            source,
+        })?;
+    let mut partitions: Vec<i32> = listing
+        .common_prefixes
+        .iter()
+        .filter_map(|prefix| prefix.filename()?.parse().ok())
+        .collect();
+    partitions.sort_unstable();
+    let mut report = ReindexReport {
+        partitions: Vec::new(),
+    };
+    for partition in partitions {
+        let reader = LogReader::new(
+            store.clone(),
+            log_prefix_of(partition),
+            signer.verifier(),
+        );
+        let checkpoint = reader
+            .checkpoint()
+            .await
+            .map_err(|source| ProcessorError::Log { partition, source })?;
+        let root = config.index.path.clone();
+        let memory = config.index.writer_memory_mb;
+        let mut indexer = tokio::task::spawn_blocking(move || {
+            indexer::Indexer::open(&root, partition, memory, Duration::from_secs(3600))
+        })
+        .await
+        .map_err(ProcessorError::task)??;
+        indexer = tokio::task::spawn_blocking(move || indexer.reset().map(|()| indexer))
+            .await
+            .map_err(ProcessorError::task)??;
+        let size = checkpoint.checkpoint.size;
+        tracing::info!(partition, entries = size, "rebuilding the index from the log");
+        indexer::catch_up(indexer, &reader, &store, size).await?;
+        report.partitions.push((partition, size));
+    }
+    Ok(report)
+}
+
+fn log_prefix_of(partition: i32) -> object_store::path::Path {
+    log_appender::log_prefix(partition)
+}

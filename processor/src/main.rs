@@ -1,0 +1,130 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The callproof processor: masks call events and appends them to signed Merkle logs, an
+/// index and the SIEM stream.
+#[derive(Parser)]
+#[command(name = "callproof-processor", version)]
+struct Args {
+    /// The deployment file (TOML); the processor reads `[kafka]`, `[masking]`, `[functions.*]`
+    /// (field rules), `[processor]`, `[storage]`, `[log]` and `[index]`.
+    #[arg(long, env = "CALLPROOF_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    json_logs: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline (the default).
+    Run,
+    /// Rebuild the index of every partition from its log alone (stop the processor first).
+    Reindex,
+    /// Make a log signing key: writes the private key to FILE (mode 0600) and prints the
+    /// verifier key for auditors.
+    Keygen {
+        /// The key name, which is also the default log origin prefix.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(args.json_logs);
+    if let Some(Command::Keygen { name, out }) = &args.command {
+        return match callproof_processor::keygen(name, out) {
+            Ok(verifier) => {
+                println!("{verifier}");
+                eprintln!("callproof-processor: signing key written to {}", out.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(&error),
+        };
+    }
+    let Some(path) = &args.config else {
+        eprintln!("callproof-processor: --config FILE is required");
+        return ExitCode::from(2);
+    };
+    let config = match callproof_config::Config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("callproof-processor: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("callproof-processor: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.command {
+            Some(Command::Reindex) => {
+                let report = callproof_processor::reindex(&config).await?;
+                for (partition, entries) in report.partitions {
+                    println!("partition {partition}: {entries} entries indexed");
+                }
+                Ok(())
+            }
+            _ => {
+                callproof_processor::serve_metrics(config.processor.metrics_listen).await?;
+                callproof_processor::run(config, None, shutdown_signal()).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&error),
+    }
+}
+
+fn fail(error: &callproof_processor::ProcessorError) -> ExitCode {
+    tracing::error!(%error, "stopping");
+    eprintln!("callproof-processor: {error}");
+    ExitCode::FAILURE
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutdown requested; finishing the batch in hand");
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,123 @@
+//! Masker: every event is masked here before it goes anywhere.
+//!
+//! The gateway already masked bodies inline per policy, but the processor does not trust
+//! that: it runs every detector again over the request and response bodies (as JSON when they
+//! parse, as text otherwise) and over the free-text fields (request path, failure message,
+//! decision reason, approval comment), and applies the function's policy field rules. Masking
+//! is idempotent, so values the gateway already replaced are left alone. Findings are added
+//! to the event's `masking` list with pointers prefixed by the field they were found in.
+//!
+//! Identity fields (principal, acting agent, approvers, reviewer) are not masked: they are
+//! what the evidence is about.
+
+use std::collections::HashMap;
+
+use callproof_config::Config;
+use callproof_masking::{FieldRules, Finding, MaskingError};
+use callproof_schemas::{CallEvent, MaskingFinding};
+use serde_json::Value;
+
+/// The masking stage.
+pub struct Masker {
+    engine: callproof_masking::Masker,
+    /// Per function: the request and response field rules of its policy.
+    rules: HashMap<String, (FieldRules, FieldRules)>,
+    no_rules: FieldRules,
+}
+
+impl Masker {
+    pub fn new(config: &Config) -> Result<Masker, MaskingError> {
+        let engine = callproof_masking::Masker::new(&config.masking)?;
+        let mut rules = HashMap::new();
+        for (name, function) in &config.functions {
+            rules.insert(
+                name.clone(),
+                (
+                    FieldRules::parse(&function.policy.mask_request)?,
+                    FieldRules::parse(&function.policy.mask_response)?,
+                ),
+            );
+        }
+        Ok(Masker {
+            engine,
+            rules,
+            no_rules: FieldRules::empty(),
+        })
+    }
+
+    /// Masks an event in place and appends what was found to `event.masking`.
+    pub fn mask(&self, event: &mut CallEvent) {
+        let (request_rules, response_rules) = self
+            .rules
+            .get(&event.function)
+            .map(|(request, response)| (request, response))
+            .unwrap_or((&self.no_rules, &self.no_rules));
+        let mut findings = Vec::new();
+        if let Some(request) = &mut event.request {
+            if let Some(body) = &mut request.body {
+                self.mask_body(body, request_rules, "/request/body", &mut findings);
+            }
+            self.mask_field(&mut request.path, "/request/path", &mut findings);
+        }
+        if let Some(response) = &mut event.response
+            && let Some(body) = &mut response.body
+        {
+            self.mask_body(body, response_rules, "/response/body", &mut findings);
+        }
+        if let Some(failure) = &mut event.failure {
+            self.mask_field(&mut failure.message, "/failure/message", &mut findings);
+        }
+        if let Some(decision) = &mut event.decision {
+            self.mask_field(&mut decision.reason, "/decision/reason", &mut findings);
+        }
+        if let Some(approval) = &mut event.approval
+            && let Some(comment) = &mut approval.comment
+        {
+            self.mask_field(comment, "/approval/comment", &mut findings);
+        }
+        event.masking.extend(findings);
+    }
+
+    fn mask_body(
+        &self,
+        body: &mut String,
+        rules: &FieldRules,
+        at: &str,
+        findings: &mut Vec<MaskingFinding>,
+    ) {
+        if let Ok(mut document) = serde_json::from_str::<Value>(body) {
+            match self.engine.mask_json(&mut document, rules, true) {
+                Ok(found) => {
+                    if !found.is_empty() {
+                        // Compact JSON: the body's original spacing is not evidence.
+                        *body = document.to_string();
+                        push_findings(findings, at, found);
+                    }
+                    return;
+                }
+                // Too deep to walk as JSON: masked as text below, which still finds every
+                // detector's values (field rules cannot apply without the structure).
+                Err(_) => {}
+            }
+        }
+        self.mask_field(body, at, findings);
+    }
+
+    fn mask_field(&self, text: &mut String, at: &str, findings: &mut Vec<MaskingFinding>) {
+        let (masked, found) = self.engine.mask_text(text);
+        if found.is_empty() {
+            return;
+        }
+        let masked = masked.into_owned();
+        *text = masked;
+        push_findings(findings, at, found);
+    }
+}
+
+fn push_findings(findings: &mut Vec<MaskingFinding>, at: &str, found: Vec<Finding>) {
+    findings.extend(found.into_iter().map(|finding| MaskingFinding {
+        detector: finding.detector,
+        path: format!("{at}{}", finding.path),
+        count: i32::try_from(finding.count).unwrap_or(i32::MAX),
+    }));
+}

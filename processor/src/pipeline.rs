@@ -1,0 +1,629 @@
+//! The pipeline: consume a batch, then Decoder → Masker → SiemPublisher → LogAppender →
+//! Indexer, then commit the consumer offsets.
+//!
+//! Batches are processed one at a time, and the consumer is polled only between them. That is
+//! what makes partition revocation clean: rebalance callbacks run inside `recv()`, so when a
+//! partition is revoked no append for it is in flight, and the messages of it already
+//! collected are dropped before its new owner opens the log. Consumption still overlaps with
+//! processing, because librdkafka prefetches on its own threads, and the CPU-heavy stages
+//! (decode, mask, encode) run on every core through `spawn_blocking`.
+//!
+//! Exactly once: a partition's log checkpoint records the next Kafka offset; on opening a
+//! partition the processor skips messages below it (and seeks back if the group's committed
+//! offset is ahead of it), so the log never misses or repeats a message. The group commit
+//! follows the checkpoint and is only an optimisation for where fetching starts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use callproof_config::Config;
+use callproof_tlog::note::NoteSigner;
+use callproof_tlog::store::LogReader;
+use object_store::ObjectStore;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::Message as _;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use serde_json::json;
+use tantivy::schema::TantivyDocument;
+
+use crate::ProcessorError;
+use crate::decoder::{Decoded, Decoder, RawMessage};
+use crate::entry::{EncodedEntry, encode_entry};
+use crate::index_schema::IndexFields;
+use crate::indexer::{Indexer, catch_up};
+use crate::log_appender::{APPEND_RETRY_LIMIT, LogAppender, log_prefix};
+use crate::masker::Masker;
+use crate::siem::{SiemPublisher, SiemRecord, ocsf_record};
+
+/// Partitions assigned or revoked, as reported by the rebalance callbacks.
+#[derive(Debug)]
+enum RebalanceEvent {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// Records rebalances for the pipeline loop; runs inside `recv()`.
+#[derive(Default)]
+pub struct RebalanceContext {
+    topic: String,
+    events: Mutex<Vec<RebalanceEvent>>,
+}
+
+impl ClientContext for RebalanceContext {
+    /// librdkafka's statistics (every 5 s) carry each partition's lag behind the high
+    /// watermark, measured from the committed offset, which follows the log checkpoints.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        for (partition, stats) in &topic.partitions {
+            if *partition >= 0 && stats.consumer_lag >= 0 {
+                metrics::gauge!("callproof_processor_consumer_lag_messages", "partition" => partition.to_string())
+                    .set(stats.consumer_lag as f64);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            self.push(RebalanceEvent::Revoked(self.partitions_of(list)));
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            self.push(RebalanceEvent::Assigned(self.partitions_of(list)));
+        }
+    }
+}
+
+impl RebalanceContext {
+    fn partitions_of(&self, list: &TopicPartitionList) -> Vec<i32> {
+        list.elements()
+            .iter()
+            .filter(|element| element.topic() == self.topic)
+            .map(|element| element.partition())
+            .collect()
+    }
+
+    fn push(&self, event: RebalanceEvent) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event);
+        }
+    }
+
+    fn take(&self) -> Vec<RebalanceEvent> {
+        self.events
+            .lock()
+            .map(|mut events| std::mem::take(&mut *events))
+            .unwrap_or_default()
+    }
+}
+
+/// What the pipeline needs besides the consumer: built once at start.
+pub struct Stages {
+    pub config: Config,
+    pub store: Arc<dyn ObjectStore>,
+    pub signer: NoteSigner,
+    /// Origin prefix; partition `p`'s log is `<origin>/<p>`.
+    pub origin: String,
+    pub masker: Arc<Masker>,
+    pub siem: SiemPublisher,
+}
+
+struct PartitionState {
+    appender: LogAppender,
+    indexer: Option<Indexer>,
+    /// Whether the position was checked against the log's next offset (one seek at most).
+    position_checked: bool,
+}
+
+/// The running pipeline.
+pub struct Pipeline {
+    stages: Arc<Stages>,
+    consumer: StreamConsumer<RebalanceContext>,
+    topic: String,
+    partitions: HashMap<i32, PartitionState>,
+}
+
+/// One message, processed up to the append.
+struct Prepared {
+    entry: EncodedEntry,
+    document: TantivyDocument,
+    siem: SiemRecord,
+    timestamp_ms: Option<i64>,
+}
+
+impl Pipeline {
+    /// Creates the consumer and subscribes to the calls topic.
+    pub fn new(stages: Stages) -> Result<Pipeline, ProcessorError> {
+        let config = &stages.config;
+        let topic = config.kafka.calls_topic.clone();
+        let context = RebalanceContext {
+            topic: topic.clone(),
+            events: Mutex::new(Vec::new()),
+        };
+        let consumer: StreamConsumer<RebalanceContext> =
+            consumer_config(config).create_with_context(context)?;
+        consumer.subscribe(&[&topic])?;
+        Ok(Pipeline {
+            stages: Arc::new(stages),
+            consumer,
+            topic,
+            partitions: HashMap::new(),
+        })
+    }
+
+    /// Runs until `shutdown` completes, then finishes the batch in hand, commits the indexes
+    /// and leaves the group.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ProcessorError> {
+        tokio::pin!(shutdown);
+        tracing::info!(topic = %self.topic, group = %self.stages.config.processor.group_id, "processor started");
+        let mut stopping = false;
+        while !stopping {
+            let batch = self.collect_batch(&mut shutdown, &mut stopping).await?;
+            if !batch.is_empty() {
+                self.process(batch).await?;
+            }
+            self.commit_due_indexes().await?;
+        }
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        self.close_partitions(&partitions).await?;
+        self.consumer.unsubscribe();
+        tracing::info!("processor stopped");
+        Ok(())
+    }
+
+    /// Collects messages until the batch is full by count or bytes, `batch_max_wait_ms` after
+    /// its first message, or shutdown. Handles rebalances as they are reported.
+    async fn collect_batch(
+        &mut self,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+        stopping: &mut bool,
+    ) -> Result<Vec<RawMessage>, ProcessorError> {
+        let settings = &self.stages.config.processor;
+        let max_events = settings.batch_max_events;
+        let max_bytes = settings.batch_max_bytes;
+        let max_wait = Duration::from_millis(settings.batch_max_wait_ms);
+        // When idle, come back now and then to commit the indexes on time.
+        let idle_wait = Duration::from_millis(500);
+        let mut batch: Vec<RawMessage> = Vec::new();
+        let mut bytes = 0usize;
+        let mut first_at: Option<Instant> = None;
+        loop {
+            let wait = match first_at {
+                Some(first) => max_wait.saturating_sub(first.elapsed()),
+                None => idle_wait,
+            };
+            let received = tokio::select! {
+                () = shutdown.as_mut() => {
+                    *stopping = true;
+                    None
+                }
+                received = tokio::time::timeout(wait, self.consumer.recv()) => Some(received),
+            };
+            let mut cut = received.is_none();
+            match received {
+                Some(Ok(Ok(message))) => {
+                    let payload = message.payload().unwrap_or_default().to_vec();
+                    bytes += payload.len();
+                    batch.push(RawMessage {
+                        source: crate::entry::KafkaSource {
+                            topic: message.topic().to_string(),
+                            partition: message.partition(),
+                            offset: message.offset(),
+                        },
+                        payload,
+                        timestamp_ms: message.timestamp().to_millis(),
+                    });
+                    first_at.get_or_insert_with(Instant::now);
+                }
+                Some(Ok(Err(error))) => {
+                    metrics::counter!("callproof_processor_failures_total", "stage" => "consume")
+                        .increment(1);
+                    tracing::warn!(%error, "consumer error");
+                }
+                Some(Err(_elapsed)) => cut = true,
+                None => {}
+            }
+            for event in self.consumer.context().take() {
+                match event {
+                    RebalanceEvent::Revoked(partitions) => {
+                        tracing::info!(?partitions, "partitions revoked");
+                        batch.retain(|message| !partitions.contains(&message.source.partition));
+                        self.close_partitions(&partitions).await?;
+                    }
+                    RebalanceEvent::Assigned(partitions) => {
+                        tracing::info!(?partitions, "partitions assigned");
+                    }
+                }
+            }
+            if cut || batch.len() >= max_events || bytes >= max_bytes {
+                return Ok(batch);
+            }
+        }
+    }
+
+    /// Processes one batch through every stage.
+    async fn process(&mut self, batch: Vec<RawMessage>) -> Result<(), ProcessorError> {
+        let started = Instant::now();
+        let mut by_partition: BTreeMap<i32, Vec<RawMessage>> = BTreeMap::new();
+        for message in batch {
+            by_partition
+                .entry(message.source.partition)
+                .or_default()
+                .push(message);
+        }
+        // Open partitions, drop what the logs already hold, and give each message its index.
+        let mut work: Vec<(RawMessage, u64)> = Vec::new();
+        let mut appends: BTreeMap<i32, (usize, usize, i64)> = BTreeMap::new();
+        for (partition, mut messages) in by_partition {
+            self.open_partition(partition).await?;
+            let Some(state) = self.partitions.get_mut(&partition) else {
+                continue;
+            };
+            let next_offset = state.appender.next_offset();
+            let first_offset = messages.first().map(|message| message.source.offset);
+            if !state.position_checked {
+                state.position_checked = true;
+                let behind = match (next_offset, first_offset) {
+                    (Some(next), Some(first)) => first > next,
+                    (None, Some(first)) => first > 0,
+                    _ => false,
+                };
+                if behind {
+                    // The group's committed offset is ahead of the log (it should follow
+                    // the log): go back to where the log ends, once.
+                    let target = next_offset.map_or(Offset::Beginning, Offset::Offset);
+                    tracing::warn!(partition, ?target, ?first_offset, "consumer position is ahead of the log; seeking back");
+                    self.consumer
+                        .seek(&self.topic, partition, target, Duration::from_secs(10))?;
+                    continue;
+                }
+            }
+            if let Some(next) = next_offset {
+                let before = messages.len();
+                messages.retain(|message| message.source.offset >= next);
+                let skipped = before - messages.len();
+                if skipped > 0 {
+                    metrics::counter!("callproof_processor_duplicates_skipped_total")
+                        .increment(skipped as u64);
+                    tracing::info!(partition, skipped, next_offset = next, "skipped messages already in the log");
+                }
+            }
+            let Some(last) = messages.last() else {
+                continue;
+            };
+            let next = last.source.offset + 1;
+            let base = state.appender.size();
+            let start = work.len();
+            work.extend(
+                messages
+                    .into_iter()
+                    .enumerate()
+                    .map(|(position, message)| (message, base + position as u64)),
+            );
+            appends.insert(partition, (start, work.len(), next));
+        }
+        if work.is_empty() {
+            return Ok(());
+        }
+        let n_events = work.len();
+        metrics::histogram!("callproof_processor_batch_events").record(n_events as f64);
+        metrics::histogram!("callproof_processor_batch_bytes")
+            .record(work.iter().map(|(message, _)| message.payload.len()).sum::<usize>() as f64);
+
+        // Decode, mask, encode: CPU work, on every core.
+        let stages = self.stages.clone();
+        let mut prepared = tokio::task::spawn_blocking(move || prepare_all(&stages, work))
+            .await
+            .map_err(ProcessorError::task)??;
+
+        // SIEM first: acknowledged before the checkpoint, so at least once.
+        let siem_started = Instant::now();
+        let records: Vec<SiemRecord> = prepared
+            .iter_mut()
+            .map(|prepared| std::mem::take(&mut prepared.siem))
+            .collect();
+        self.stages.siem.publish(&records, APPEND_RETRY_LIMIT).await?;
+        metrics::histogram!("callproof_processor_siem_publish_seconds")
+            .record(siem_started.elapsed().as_secs_f64());
+
+        // Append: one checkpoint per partition, all partitions at once.
+        let append_started = Instant::now();
+        let mut prepared: Vec<Option<Prepared>> = prepared.into_iter().map(Some).collect();
+        let mut per_partition: Vec<(i32, Vec<Prepared>, i64)> = Vec::new();
+        for (partition, (start, end, next)) in &appends {
+            let items = prepared[*start..*end]
+                .iter_mut()
+                .filter_map(Option::take)
+                .collect();
+            per_partition.push((*partition, items, *next));
+        }
+        {
+            let mut appends_in_flight = Vec::new();
+            for (partition, state) in self.partitions.iter_mut() {
+                if let Some((_, items, next)) =
+                    per_partition.iter().find(|(p, _, _)| p == partition)
+                {
+                    let entries: Vec<EncodedEntry> =
+                        items.iter().map(|item| item.entry.clone()).collect();
+                    let next = *next;
+                    appends_in_flight.push(async move {
+                        state.appender.append(&entries, next).await
+                    });
+                }
+            }
+            for result in futures::future::join_all(appends_in_flight).await {
+                result?;
+            }
+        }
+        metrics::histogram!("callproof_processor_append_seconds")
+            .record(append_started.elapsed().as_secs_f64());
+        let checkpointed_ms = now_ms();
+        for (partition, items, _) in &per_partition {
+            for item in items {
+                if let Some(produced) = item.timestamp_ms {
+                    metrics::histogram!("callproof_processor_checkpoint_lag_seconds")
+                        .record((checkpointed_ms - produced).max(0) as f64 / 1000.0);
+                }
+            }
+            let label = partition.to_string();
+            metrics::counter!("callproof_processor_events_total", "partition" => label.clone())
+                .increment(items.len() as u64);
+            if let Some(state) = self.partitions.get(partition) {
+                metrics::gauge!("callproof_processor_log_size", "partition" => label)
+                    .set(state.appender.size() as f64);
+            }
+        }
+
+        // Index: hand the documents to each partition's writer (tantivy indexes on its own
+        // thread), committing only when the commit interval has passed.
+        let index_started = Instant::now();
+        let mut indexing = Vec::new();
+        for (partition, items, _) in per_partition {
+            let Some(state) = self.partitions.get_mut(&partition) else {
+                continue;
+            };
+            let Some(mut indexer) = state.indexer.take() else {
+                continue;
+            };
+            let log_size = state.appender.size();
+            let documents: Vec<TantivyDocument> =
+                items.into_iter().map(|item| item.document).collect();
+            indexing.push(tokio::task::spawn_blocking(move || {
+                let result = indexer
+                    .add(documents, log_size)
+                    .and_then(|()| indexer.commit_if_due().map(|_| ()));
+                (partition, indexer, result)
+            }));
+        }
+        for handle in indexing {
+            let (partition, indexer, result) = handle.await.map_err(ProcessorError::task)?;
+            if let Some(state) = self.partitions.get_mut(&partition) {
+                state.indexer = Some(indexer);
+            }
+            result?;
+        }
+        metrics::histogram!("callproof_processor_index_seconds")
+            .record(index_started.elapsed().as_secs_f64());
+
+        // The group commit follows the checkpoints.
+        let mut offsets = TopicPartitionList::new();
+        for (partition, (_, _, next)) in &appends {
+            offsets.add_partition_offset(&self.topic, *partition, Offset::Offset(*next))?;
+        }
+        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
+            tracing::warn!(%error, "offset commit failed; the log's checkpoints still hold the position");
+        }
+        tracing::debug!(n_events, partitions = appends.len(), elapsed_ms = started.elapsed().as_millis() as u64, "batch done");
+        Ok(())
+    }
+
+    /// Opens a partition's log and index on its first message after assignment.
+    async fn open_partition(&mut self, partition: i32) -> Result<(), ProcessorError> {
+        if self.partitions.contains_key(&partition) {
+            return Ok(());
+        }
+        let stages = &self.stages;
+        let origin = format!("{}/{partition}", stages.origin);
+        let appender = LogAppender::open(
+            stages.store.clone(),
+            stages.signer.clone(),
+            origin,
+            &self.topic,
+            partition,
+        )
+        .await?;
+        let index_config = stages.config.index.clone();
+        let indexer = tokio::task::spawn_blocking(move || {
+            Indexer::open(
+                &index_config.path,
+                partition,
+                index_config.writer_memory_mb,
+                Duration::from_millis(index_config.commit_interval_ms),
+            )
+        })
+        .await
+        .map_err(ProcessorError::task)??;
+        let reader = LogReader::new(
+            stages.store.clone(),
+            log_prefix(partition),
+            stages.signer.verifier(),
+        );
+        let indexer = catch_up(indexer, &reader, &stages.store, appender.size()).await?;
+        tracing::info!(
+            partition,
+            log_size = appender.size(),
+            next_offset = ?appender.next_offset(),
+            "partition opened"
+        );
+        self.partitions.insert(
+            partition,
+            PartitionState {
+                appender,
+                indexer: Some(indexer),
+                position_checked: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Commits and closes the indexes of partitions and forgets their logs.
+    async fn close_partitions(&mut self, partitions: &[i32]) -> Result<(), ProcessorError> {
+        for partition in partitions {
+            let Some(state) = self.partitions.remove(partition) else {
+                continue;
+            };
+            if let Some(mut indexer) = state.indexer {
+                tokio::task::spawn_blocking(move || indexer.commit())
+                    .await
+                    .map_err(ProcessorError::task)??;
+            }
+            tracing::info!(partition, log_size = state.appender.size(), "partition closed");
+        }
+        Ok(())
+    }
+
+    async fn commit_due_indexes(&mut self) -> Result<(), ProcessorError> {
+        for state in self.partitions.values_mut() {
+            let Some(mut indexer) = state.indexer.take() else {
+                continue;
+            };
+            let (indexer, result) = tokio::task::spawn_blocking(move || {
+                let result = indexer.commit_if_due();
+                (indexer, result)
+            })
+            .await
+            .map_err(ProcessorError::task)?;
+            state.indexer = Some(indexer);
+            result?;
+        }
+        Ok(())
+    }
+}
+
+/// The consumer: a group member with manual offsets.
+pub fn consumer_config(config: &Config) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", &config.processor.group_id)
+        .set("client.id", "callproof-processor")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("queued.min.messages", "20000")
+        .set("fetch.max.bytes", "52428800")
+        .set("statistics.interval.ms", "5000");
+    for (key, value) in &config.kafka.properties {
+        client.set(key, value);
+    }
+    client
+}
+
+/// Decodes, masks and encodes a batch on every core, keeping the order.
+fn prepare_all(
+    stages: &Stages,
+    work: Vec<(RawMessage, u64)>,
+) -> Result<Vec<Prepared>, ProcessorError> {
+    let threads = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let chunk_size = work.len().div_ceil(threads).max(64);
+    let fields = IndexFields::new();
+    let chunks: Vec<&[(RawMessage, u64)]> = work.chunks(chunk_size).collect();
+    let results: Vec<Result<Vec<Prepared>, ProcessorError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let fields = &fields;
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|(message, log_index)| prepare(stages, fields, message, *log_index))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(ProcessorError::Task("a preparing thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut prepared = Vec::with_capacity(work.len());
+    for result in results {
+        prepared.extend(result?);
+    }
+    Ok(prepared)
+}
+
+/// One message through Decoder and Masker to its entry, index document and SIEM record.
+fn prepare(
+    stages: &Stages,
+    fields: &IndexFields,
+    message: &RawMessage,
+    log_index: u64,
+) -> Result<Prepared, ProcessorError> {
+    let source = message.source.to_value();
+    let (document, key) = match Decoder.decode(&message.payload) {
+        Decoded::Event(mut event) => {
+            stages.masker.mask(&mut event);
+            let key = event.call_id.clone();
+            let event = serde_json::to_value(&*event)
+                .map_err(|error| ProcessorError::Encode(error.to_string()))?;
+            (json!({"event": event, "source": source}), key)
+        }
+        Decoded::Undecodable {
+            reason,
+            payload_sha256,
+            payload_bytes,
+        } => {
+            tracing::warn!(partition = message.source.partition, offset = message.source.offset, %reason, "message is not a call event; recorded as undecodable");
+            metrics::counter!("callproof_processor_failures_total", "stage" => "decode")
+                .increment(1);
+            (
+                json!({"undecodable": {
+                    "reason": reason,
+                    "payload_sha256": payload_sha256,
+                    "payload_bytes": payload_bytes,
+                }, "source": source}),
+                String::new(),
+            )
+        }
+    };
+    let partition = message.source.partition;
+    let entry = encode_entry(&document)?;
+    let origin = format!("{}/{partition}", stages.origin);
+    let record = ocsf_record(&document, partition, log_index, &origin);
+    let siem_payload =
+        serde_json::to_vec(&record).map_err(|error| ProcessorError::Encode(error.to_string()))?;
+    Ok(Prepared {
+        document: fields.document(&document, partition, log_index),
+        entry,
+        siem: SiemRecord {
+            key,
+            payload: siem_payload,
+        },
+        timestamp_ms: message.timestamp_ms,
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or_default()
+}

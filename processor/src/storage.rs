@@ -1,0 +1,68 @@
+//! The object store: opened from `storage.url`, checked writable at start.
+
+use std::sync::Arc;
+
+use callproof_config::StorageConfig;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutPayload};
+
+use crate::ProcessorError;
+
+/// Opens the store named by `storage.url`. A `file://` directory is created if missing.
+pub fn open_store(config: &StorageConfig) -> Result<Arc<dyn ObjectStore>, ProcessorError> {
+    let bad_url = |reason: String| ProcessorError::StoreUrl {
+        url: config.url.clone(),
+        reason,
+    };
+    let url = url::Url::parse(&config.url).map_err(|error| bad_url(error.to_string()))?;
+    if url.scheme() == "file" {
+        let path = url
+            .to_file_path()
+            .map_err(|()| bad_url("not an absolute local path".into()))?;
+        std::fs::create_dir_all(&path).map_err(|error| ProcessorError::StoreUnwritable {
+            url: config.url.clone(),
+            reason: format!("cannot create {}: {error}", path.display()),
+        })?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&path)
+            .map_err(|error| bad_url(error.to_string()))?;
+        return Ok(Arc::new(store));
+    }
+    let options = config
+        .options
+        .iter()
+        .map(|(key, value)| (key.clone(), value.expose().to_string()));
+    let (store, prefix) =
+        object_store::parse_url_opts(&url, options).map_err(|error| bad_url(error.to_string()))?;
+    let store: Arc<dyn ObjectStore> = Arc::from(store);
+    if prefix.as_ref().is_empty() {
+        Ok(store)
+    } else {
+        Ok(Arc::new(object_store::prefix::PrefixStore::new(store, prefix)))
+    }
+}
+
+/// Writes and deletes a probe object, so that an unwritable store stops the processor at
+/// start with a clear message rather than at its first batch.
+pub async fn check_writable(
+    store: &Arc<dyn ObjectStore>,
+    url: &str,
+) -> Result<(), ProcessorError> {
+    let probe = Path::from(format!(
+        "_probe/{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos())
+            .unwrap_or_default()
+    ));
+    let unwritable = |error: object_store::Error| ProcessorError::StoreUnwritable {
+        url: url.to_string(),
+        reason: error.to_string(),
+    };
+    store
+        .put(&probe, PutPayload::from_static(b"probe"))
+        .await
+        .map_err(unwritable)?;
+    store.delete(&probe).await.map_err(unwritable)?;
+    Ok(())
+}
