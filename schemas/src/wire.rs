@@ -2,7 +2,8 @@
 
 use std::sync::LazyLock;
 
-use apache_avro::{Schema, rabin::Rabin, types::Value};
+use apache_avro::{Schema, types::Value};
+use serde_json::Value as Json;
 
 use crate::CallEvent;
 
@@ -14,11 +15,15 @@ const HEADER_LEN: usize = 10;
 pub static CURRENT_SCHEMA: LazyLock<Schema> =
     LazyLock::new(|| parse_builtin_schema(include_str!("../call_event.avsc")));
 
-/// Every schema ever released, oldest first. Data written with any of them stays readable.
-pub static RELEASED_SCHEMAS: LazyLock<Vec<Schema>> = LazyLock::new(|| {
+static CURRENT_FINGERPRINT: LazyLock<[u8; 8]> =
+    LazyLock::new(|| schema_fingerprint(include_str!("../call_event.avsc")));
+
+/// Every schema ever released, oldest first, with its fingerprint. Data written with any of them
+/// stays readable.
+pub static RELEASED_SCHEMAS: LazyLock<Vec<(Schema, [u8; 8])>> = LazyLock::new(|| {
     [include_str!("../released/call_event.v1.avsc")]
         .into_iter()
-        .map(parse_builtin_schema)
+        .map(|text| (parse_builtin_schema(text), schema_fingerprint(text)))
         .collect()
 });
 
@@ -29,13 +34,124 @@ fn parse_builtin_schema(text: &str) -> Schema {
     Schema::parse_str(text).expect("built-in schema must parse")
 }
 
-/// The CRC-64-AVRO (Rabin) fingerprint of a schema's parsing canonical form, little-endian as in
+/// The CRC-64-AVRO (Rabin) fingerprint of a schema's Parsing Canonical Form, little-endian as in
 /// the single-object header.
-pub fn schema_fingerprint(schema: &Schema) -> [u8; 8] {
-    let fingerprint = schema.fingerprint::<Rabin>();
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&fingerprint.bytes[..8]);
-    bytes
+///
+/// Computed here rather than with `Schema::fingerprint`: apache-avro 0.21 keeps logical types as
+/// `{"type":"long"}` in the canonical form (AVRO-4004), so its fingerprint of any schema with a
+/// `timestamp-micros` differs from every other implementation's and other consumers could not
+/// find our schema.
+#[allow(clippy::expect_used)]
+pub fn schema_fingerprint(schema_text: &str) -> [u8; 8] {
+    let schema: Json = serde_json::from_str(schema_text).expect("built-in schema is JSON");
+    crc64_avro(parsing_canonical_form(&schema, "").as_bytes()).to_le_bytes()
+}
+
+/// The Avro specification's Parsing Canonical Form: only the attributes that matter to parsing,
+/// full names, primitives in their simple form, fixed attribute order, no whitespace.
+fn parsing_canonical_form(schema: &Json, namespace: &str) -> String {
+    match schema {
+        Json::String(name) => quoted(&full_name(name, namespace)),
+        Json::Array(branches) => {
+            let branches: Vec<String> = branches
+                .iter()
+                .map(|branch| parsing_canonical_form(branch, namespace))
+                .collect();
+            format!("[{}]", branches.join(","))
+        }
+        Json::Object(object) => {
+            let kind = object
+                .get("type")
+                .and_then(Json::as_str)
+                .unwrap_or_default();
+            match kind {
+                "record" | "error" | "enum" | "fixed" => {
+                    let name = object
+                        .get("name")
+                        .and_then(Json::as_str)
+                        .unwrap_or_default();
+                    let own_namespace = object
+                        .get("namespace")
+                        .and_then(Json::as_str)
+                        .unwrap_or(namespace);
+                    let name = full_name(name, own_namespace);
+                    let inner_namespace = name.rsplit_once('.').map_or("", |(space, _)| space);
+                    let mut parts = vec![
+                        format!("\"name\":{}", quoted(&name)),
+                        format!("\"type\":{}", quoted(kind)),
+                    ];
+                    if let Some(fields) = object.get("fields").and_then(Json::as_array) {
+                        let fields: Vec<String> = fields
+                            .iter()
+                            .map(|field| {
+                                let field_name =
+                                    field.get("name").and_then(Json::as_str).unwrap_or_default();
+                                format!(
+                                    "{{\"name\":{},\"type\":{}}}",
+                                    quoted(field_name),
+                                    parsing_canonical_form(&field["type"], inner_namespace)
+                                )
+                            })
+                            .collect();
+                        parts.push(format!("\"fields\":[{}]", fields.join(",")));
+                    }
+                    if let Some(symbols) = object.get("symbols") {
+                        parts.push(format!("\"symbols\":{symbols}"));
+                    }
+                    if let Some(size) = object.get("size") {
+                        parts.push(format!("\"size\":{size}"));
+                    }
+                    format!("{{{}}}", parts.join(","))
+                }
+                "array" => format!(
+                    "{{\"type\":\"array\",\"items\":{}}}",
+                    parsing_canonical_form(&object["items"], namespace)
+                ),
+                "map" => format!(
+                    "{{\"type\":\"map\",\"values\":{}}}",
+                    parsing_canonical_form(&object["values"], namespace)
+                ),
+                // A primitive, possibly with a logical type: its simple form.
+                primitive => quoted(primitive),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+const PRIMITIVES: [&str; 8] = [
+    "null", "boolean", "int", "long", "float", "double", "bytes", "string",
+];
+
+fn full_name(name: &str, namespace: &str) -> String {
+    if PRIMITIVES.contains(&name) || name.contains('.') || namespace.is_empty() {
+        name.to_string()
+    } else {
+        format!("{namespace}.{name}")
+    }
+}
+
+fn quoted(text: &str) -> String {
+    Json::String(text.to_string()).to_string()
+}
+
+/// CRC-64-AVRO, as given in the Avro specification.
+fn crc64_avro(bytes: &[u8]) -> u64 {
+    const EMPTY: u64 = 0xc15d_213a_a4d7_a795;
+    static TABLE: LazyLock<[u64; 256]> = LazyLock::new(|| {
+        let mut table = [0u64; 256];
+        for (index, entry) in table.iter_mut().enumerate() {
+            let mut fingerprint = index as u64;
+            for _ in 0..8 {
+                fingerprint = (fingerprint >> 1) ^ (EMPTY & (0u64.wrapping_sub(fingerprint & 1)));
+            }
+            *entry = fingerprint;
+        }
+        table
+    });
+    bytes.iter().fold(EMPTY, |fingerprint, &byte| {
+        (fingerprint >> 8) ^ TABLE[((fingerprint ^ u64::from(byte)) & 0xff) as usize]
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +184,7 @@ pub fn encode(event: &CallEvent) -> Result<Vec<u8>, EncodeError> {
         .map_err(|error| EncodeError::Schema(Box::new(error)))?;
     let mut message = Vec::with_capacity(HEADER_LEN + datum.len());
     message.extend_from_slice(&SINGLE_OBJECT_MARKER);
-    message.extend_from_slice(&schema_fingerprint(schema));
+    message.extend_from_slice(&*CURRENT_FINGERPRINT);
     message.extend_from_slice(&datum);
     Ok(message)
 }
@@ -91,9 +207,14 @@ pub(crate) fn decode_value(message: &[u8], reader_schema: &Schema) -> Result<Val
         return Err(DecodeError::NotSingleObject);
     }
     let fingerprint = &header[2..];
-    let writer_schema = std::iter::once(&*CURRENT_SCHEMA)
-        .chain(RELEASED_SCHEMAS.iter())
-        .find(|schema| schema_fingerprint(schema) == fingerprint)
+    let writer_schema = std::iter::once((&*CURRENT_SCHEMA, &*CURRENT_FINGERPRINT))
+        .chain(
+            RELEASED_SCHEMAS
+                .iter()
+                .map(|(schema, fingerprint)| (schema, fingerprint)),
+        )
+        .find(|(_, known)| known.as_slice() == fingerprint)
+        .map(|(schema, _)| schema)
         .ok_or_else(|| DecodeError::UnknownSchema(hex(fingerprint)))?;
     let value = apache_avro::from_avro_datum(writer_schema, &mut body, Some(reader_schema))
         .map_err(|error| DecodeError::Body(Box::new(error)))?;
