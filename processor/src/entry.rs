@@ -14,7 +14,7 @@
 //!
 //! An entry is at most 65,535 bytes (the tile bundle's length prefix). A larger one moves
 //! values out to content-addressed blobs at `blobs/sha256/<hex>`, largest body first
-//! (`/event/response/body`, `/event/request/body`, then the whole `/event`): the value is
+//! (of `/event/response/body` and `/event/request/body`, then the whole `/event`): the value is
 //! replaced by `null` and `"blobs":{"<JSON pointer>":"<hex>"}` names where it went. A blob holds
 //! the canonical JSON of the value it replaces (a JSON string for a body), and `<hex>` is the
 //! SHA-256 of the blob, so the entry's leaf hash covers the blob too.
@@ -29,7 +29,8 @@ use crate::ProcessorError;
 /// The largest entry a log can hold.
 pub const MAX_ENTRY_BYTES: usize = callproof_tlog::tile::MAX_ENTRY_SIZE;
 
-/// Values moved to blobs when an entry is too large, in this order.
+/// Values moved to blobs when an entry is too large: the larger body first, then the other,
+/// then the whole event.
 pub const BLOB_CANDIDATES: [&str; 3] = ["/event/response/body", "/event/request/body", "/event"];
 
 /// Where a message came from.
@@ -89,7 +90,17 @@ pub fn encode_entry(document: &Value) -> Result<EncodedEntry, ProcessorError> {
     let mut document = document.clone();
     let mut blobs = Vec::new();
     let mut pointers = Map::new();
-    for pointer in BLOB_CANDIDATES {
+    let body_size = |pointer: &str| {
+        document
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .map_or(0, str::len)
+    };
+    let mut candidates = BLOB_CANDIDATES;
+    if body_size(candidates[1]) > body_size(candidates[0]) {
+        candidates.swap(0, 1);
+    }
+    for pointer in candidates {
         let Some(value) = document.pointer_mut(pointer) else {
             continue;
         };

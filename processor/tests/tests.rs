@@ -1,0 +1,10 @@
+//! Integration tests of the processor against the real broker (`KAFKA_BROKERS`, default
+//! `127.0.0.1:9092`). Each test makes its own topics, store, index and key.
+
+mod support;
+
+mod exactly_once;
+mod masking;
+mod reindex;
+mod startup;
+mod store_failures;
