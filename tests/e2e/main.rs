@@ -1,1 +1,5 @@
+//! End-to-end tests across the real stack: the callproof binaries as child processes, the Tansu
+//! broker, a local OIDC issuer and a local function service, checked from the outside with
+//! independent clients.
 
+mod gateway;

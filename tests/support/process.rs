@@ -31,10 +31,21 @@ impl Service {
         args: &[&str],
         log_dir: &Path,
     ) -> anyhow::Result<Self> {
+        Service::start_with_env(name, program, args, &[], log_dir)
+    }
+
+    pub fn start_with_env(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
         let log = log_dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log)?;
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::from(file.try_clone()?))
             .stderr(Stdio::from(file))
             .spawn()
