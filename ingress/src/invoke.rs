@@ -81,7 +81,7 @@ async fn run(
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    let principal = match crate::auth::bearer_token(authorization) {
+    let principal = match callproof_oidc::bearer_token(authorization) {
         Ok(token) => app.authenticator.authenticate(token).await,
         Err(error) => Err(error),
     };

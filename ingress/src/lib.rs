@@ -5,7 +5,6 @@
 //! [`App::build`] wires the parts from a [`Config`]; [`router`] gives the HTTP API, so tests can
 //! serve it on port 0. The binary (`main.rs`) only parses arguments and calls [`serve`].
 
-pub mod auth;
 mod error;
 pub mod events;
 mod function;
@@ -30,9 +29,9 @@ use tokio::sync::Semaphore;
 
 pub use error::ApiError;
 
-use crate::auth::Authenticator;
 use crate::events::EventPublisher;
 use crate::function::Function;
+use callproof_oidc::Authenticator;
 
 /// Response header naming the call, on every answer of the invoke endpoint.
 pub const CALL_ID_HEADER: &str = "x-callproof-call-id";

@@ -1,4 +1,5 @@
-//! OIDC bearer-token authentication.
+//! OIDC bearer-token authentication, shared by the gateway (callers) and the evidence API
+//! (auditors).
 //!
 //! Keys come from the issuer's JWKS, found through `/.well-known/openid-configuration`. They are
 //! cached for `jwks_cache_secs`; a token signed with a key id the cache does not know triggers a
@@ -376,4 +377,47 @@ pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
         ));
     }
     Ok(token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn claims(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn groups_come_from_a_configurable_dotted_claim() {
+        let token = claims(json!({
+            "groups": ["a", "b", 3],
+            "realm_access": {"roles": ["auditor"]},
+            "single": "only",
+        }));
+        assert_eq!(groups_at(&token, "groups"), ["a", "b"]);
+        assert_eq!(groups_at(&token, "realm_access.roles"), ["auditor"]);
+        assert_eq!(groups_at(&token, "single"), ["only"]);
+        assert!(groups_at(&token, "missing.path").is_empty());
+    }
+
+    #[test]
+    fn the_outermost_act_is_the_acting_agent() {
+        let act = json!({"sub": "agent-2", "act": {"sub": "agent-1"}});
+        let actor = actor_from_claim(&act).unwrap();
+        assert_eq!(actor.subject, "agent-2");
+        let by_client = actor_from_claim(&json!({"client_id": "bot"})).unwrap();
+        assert_eq!(by_client.subject, "bot");
+        assert!(actor_from_claim(&json!({"iss": "x"})).is_none());
+    }
+
+    #[test]
+    fn only_bearer_authorization_is_read() {
+        assert_eq!(bearer_token(Some("Bearer abc")), Ok("abc"));
+        assert_eq!(bearer_token(Some("bearer abc")), Ok("abc"));
+        assert_eq!(bearer_token(None), Err(AuthError::MissingToken));
+        assert!(bearer_token(Some("Basic dXNlcjpwdw==")).is_err());
+        assert!(bearer_token(Some("Bearer ")).is_err());
+    }
 }
