@@ -314,6 +314,15 @@ impl Config {
         if self.kafka.brokers.trim().is_empty() {
             return Err(invalid("kafka.brokers", "must not be empty".into()));
         }
+        // The audit guarantees rest on these; they are not for the deployment to weaken.
+        for reserved in ["acks", "enable.idempotence", "bootstrap.servers"] {
+            if self.kafka.properties.contains_key(reserved) {
+                return Err(invalid(
+                    "kafka.properties",
+                    format!("must not set `{reserved}`: callproof sets it itself"),
+                ));
+            }
+        }
         for (name, function) in &self.functions {
             let at = |key: &str| format!("functions.{name}.{key}");
             if !is_function_name(name) {
