@@ -8,11 +8,13 @@
 //! 3. [`Config::validate`], pure checks of values and of how sections fit together.
 
 mod error;
+mod evidence;
 mod processor;
 mod secret;
 mod sections;
 
 pub use error::{ConfigError, ConfigErrorKind};
+pub use evidence::EvidenceConfig;
 pub use processor::{IndexConfig, LogConfig, ProcessorConfig, StorageConfig};
 pub use secret::Secret;
 pub use sections::*;

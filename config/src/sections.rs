@@ -34,6 +34,8 @@ pub struct Config {
     pub log: Option<crate::LogConfig>,
     #[serde(default)]
     pub index: crate::IndexConfig,
+    /// Required by the evidence API only.
+    pub evidence: Option<crate::EvidenceConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -254,6 +256,7 @@ impl Config {
             }
         }
         self.resolve_processor_secrets(env)?;
+        self.resolve_evidence_files()?;
         Ok(())
     }
 
@@ -367,6 +370,7 @@ impl Config {
             }
         }
         self.validate_processor()?;
+        self.validate_evidence()?;
         Ok(())
     }
 }

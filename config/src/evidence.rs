@@ -1,0 +1,195 @@
+//! The evidence API's section: `[evidence]`.
+//!
+//! The evidence API also reads `[oidc]` (who its callers are), `[storage]` (the logs, read-only),
+//! `[index]` (the processor's index, opened read-only) and `[functions.*]` (the policies in force,
+//! for the SOC 2 report). It never needs the log's signing key: `verifier_key` is the public half.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use crate::sections::KeyError;
+use crate::{Config, ConfigErrorKind};
+
+/// `[evidence]`: where the auditors' API listens and who may read it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The URL auditors reach the API at; links in reports and bundles start with it. Without
+    /// it links are relative (`/v1/...`).
+    pub public_url: Option<String>,
+    /// Members of any of these groups (from the `[oidc]` groups claim) may read; everyone else is
+    /// refused with 403.
+    #[serde(default = "default_auditor_groups")]
+    pub auditor_groups: Vec<String>,
+    /// The logs' verifier key (`name+keyid+base64`, printed by `callproof-processor keygen`). Set
+    /// this or `verifier_key_file`.
+    pub verifier_key: Option<String>,
+    /// A file holding the verifier key.
+    pub verifier_key_file: Option<String>,
+    /// The most events one `GET /v1/export` packs; a larger period is refused with 400 so that a
+    /// bundle is never cut silently.
+    #[serde(default = "default_max_export_events")]
+    pub max_export_events: usize,
+    /// The most hits one search page returns.
+    #[serde(default = "default_max_page_size")]
+    pub max_page_size: usize,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8081))
+}
+fn default_auditor_groups() -> Vec<String> {
+    vec!["auditor".to_string()]
+}
+fn default_max_export_events() -> usize {
+    100_000
+}
+fn default_max_page_size() -> usize {
+    1_000
+}
+
+impl Config {
+    /// Reads `evidence.verifier_key_file` into `evidence.verifier_key`.
+    pub(crate) fn resolve_evidence_files(&mut self) -> Result<(), KeyError> {
+        let Some(evidence) = &mut self.evidence else {
+            return Ok(());
+        };
+        let key_path = "evidence.verifier_key".to_string();
+        let invalid = |reason: String| {
+            (
+                key_path.clone(),
+                ConfigErrorKind::Invalid {
+                    key: key_path.clone(),
+                    reason,
+                },
+            )
+        };
+        match (&evidence.verifier_key, &evidence.verifier_key_file) {
+            (Some(_), None) => Ok(()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|error| {
+                    invalid(format!("cannot read `verifier_key_file` {path}: {error}"))
+                })?;
+                evidence.verifier_key = Some(text.trim().to_string());
+                Ok(())
+            }
+            (Some(_), Some(_)) => Err(invalid(
+                "and `verifier_key_file` are both set; set one".into(),
+            )),
+            (None, None) => Err(invalid(
+                "is missing: set `verifier_key` or `verifier_key_file`".into(),
+            )),
+        }
+    }
+
+    /// Checks the evidence API's values; no I/O.
+    pub(crate) fn validate_evidence(&self) -> Result<(), KeyError> {
+        let Some(evidence) = &self.evidence else {
+            return Ok(());
+        };
+        let invalid = |key: &str, reason: &str| {
+            (
+                key.to_string(),
+                ConfigErrorKind::Invalid {
+                    key: key.to_string(),
+                    reason: reason.to_string(),
+                },
+            )
+        };
+        if evidence.auditor_groups.is_empty()
+            || evidence
+                .auditor_groups
+                .iter()
+                .any(|group| group.trim().is_empty())
+        {
+            return Err(invalid(
+                "evidence.auditor_groups",
+                "must name at least one non-empty group",
+            ));
+        }
+        if let Some(url) = &evidence.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(invalid("evidence.public_url", "must be an http(s) URL"));
+        }
+        // The format is checked by the evidence API with the log's own parser; here only what
+        // can be told without it: a verifier key is `name+keyid+base64`.
+        if let Some(key) = &evidence.verifier_key
+            && key.split('+').count() != 3
+        {
+            return Err(invalid(
+                "evidence.verifier_key",
+                "must be a verifier key `name+keyid+base64`, as printed by `callproof-processor keygen`",
+            ));
+        }
+        if evidence.max_export_events == 0 {
+            return Err(invalid("evidence.max_export_events", "must be positive"));
+        }
+        if evidence.max_page_size == 0 {
+            return Err(invalid("evidence.max_page_size", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    const KEY: &str = "example.com/log+1a2b3c4d+AQsV8bnJmO9QA3fWq0fKqKh7JdVmb9cNE8lqEGpu6UTh";
+
+    fn load(source: &str) -> Result<Config, crate::ConfigError> {
+        Config::from_toml_with_env(source, "deploy.toml", &|_| None)
+    }
+
+    #[test]
+    fn evidence_section_has_defaults() {
+        let config = load(&format!("[evidence]\nverifier_key = \"{KEY}\"\n")).unwrap();
+        let evidence = config.evidence.unwrap();
+        assert_eq!(evidence.auditor_groups, ["auditor"]);
+        assert_eq!(evidence.listen.port(), 8081);
+        assert_eq!(evidence.verifier_key.as_deref(), Some(KEY));
+    }
+
+    #[test]
+    fn evidence_section_refuses_bad_values_naming_the_key() {
+        for (source, key) in [
+            ("[evidence]\n", "evidence.verifier_key"),
+            (
+                "[evidence]\nverifier_key = \"nope\"\n",
+                "evidence.verifier_key",
+            ),
+            (
+                &format!("[evidence]\nverifier_key = \"{KEY}\"\nauditor_groups = []\n"),
+                "evidence.auditor_groups",
+            ),
+            (
+                &format!("[evidence]\nverifier_key = \"{KEY}\"\npublic_url = \"ftp://x\"\n"),
+                "evidence.public_url",
+            ),
+            (
+                &format!("[evidence]\nverifier_key = \"{KEY}\"\nlisten_on = \"x\"\n"),
+                "listen_on",
+            ),
+        ] {
+            let error = load(source).unwrap_err().to_string();
+            assert!(error.contains(key), "{source:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn verifier_key_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.vkey");
+        std::fs::write(&path, format!("{KEY}\n")).unwrap();
+        let source = format!(
+            "[evidence]\nverifier_key_file = {:?}\n",
+            path.display().to_string()
+        );
+        let config = load(&source).unwrap();
+        assert_eq!(config.evidence.unwrap().verifier_key.as_deref(), Some(KEY));
+    }
+}
