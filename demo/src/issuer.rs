@@ -1,0 +1,138 @@
+//! A demo OIDC issuer: discovery document, JWKS, and `GET /token` that mints an EdDSA token for
+//! any subject, groups and acting agent. Its key is kept in the data directory, so tokens and
+//! the gateway's cached keys survive a restart.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const KEY_ID: &str = "demo-ed25519";
+
+pub struct Issuer {
+    pub url: String,
+    pub audience: String,
+    signing: SigningKey,
+    encoding: EncodingKey,
+}
+
+#[derive(Deserialize)]
+pub struct TokenRequest {
+    /// The user the token names.
+    pub sub: String,
+    /// Comma-separated groups.
+    #[serde(default)]
+    pub groups: String,
+    /// The agent acting for the user (RFC 8693 `act`), if any.
+    pub act: Option<String>,
+    /// Lifetime in seconds.
+    #[serde(default = "default_lifetime")]
+    pub ttl: u64,
+}
+
+fn default_lifetime() -> u64 {
+    3600
+}
+
+impl Issuer {
+    /// Loads the signing key from `data_dir/issuer-key.pem`, creating it on first run.
+    pub fn load_or_create(
+        url: String,
+        audience: String,
+        data_dir: &Path,
+    ) -> anyhow::Result<Issuer> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join("issuer-key.pem");
+        let signing = if path.exists() {
+            let pem = std::fs::read_to_string(&path)?;
+            SigningKey::from_pkcs8_pem(&pem).with_context(|| format!("{}", path.display()))?
+        } else {
+            let key = SigningKey::generate(&mut rand::rngs::OsRng);
+            std::fs::write(&path, key.to_pkcs8_pem(LineEnding::LF)?.as_bytes())?;
+            key
+        };
+        let pem = signing.to_pkcs8_pem(LineEnding::LF)?;
+        let encoding = EncodingKey::from_ed_pem(pem.as_bytes())?;
+        Ok(Issuer {
+            url,
+            audience,
+            signing,
+            encoding,
+        })
+    }
+
+    pub fn mint(&self, request: &TokenRequest) -> anyhow::Result<String> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        let groups: Vec<&str> = request
+            .groups
+            .split(',')
+            .map(str::trim)
+            .filter(|group| !group.is_empty())
+            .collect();
+        let mut claims = json!({
+            "iss": self.url,
+            "aud": self.audience,
+            "sub": request.sub,
+            "email": format!("{}@demo.callproof.dev", request.sub),
+            "groups": groups,
+            "iat": now,
+            "nbf": now,
+            "exp": now + request.ttl,
+            "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        if let Some(agent) = &request.act {
+            claims["act"] = json!({ "sub": agent });
+        }
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(KEY_ID.to_string());
+        Ok(jsonwebtoken::encode(&header, &claims, &self.encoding)?)
+    }
+
+    fn jwks(&self) -> Value {
+        json!({"keys": [{
+            "kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": KEY_ID,
+            "x": URL_SAFE_NO_PAD.encode(self.signing.verifying_key().as_bytes()),
+        }]})
+    }
+}
+
+pub fn router(issuer: Arc<Issuer>) -> Router {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/jwks", get(jwks))
+        .route("/token", get(token))
+        .with_state(issuer)
+}
+
+async fn discovery(State(issuer): State<Arc<Issuer>>) -> Json<Value> {
+    Json(json!({
+        "issuer": issuer.url,
+        "jwks_uri": format!("{}/jwks", issuer.url),
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+    }))
+}
+
+async fn jwks(State(issuer): State<Arc<Issuer>>) -> Json<Value> {
+    Json(issuer.jwks())
+}
+
+async fn token(
+    State(issuer): State<Arc<Issuer>>,
+    Query(request): Query<TokenRequest>,
+) -> Result<String, (axum::http::StatusCode, String)> {
+    issuer
+        .mint(&request)
+        .map_err(|error| (axum::http::StatusCode::BAD_REQUEST, error.to_string()))
+}

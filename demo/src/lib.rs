@@ -1,0 +1,13 @@
+//! The quick start's stand-ins for the parts a real deployment brings: an identity provider and
+//! the functions agents call. Both are real HTTP services, so the gateway is exercised exactly as
+//! in production; neither is fit for production (the issuer mints a token for anyone who asks).
+
+pub mod function;
+pub mod issuer;
+
+/// Logs to stderr, `info` unless `RUST_LOG` says otherwise.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
