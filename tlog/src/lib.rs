@@ -7,11 +7,13 @@
 //! - [`proof`]: inclusion and consistency proofs, built from tiles through [`proof::HashReader`]
 //!   and verified without them, and the `c2sp.org/tlog-proof@v1` format;
 //! - [`audit`]: the offline full audit of a log directory behind `callproof-verify log`;
+//! - [`bundle`]: evidence bundles (the evidence API's exports) and their offline check;
 //! - `store` (feature `store`): the writer and reader over `object_store`.
 //!
 //! Without the `store` feature the crate does no network I/O and has no async runtime.
 
 pub mod audit;
+pub mod bundle;
 pub mod checkpoint;
 mod error;
 #[doc(hidden)]

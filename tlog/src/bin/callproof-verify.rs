@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use callproof_tlog::audit::{AuditFailure, audit_log_dir};
+use callproof_tlog::bundle::{BundleReport, read_bundle, verify_bundle};
 use callproof_tlog::checkpoint::Checkpoint;
 use callproof_tlog::hash::{EMPTY_ROOT, leaf_hash, to_base64};
 use callproof_tlog::note::{NoteVerifier, SignedNote};
@@ -63,6 +64,17 @@ enum Command {
         new_checkpoint: PathBuf,
         proof_file: PathBuf,
     },
+    /// Verify an evidence bundle (`GET /v1/export` of the evidence API, a .tar.gz): every
+    /// checkpoint signature, inclusion proof, consistency proof and blob hash. Every failure
+    /// is listed, naming the partition, the entry index and the file.
+    Bundle {
+        /// The log's verifier key (`name+keyid+base64`), or a file containing it. Use the key
+        /// you were given, not the one inside the bundle.
+        #[arg(long)]
+        key: String,
+        /// The bundle (.tar.gz).
+        file: PathBuf,
+    },
 }
 
 /// Why the run did not succeed.
@@ -71,6 +83,11 @@ enum Failure {
     Usage(String),
     /// Something did not verify: exit 1.
     Invalid { file: String, reason: String },
+    /// Several things in a bundle did not verify: exit 1.
+    Bundle {
+        file: String,
+        report: Box<BundleReport>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -105,6 +122,30 @@ fn main() -> ExitCode {
             }
             ExitCode::from(1)
         }
+        Err(Failure::Bundle { file, report }) => {
+            if json {
+                let mut summary = serde_json::to_value(&*report).unwrap_or_default();
+                summary["valid"] = Value::Bool(false);
+                summary["file"] = Value::String(file);
+                println!("{summary}");
+            } else {
+                for warning in &report.warnings {
+                    eprintln!("warning: {warning}");
+                }
+                for problem in &report.problems {
+                    println!("INVALID: {problem}");
+                }
+                println!(
+                    "{file}: {} problem(s); {} entries, {} checkpoints, {} consistency proofs and {} blobs verified",
+                    report.problems.len(),
+                    report.entries_verified,
+                    report.checkpoints_verified,
+                    report.consistency_proofs_verified,
+                    report.blobs_verified
+                );
+            }
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -127,7 +168,38 @@ fn run(args: Args) -> Result<Value, Failure> {
             &new_checkpoint,
             &proof_file,
         ),
+        Command::Bundle { key, file } => verify_bundle_file(&load_key(&key)?, &file),
     }
+}
+
+fn verify_bundle_file(key: &NoteVerifier, path: &Path) -> Result<Value, Failure> {
+    let file = std::fs::File::open(path)
+        .map_err(|error| invalid(path, format!("cannot read: {error}")))?;
+    let files = read_bundle(std::io::BufReader::new(file)).map_err(|error| invalid(path, error))?;
+    let report = verify_bundle(&files, key);
+    if !report.is_valid() {
+        return Err(Failure::Bundle {
+            file: path.display().to_string(),
+            report: Box::new(report),
+        });
+    }
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let mut summary = serde_json::to_value(&report).unwrap_or_default();
+    summary["command"] = json!("bundle");
+    summary["message"] = json!(format!(
+        "OK: {} ({} to {}): {} entries, {} checkpoints, {} consistency proofs and {} blobs verified in {} partition(s)",
+        path.display(),
+        report.from,
+        report.to,
+        report.entries_verified,
+        report.checkpoints_verified,
+        report.consistency_proofs_verified,
+        report.blobs_verified,
+        report.partitions
+    ));
+    Ok(summary)
 }
 
 /// The key argument is the verifier key itself, or else a file holding it.
