@@ -7,12 +7,14 @@
 //! 2. resolve secrets (`${ENV}` references and `*_file` paths) into [`Secret`]s that never print;
 //! 3. [`Config::validate`], pure checks of values and of how sections fit together.
 
+pub mod condition;
 mod error;
 mod evidence;
 mod processor;
 mod secret;
 mod sections;
 
+pub use condition::Condition;
 pub use error::{ConfigError, ConfigErrorKind};
 pub use evidence::EvidenceConfig;
 pub use processor::{IndexConfig, LogConfig, ProcessorConfig, StorageConfig};

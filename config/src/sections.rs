@@ -52,6 +52,13 @@ pub struct IngressConfig {
     pub max_response_bytes: usize,
     /// Upstream timeout for functions that do not set their own.
     pub default_timeout_ms: u64,
+    /// The longest a caller is held for an approval, whatever its `Prefer: wait=N` asks.
+    pub approval_max_wait_secs: u64,
+    /// How long an approved (or overdue) call waits for the instance that received it before
+    /// another instance claims it (see `docs/approvals.md`).
+    pub approval_takeover_secs: u64,
+    /// How long a decided call and its result stay available at `GET /v1/calls/{id}`.
+    pub approval_retention_secs: u64,
 }
 
 impl Default for IngressConfig {
@@ -63,6 +70,9 @@ impl Default for IngressConfig {
             max_request_bytes: 1024 * 1024,
             max_response_bytes: 8 * 1024 * 1024,
             default_timeout_ms: 30_000,
+            approval_max_wait_secs: 60,
+            approval_takeover_secs: 30,
+            approval_retention_secs: 3_600,
         }
     }
 }
@@ -155,7 +165,40 @@ pub struct FunctionConfig {
     pub credential: Credential,
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Just-in-time approval: when present, calls (all, or those matching `condition`) are held
+    /// until approvers decide.
+    pub approval: Option<ApprovalConfig>,
 }
+
+/// `[functions.<name>.approval]`: who must approve a call before it runs, and when.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalConfig {
+    /// An expression over the call's arguments (`amount > 1000`, see [`crate::Condition`]);
+    /// without one, every call needs approval.
+    pub condition: Option<String>,
+    /// Groups (from the approver's token) whose members may decide.
+    pub approver_groups: Vec<String>,
+    /// How many distinct approvers must approve; one deny ends the call.
+    #[serde(default = "default_quorum")]
+    pub quorum: u32,
+    /// How long approvers have to decide.
+    #[serde(default = "default_approval_expiry_secs")]
+    pub expiry_secs: u64,
+    /// Slack-compatible incoming webhook told of each request; a secret (`${ENV}`), since such
+    /// URLs carry their own credential.
+    pub webhook_url: Option<Secret>,
+}
+
+fn default_quorum() -> u32 {
+    1
+}
+fn default_approval_expiry_secs() -> u64 {
+    15 * 60
+}
+
+/// The longest an approval may stay open: a week.
+pub const MAX_APPROVAL_EXPIRY_SECS: u64 = 7 * 24 * 3600;
 
 /// Who may call a function and what is masked on the way. Deny by default: a function with no
 /// `allow_*` entry can be called by nobody.
@@ -237,6 +280,16 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<(), KeyError> {
         for (name, function) in &mut self.functions {
+            if let Some(webhook) = function
+                .approval
+                .as_mut()
+                .and_then(|approval| approval.webhook_url.as_mut())
+            {
+                let key = format!("functions.{name}.approval.webhook_url");
+                webhook
+                    .resolve(&key, env)
+                    .map_err(|kind| (key.clone(), kind))?;
+            }
             let at = format!("functions.{name}.credential");
             match &mut function.credential {
                 Credential::None => {}
@@ -368,11 +421,68 @@ impl Config {
                 callproof_masking::FieldRules::parse(rules)
                     .map_err(|error| invalid(&at(key), error.to_string()))?;
             }
+            if let Some(approval) = &function.approval {
+                validate_approval(approval).map_err(|(key, reason)| invalid(&at(key), reason))?;
+            }
+        }
+        for (key, value) in [
+            (
+                "ingress.approval_max_wait_secs",
+                ingress.approval_max_wait_secs,
+            ),
+            (
+                "ingress.approval_takeover_secs",
+                ingress.approval_takeover_secs,
+            ),
+            (
+                "ingress.approval_retention_secs",
+                ingress.approval_retention_secs,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be positive".into()));
+            }
         }
         self.validate_processor()?;
         self.validate_evidence()?;
         Ok(())
     }
+}
+
+/// Checks one `approval` table; errors name the key under `functions.<name>.`.
+fn validate_approval(approval: &ApprovalConfig) -> Result<(), (&'static str, String)> {
+    if let Some(condition) = &approval.condition {
+        crate::Condition::parse(condition)
+            .map_err(|error| ("approval.condition", error.to_string()))?;
+    }
+    if approval.approver_groups.is_empty()
+        || approval
+            .approver_groups
+            .iter()
+            .any(|group| group.trim().is_empty())
+    {
+        return Err((
+            "approval.approver_groups",
+            "must name at least one group, none of them empty".into(),
+        ));
+    }
+    if approval.quorum == 0 || approval.quorum > 100 {
+        return Err(("approval.quorum", "must be between 1 and 100".into()));
+    }
+    if approval.expiry_secs == 0 || approval.expiry_secs > MAX_APPROVAL_EXPIRY_SECS {
+        return Err((
+            "approval.expiry_secs",
+            format!("must be between 1 and {MAX_APPROVAL_EXPIRY_SECS} (a week)"),
+        ));
+    }
+    if let Some(webhook) = &approval.webhook_url {
+        let url = webhook.expose();
+        // The reason never repeats the URL: it is a credential.
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(("approval.webhook_url", "must be an http(s) URL".into()));
+        }
+    }
+    Ok(())
 }
 
 fn resolve_one(
