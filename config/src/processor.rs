@@ -119,9 +119,9 @@ impl Config {
         if let Some(log) = &mut self.log {
             let key_path = "log.signing_key".to_string();
             match (log.signing_key.as_mut(), &log.signing_key_file) {
-                (Some(secret), None) => {
-                    secret.resolve(&key_path, env).map_err(|kind| (key_path, kind))?
-                }
+                (Some(secret), None) => secret
+                    .resolve(&key_path, env)
+                    .map_err(|kind| (key_path, kind))?,
                 (None, Some(path)) => {
                     let secret = Secret::from_file("log.signing_key_file", path)
                         .map_err(|kind| (key_path, kind))?;
@@ -166,8 +166,14 @@ impl Config {
             return Err(invalid("processor.group_id", "must not be empty"));
         }
         for (key, value) in [
-            ("processor.batch_max_events", processor.batch_max_events as u64),
-            ("processor.batch_max_bytes", processor.batch_max_bytes as u64),
+            (
+                "processor.batch_max_events",
+                processor.batch_max_events as u64,
+            ),
+            (
+                "processor.batch_max_bytes",
+                processor.batch_max_bytes as u64,
+            ),
             ("processor.batch_max_wait_ms", processor.batch_max_wait_ms),
             ("processor.startup_timeout_ms", processor.startup_timeout_ms),
             ("index.commit_interval_ms", self.index.commit_interval_ms),

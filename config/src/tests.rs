@@ -172,10 +172,19 @@ fn processor_sections_load_with_defaults_and_refuse_bad_values() {
     assert_eq!(log.signing_key.as_ref().unwrap().expose(), "token-from-env");
     assert!(!format!("{config:?}").contains("token-from-env"));
     let cases = [
-        ("[processor]\nbatch_max_events = 0\n", "processor.batch_max_events` must be positive"),
-        ("[processor]\nbatch_size = 3\n", "unknown field `batch_size`"),
+        (
+            "[processor]\nbatch_max_events = 0\n",
+            "processor.batch_max_events` must be positive",
+        ),
+        (
+            "[processor]\nbatch_size = 3\n",
+            "unknown field `batch_size`",
+        ),
         ("[storage]\nurl = \"ftp://x\"\n", "storage.url` must be"),
-        ("[index]\nwriter_memory_mb = 1\n", "index.writer_memory_mb` must be between"),
+        (
+            "[index]\nwriter_memory_mb = 1\n",
+            "index.writer_memory_mb` must be between",
+        ),
         ("[log]\norigin = \"a\"\n", "log.signing_key` is missing"),
     ];
     for (source, expected) in cases {

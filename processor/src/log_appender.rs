@@ -23,7 +23,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload};
 
 use crate::ProcessorError;
-use crate::entry::EncodedEntry;
+use crate::entry::{Blob, EncodedEntry};
 
 /// The first word of the checkpoint extension line that records the Kafka offset.
 pub const OFFSET_EXTENSION: &str = "callproof-kafka-offset";
@@ -112,35 +112,13 @@ impl LogAppender {
         entries: &[EncodedEntry],
         next_offset: i64,
     ) -> Result<SignedCheckpoint, ProcessorError> {
-        let blobs: Vec<_> = entries.iter().flat_map(|entry| &entry.blobs).collect();
+        let blobs: Vec<Blob> = entries
+            .iter()
+            .flat_map(|entry| entry.blobs.iter().cloned())
+            .collect();
         if !blobs.is_empty() {
-            let store = self.store.clone();
-            retry(self.partition, "blob write", || {
-                let store = store.clone();
-                let blobs = blobs.clone();
-                async move {
-                    futures::stream::iter(blobs)
-                        .map(|blob| {
-                            let store = store.clone();
-                            async move {
-                                let path = Path::from(blob.path());
-                                // Content addressed: rewriting an existing blob is harmless.
-                                store
-                                    .put(&path, PutPayload::from(blob.bytes.clone()))
-                                    .await
-                                    .map(|_| ())
-                                    .map_err(|source| callproof_tlog::Error::Store {
-                                        path: path.to_string(),
-                                        source,
-                                    })
-                            }
-                        })
-                        .buffer_unordered(8)
-                        .try_collect::<Vec<()>>()
-                        .await
-                }
-            })
-            .await?;
+            retry(self.partition, "blob write", || write_blobs(self.store.clone(), blobs.clone()))
+                .await?;
         }
         let bytes: Vec<Vec<u8>> = entries.iter().map(|entry| entry.bytes.clone()).collect();
         let extension = [offset_extension(&self.topic, self.partition, next_offset)];
@@ -164,6 +142,29 @@ impl LogAppender {
         self.next_offset = Some(next_offset);
         Ok(checkpoint)
     }
+}
+
+/// Writes blobs, several at once. Content addressed: rewriting an existing blob is harmless.
+async fn write_blobs(store: Arc<dyn ObjectStore>, blobs: Vec<Blob>) -> callproof_tlog::Result<()> {
+    let writes = blobs.into_iter().map(|blob| {
+        let store = store.clone();
+        async move {
+            let path = Path::from(blob.path());
+            store
+                .put(&path, PutPayload::from(blob.bytes))
+                .await
+                .map(|_| ())
+                .map_err(|source| callproof_tlog::Error::Store {
+                    path: path.to_string(),
+                    source,
+                })
+        }
+    });
+    futures::stream::iter(writes)
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
 }
 
 fn is_transient(error: &callproof_tlog::Error) -> bool {

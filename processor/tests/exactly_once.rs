@@ -1,65 +1,71 @@
-//! Exactly once across SIGKILLs and rebalances, with several processor instances.
+//! Exactly once across SIGKILLs, and partitions shared by several instances.
 
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
 use crate::support::events::call_event;
-use crate::support::{Deployment, assert_exactly_once, produce, producer, spawn_processor};
+use crate::support::{
+    Deployment, assert_exactly_once, produce, producer, spawn_processor, unique_name,
+};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_at_random_points_loses_and_repeats_nothing() {
-    const N_EVENTS: usize = 4_000;
-    let deployment = Deployment::new(4).await;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_0006);
-    let events: Vec<_> = (0..N_EVENTS as u64)
+fn events(seed: u64, n_events: usize) -> (Vec<callproof_schemas::CallEvent>, Vec<String>) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let events: Vec<_> = (0..n_events as u64)
         .map(|sequence| call_event(&mut rng, sequence, 400))
         .collect();
-    let ids: Vec<String> = events.iter().map(|event| event.event_id.clone()).collect();
+    let ids = events.iter().map(|event| event.event_id.clone()).collect();
+    (events, ids)
+}
 
-    // The stream: produced in chunks while processors are killed and restarted.
-    let topic = deployment.topic.clone();
-    let producing = tokio::spawn(async move {
+/// Produces `events` in chunks in the background, as a live stream.
+fn stream(topic: String, events: Vec<callproof_schemas::CallEvent>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         let producer = producer();
         for chunk in events.chunks(200) {
             produce(&producer, &topic, chunk).await;
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
-    });
+    })
+}
 
-    let configs = [
-        deployment.write_config("a.toml", ""),
-        deployment.write_config("b.toml", ""),
-    ];
+/// The real binary, SIGKILLed at random points of a live stream of thousands of events and
+/// restarted, eight times. Each start joins a new consumer group: Tansu 0.6 never evicts a
+/// SIGKILLed member from its group (Apache Kafka does, after `session.timeout.ms`), so a
+/// restart in the same group would wait forever for the partitions the dead member holds.
+/// A new group also starts from the beginning of every partition, which proves that the
+/// position comes from the log's checkpoints and not from the group's commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_loses_and_repeats_nothing() {
+    const N_EVENTS: usize = 4_000;
+    let deployment = Deployment::new(4).await;
+    let (events, ids) = events(0x5eed_0006, N_EVENTS);
+    let producing = stream(deployment.topic.clone(), events);
     let stderr = deployment.dir.path().join("processor.log");
-    let mut instances = [
-        Some(spawn_processor(&configs[0], &stderr, "info")),
-        Some(spawn_processor(&configs[1], &stderr, "info")),
-    ];
-    let mut kills = 0;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x0c1d);
     let started = Instant::now();
-    while kills < 8 {
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..2_500))).await;
-        let victim = rng.gen_range(0..2);
-        if let Some(mut instance) = instances[victim].take() {
-            instance.kill();
-            kills += 1;
-            eprintln!(
-                "killed instance {victim} at {:?}, {} events logged",
-                started.elapsed(),
-                deployment.total_logged().await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..800))).await;
-        instances[victim] = Some(spawn_processor(&configs[victim], &stderr, "info"));
+    for kill in 0..8 {
+        let config = deployment.write_config_in_group(
+            &format!("run-{kill}.toml"),
+            &unique_name("test-group"),
+            "",
+        );
+        let mut processor = spawn_processor(&config, &stderr, "info");
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(500..3_000))).await;
+        processor.kill();
+        eprintln!(
+            "SIGKILL {kill} at {:?}: {} events logged",
+            started.elapsed(),
+            deployment.total_logged().await
+        );
     }
     producing.await.expect("producer");
+    let config = deployment.write_config("final.toml", "");
+    let mut processor = spawn_processor(&config, &stderr, "info");
     deployment
         .wait_for_logged(N_EVENTS as u64, Duration::from_secs(120))
         .await;
-    for instance in instances.iter_mut().flatten() {
-        instance.stop();
-    }
+    processor.stop();
 
     let logs = deployment.read_logs().await;
     assert_eq!(logs.len(), 4, "one log per partition");
@@ -73,4 +79,42 @@ async fn sigkill_at_random_points_loses_and_repeats_nothing() {
     positions.sort_unstable();
     positions.dedup();
     assert_eq!(positions.len(), N_EVENTS, "an entry is indexed twice");
+}
+
+/// Two instances in one group share the partitions; one of them is stopped and restarted
+/// during the stream, so partitions are revoked and assigned back and forth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_partitions_across_rebalances() {
+    const N_EVENTS: usize = 3_000;
+    let deployment = Deployment::new(4).await;
+    let (events, ids) = events(0x5eed_0007, N_EVENTS);
+    let producing = stream(deployment.topic.clone(), events);
+    let configs = [
+        deployment.write_config("a.toml", ""),
+        deployment.write_config("b.toml", ""),
+    ];
+    let logs_of = |name: &str| deployment.dir.path().join(name);
+    let mut a = spawn_processor(&configs[0], &logs_of("a.log"), "info");
+    let mut b = spawn_processor(&configs[1], &logs_of("b.log"), "info");
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        b.stop();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        b = spawn_processor(&configs[1], &logs_of("b.log"), "info");
+    }
+    producing.await.expect("producer");
+    deployment
+        .wait_for_logged(N_EVENTS as u64, Duration::from_secs(120))
+        .await;
+    a.stop();
+    b.stop();
+
+    for name in ["a.log", "b.log"] {
+        let text = std::fs::read_to_string(logs_of(name)).expect("log");
+        assert!(text.contains("partition opened"), "instance {name} never owned a partition");
+    }
+    let logs = deployment.read_logs().await;
+    assert_exactly_once(&logs, &ids);
+    deployment.audit_all();
+    assert_eq!(deployment.search("*").len(), N_EVENTS);
 }

@@ -1,1 +1,191 @@
+//! Nothing unmasked reaches the object store, the index, the SIEM topic or the logs.
 
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use callproof_schemas::{Approval, EventKind, Failure};
+use rand::SeedableRng;
+use serde_json::Value;
+
+use crate::support::events::{PLANTED, call_event, secret_part};
+use crate::support::{Deployment, produce, producer, spawn_processor};
+
+/// Every event carries every detector's value in its request and response (as JSON fields,
+/// in free text, and as a non-JSON body), path, failure message, decision reason and
+/// approval comment, as if the gateway had masked nothing.
+fn planted_events() -> Vec<callproof_schemas::CallEvent> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let all_values: Vec<&str> = PLANTED.iter().map(|(_, value)| *value).collect();
+    let text = all_values.join(" and ");
+    (0..40u64)
+        .map(|sequence| {
+            let mut event = call_event(&mut rng, sequence, 200);
+            let mut fields = serde_json::Map::new();
+            for (detector, value) in PLANTED {
+                fields.insert(detector.to_lowercase(), Value::String(value.to_string()));
+            }
+            fields.insert("notes".into(), Value::String(text.clone()));
+            let json_body = Value::Object(fields).to_string();
+            if let Some(request) = event.request.as_mut() {
+                request.body = Some(json_body.clone());
+                request.path = format!("/v1/functions/get_customer/invoke?email={}", PLANTED[3].1);
+            }
+            if let Some(response) = event.response.as_mut() {
+                // Odd events answer with plain text, even ones with JSON.
+                response.body = Some(if sequence % 2 == 0 { json_body } else { text.clone() });
+            }
+            if let Some(decision) = event.decision.as_mut() {
+                decision.reason = format!("allowed for {}", PLANTED[4].1);
+            }
+            event.failure = Some(Failure {
+                code: "upstream".into(),
+                message: format!("upstream said: {text}"),
+            });
+            event.approval = Some(Approval {
+                approvers: vec!["leads".into()],
+                quorum: 1,
+                reviewer: Some("lead-1".into()),
+                decision: None,
+                comment: Some(format!("ok, card {}", PLANTED[0].1)),
+                expires_at: None,
+                arguments_sha256: None,
+            });
+            if sequence == 5 {
+                event.kind = EventKind::CallFailed;
+            }
+            event
+        })
+        .collect()
+}
+
+fn assert_no_secret(what: &str, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    for (detector, value) in PLANTED {
+        let secret = secret_part(value);
+        assert!(!text.contains(secret), "{detector} value leaked into {what}");
+    }
+    // The PEM body also never appears with its newlines escaped.
+    assert!(!text.contains("plantedKEYmaterial"), "PRIVATE_KEY leaked into {what}");
+}
+
+fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// Reads the SIEM topic with an independent client (Python confluent-kafka).
+fn consume_siem_with_python(brokers: &str, topic: &str, expected: usize) -> Vec<Value> {
+    let script = r#"
+import json, sys, time, uuid
+from confluent_kafka import Consumer
+brokers, topic, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
+consumer = Consumer({"bootstrap.servers": brokers, "group.id": "siem-reader-" + uuid.uuid4().hex,
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
+consumer.subscribe([topic])
+seen, deadline = 0, time.time() + 60
+while seen < expected and time.time() < deadline:
+    message = consumer.poll(1.0)
+    if message is None or message.error():
+        continue
+    sys.stdout.write(message.value().decode() + "\n")
+    seen += 1
+consumer.close()
+"#;
+    let output = Command::new("python3")
+        .args(["-c", script, brokers, topic, &expected.to_string()])
+        .output()
+        .expect("python3 with confluent_kafka");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_no_secret("the SIEM topic", &output.stdout);
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("SIEM record is JSON"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_raw_value_reaches_store_index_siem_or_logs() {
+    let deployment = Deployment::new(2).await;
+    let events = planted_events();
+    produce(&producer(), &deployment.topic, &events).await;
+    let config = deployment.write_config("deploy.toml", "");
+    let stderr = deployment.dir.path().join("processor.log");
+    // Debug logs: the most the processor ever says.
+    let mut processor = spawn_processor(&config, &stderr, "debug");
+    deployment
+        .wait_for_logged(events.len() as u64, Duration::from_secs(60))
+        .await;
+    processor.stop();
+
+    // The object store: every file, byte for byte.
+    let mut files = Vec::new();
+    files_under(&deployment.store_dir(), &mut files);
+    assert!(files.len() > 4);
+    for file in &files {
+        assert_no_secret(&file.display().to_string(), &std::fs::read(file).expect("read"));
+    }
+    // The stored events carry the findings of every detector (never the values).
+    let logs = deployment.read_logs().await;
+    let entries: Vec<&Value> = logs.values().flatten().collect();
+    assert_eq!(entries.len(), events.len());
+    for entry in &entries {
+        let findings = entry.pointer("/event/masking").and_then(Value::as_array).expect("findings");
+        for (detector, _) in PLANTED {
+            for prefix in ["/request/body", "/response/body", "/failure/message"] {
+                assert!(
+                    findings.iter().any(|finding| finding["detector"] == detector
+                        && finding["path"].as_str().is_some_and(|path| path.starts_with(prefix))),
+                    "no {detector} finding under {prefix}"
+                );
+            }
+        }
+        let body = entry.pointer("/event/request/body").and_then(Value::as_str).expect("body");
+        assert!(body.contains("[REDACTED:CREDIT_CARD]"), "{body}");
+    }
+
+    // The index: no phrase of any planted value is searchable, and no index file holds one.
+    for (detector, value) in PLANTED {
+        let phrase = secret_part(value).replace('\n', " ");
+        let hits = deployment.search(&format!("body:\"{phrase}\""));
+        assert!(hits.is_empty(), "{detector} value is searchable in the index");
+    }
+    assert_eq!(deployment.search("detectors:IBAN").len(), events.len());
+    let mut index_files = Vec::new();
+    files_under(&deployment.index_dir(), &mut index_files);
+    for file in &index_files {
+        assert_no_secret(&file.display().to_string(), &std::fs::read(file).expect("read"));
+    }
+
+    // The SIEM stream, read by an independent client: OCSF API Activity records that point
+    // back to their log entries.
+    let records = consume_siem_with_python(
+        &crate::support::brokers(),
+        &deployment.siem_topic,
+        events.len(),
+    );
+    assert_eq!(records.len(), events.len());
+    for record in &records {
+        assert_eq!(record["class_uid"], 6003);
+        assert_eq!(record["category_uid"], 6);
+        assert_eq!(record["type_uid"], 600399);
+        assert!(record["time"].as_i64().is_some_and(|time| time > 0));
+        assert_eq!(record["api"]["operation"], "get_customer");
+        assert_eq!(record["actor"]["user"]["uid"].as_str().map(|s| s.starts_with("user-")), Some(true));
+        let partition = record["unmapped"]["callproof"]["log"]["partition"].as_i64().expect("partition");
+        let index = record["unmapped"]["callproof"]["log"]["index"].as_u64().expect("index");
+        let entry = &logs[&(partition as i32)][index as usize];
+        assert_eq!(entry["event"]["event_id"], record["metadata"]["uid"]);
+    }
+
+    // The processor's own logs.
+    let log_text = std::fs::read(&stderr).expect("processor log");
+    assert!(!log_text.is_empty());
+    assert_no_secret("the processor's logs", &log_text);
+}

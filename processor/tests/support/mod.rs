@@ -130,7 +130,7 @@ impl Deployment {
     }
 
     /// The deployment file; `extra` is appended (e.g. `[[masking.custom]]`).
-    pub fn config_text(&self, metrics_port: u16, extra: &str) -> String {
+    pub fn config_text(&self, group: &str, metrics_port: u16, extra: &str) -> String {
         format!(
             r#"
 [kafka]
@@ -163,7 +163,7 @@ writer_memory_mb = 20
             brokers = brokers(),
             topic = self.topic,
             siem = self.siem_topic,
-            group = self.group,
+            group = group,
             store = self.store_dir().display(),
             key = self.dir.path().join("log.key").display(),
             index = self.index_dir().display(),
@@ -171,13 +171,20 @@ writer_memory_mb = 20
     }
 
     pub fn write_config(&self, name: &str, extra: &str) -> PathBuf {
+        self.write_config_in_group(name, &self.group, extra)
+    }
+
+    pub fn write_config_in_group(&self, name: &str, group: &str, extra: &str) -> PathBuf {
         let path = self.dir.path().join(name);
-        std::fs::write(&path, self.config_text(free_port(), extra)).expect("config");
+        std::fs::write(&path, self.config_text(group, free_port(), extra)).expect("config");
         path
     }
 
     pub fn config(&self, extra: &str) -> callproof_config::Config {
-        callproof_config::Config::from_toml(&self.config_text(free_port(), extra), "test.toml")
+        callproof_config::Config::from_toml(
+            &self.config_text(&self.group, free_port(), extra),
+            "test.toml",
+        )
             .expect("config")
     }
 
