@@ -77,8 +77,9 @@ fn main() -> ExitCode {
                 Ok(())
             }
             _ => {
+                let shutdown = shutdown_signal();
                 callproof_processor::serve_metrics(config.processor.metrics_listen).await?;
-                callproof_processor::run(config, None, shutdown_signal()).await
+                callproof_processor::run(config, None, shutdown).await
             }
         }
     });
@@ -94,26 +95,29 @@ fn fail(error: &callproof_processor::ProcessorError) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Installs the signal handlers now (a SIGTERM during start-up must not kill the process
+/// with the default action) and returns the future that completes on SIGINT or SIGTERM.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        let interrupt = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        match terminate {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
                 }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
         }
+        #[cfg(not(unix))]
+        let _ = interrupt.await;
+        tracing::info!("shutdown requested; finishing the batch in hand");
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("shutdown requested; finishing the batch in hand");
 }
 
 fn init_tracing(json: bool) {

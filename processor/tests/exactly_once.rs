@@ -22,15 +22,15 @@ fn events(seed: u64, n_events: usize) -> (Vec<callproof_schemas::CallEvent>, Vec
 fn stream(topic: String, events: Vec<callproof_schemas::CallEvent>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let producer = producer();
-        for chunk in events.chunks(200) {
+        for chunk in events.chunks(100) {
             produce(&producer, &topic, chunk).await;
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     })
 }
 
 /// The real binary, SIGKILLed at random points of a live stream of thousands of events and
-/// restarted, eight times. Each start joins a new consumer group: Tansu 0.6 never evicts a
+/// restarted, ten times. Each start joins a new consumer group: Tansu 0.6 never evicts a
 /// SIGKILLed member from its group (Apache Kafka does, after `session.timeout.ms`), so a
 /// restart in the same group would wait forever for the partitions the dead member holds.
 /// A new group also starts from the beginning of every partition, which proves that the
@@ -44,14 +44,14 @@ async fn sigkill_at_random_points_loses_and_repeats_nothing() {
     let stderr = deployment.dir.path().join("processor.log");
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x0c1d);
     let started = Instant::now();
-    for kill in 0..8 {
+    for kill in 0..10 {
         let config = deployment.write_config_in_group(
             &format!("run-{kill}.toml"),
             &unique_name("test-group"),
             "",
         );
         let mut processor = spawn_processor(&config, &stderr, "info");
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(500..3_000))).await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(700..2_500))).await;
         processor.kill();
         eprintln!(
             "SIGKILL {kill} at {:?}: {} events logged",
