@@ -1,0 +1,10 @@
+//! placeholder
+use crate::{ApiError, AppState, Auditor};
+use axum::extract::State;
+use std::sync::Arc;
+pub async fn soc2(
+    _auditor: Auditor,
+    State(_app): State<Arc<AppState>>,
+) -> Result<String, ApiError> {
+    Ok(String::new())
+}

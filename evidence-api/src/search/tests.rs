@@ -1,0 +1,172 @@
+use std::collections::BTreeSet;
+
+use serde_json::json;
+
+use super::*;
+
+/// Builds one partition's index from entries shaped as the processor stores them.
+fn build(root: &Path, partition: i32, events: &[(i64, &str, &str, &str)]) {
+    let fields = IndexFields::new();
+    let dir = callproof_processor::index_schema::partition_index_dir(root, partition);
+    std::fs::create_dir_all(&dir).unwrap();
+    let index = Index::create_in_dir(&dir, fields.schema.clone()).unwrap();
+    let mut writer: tantivy::IndexWriter = index.writer(15_000_000).unwrap();
+    for (log_index, (time, kind, subject, body)) in events.iter().enumerate() {
+        let entry = json!({"event": {
+            "event_id": format!("e-{partition}-{log_index}"),
+            "call_id": format!("call-{}", log_index / 2),
+            "kind": kind,
+            "time": time,
+            "function": "get_customer",
+            "principal": {"subject": subject, "groups": ["support"]},
+            "request": {"body": body},
+            "masking": if body.contains("REDACTED") { json!([{"detector": "EMAIL", "path": "/request/body", "count": 1}]) } else { json!([]) },
+        }});
+        writer
+            .add_document(fields.document(&entry, partition, log_index as u64))
+            .unwrap();
+    }
+    writer.commit().unwrap();
+}
+
+fn keys(page: &SearchPage) -> Vec<(i32, u64)> {
+    page.hits
+        .iter()
+        .map(|hit| (hit.partition, hit.log_index))
+        .collect()
+}
+
+#[test]
+fn cursor_pages_visit_every_hit_once_newest_first_even_with_equal_times() {
+    let dir = tempfile::tempdir().unwrap();
+    // Many events share a microsecond, across two partitions.
+    let events: Vec<(i64, &str, &str, &str)> = (0..37)
+        .map(|i| {
+            (
+                1_000 + (i / 5) as i64,
+                "call_received",
+                "ana",
+                "refund please",
+            )
+        })
+        .collect();
+    build(dir.path(), 0, &events);
+    build(dir.path(), 1, &events[..20]);
+    let index = SearchIndex::open(dir.path()).unwrap();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = index.search(&Filter::default(), 4, cursor).unwrap();
+        assert!(page.hits.len() <= 4);
+        seen.extend(page.hits.iter().map(IndexedEvent::key));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 57);
+    let unique: BTreeSet<_> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), 57, "no hit twice");
+    let mut sorted = seen.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, sorted, "newest first by (time, partition, index)");
+}
+
+#[test]
+fn filters_combine_with_the_query_and_time_is_precise_to_the_microsecond() {
+    let dir = tempfile::tempdir().unwrap();
+    build(
+        dir.path(),
+        0,
+        &[
+            (10, "call_received", "ana", "refund for [REDACTED:EMAIL]"),
+            (11, "call_denied", "bo", "refund"),
+            (12, "call_received", "bo", "shipment"),
+            (13, "call_completed", "ana", "refund done"),
+        ],
+    );
+    let index = SearchIndex::open(dir.path()).unwrap();
+    let search = |filter: Filter| keys(&index.search(&filter, 10, None).unwrap());
+    assert_eq!(
+        search(Filter {
+            query: Some("refund".into()),
+            ..Filter::default()
+        }),
+        [(0, 3), (0, 1), (0, 0)]
+    );
+    assert_eq!(
+        search(Filter {
+            query: Some("refund".into()),
+            subject: Some("ana".into()),
+            ..Filter::default()
+        }),
+        [(0, 3), (0, 0)]
+    );
+    assert_eq!(
+        search(Filter {
+            from_micros: Some(11),
+            to_micros: Some(13),
+            ..Filter::default()
+        }),
+        [(0, 2), (0, 1)]
+    );
+    assert_eq!(
+        search(Filter {
+            detector: Some("EMAIL".into()),
+            ..Filter::default()
+        }),
+        [(0, 0)]
+    );
+    assert_eq!(
+        search(Filter {
+            kind: Some("call_denied".into()),
+            ..Filter::default()
+        }),
+        [(0, 1)]
+    );
+    assert_eq!(
+        index
+            .count(&Filter {
+                subject: Some("bo".into()),
+                ..Filter::default()
+            })
+            .unwrap(),
+        2
+    );
+    for bad in [
+        Filter {
+            query: Some("function:(".into()),
+            ..Filter::default()
+        },
+        Filter {
+            kind: Some("call_exploded".into()),
+            ..Filter::default()
+        },
+        Filter {
+            decision: Some("maybe".into()),
+            ..Filter::default()
+        },
+        Filter {
+            from_micros: Some(5),
+            to_micros: Some(5),
+            ..Filter::default()
+        },
+    ] {
+        assert!(
+            matches!(index.search(&bad, 10, None), Err(SearchError::BadQuery(_))),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn cursors_round_trip_and_refuse_garbage() {
+    let cursor = Cursor {
+        time_micros: -5,
+        partition: 3,
+        log_index: 99,
+    };
+    assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+    assert!(Cursor::decode("not a cursor").is_err());
+    assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("v2:1:2:3")).is_err());
+}
