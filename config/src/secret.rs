@@ -37,13 +37,7 @@ impl Secret {
         key: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<(), ConfigErrorKind> {
-        let value = match env_reference(&self.written) {
-            Some(variable) => env(variable).ok_or_else(|| ConfigErrorKind::MissingEnv {
-                key: key.to_string(),
-                variable: variable.to_string(),
-            })?,
-            None => self.written.clone(),
-        };
+        let value = expand_env(key, &self.written, env)?;
         self.resolved = Some(SecretString::from(value));
         Ok(())
     }
@@ -64,6 +58,21 @@ impl Secret {
             written: format!("file:{path}"),
             resolved: Some(SecretString::from(value.to_string())),
         })
+    }
+}
+
+/// The value of `written`, or of the environment variable it names when it is `${NAME}`.
+pub(crate) fn expand_env(
+    key: &str,
+    written: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigErrorKind> {
+    match env_reference(written) {
+        Some(variable) => env(variable).ok_or_else(|| ConfigErrorKind::MissingEnv {
+            key: key.to_string(),
+            variable: variable.to_string(),
+        }),
+        None => Ok(written.to_string()),
     }
 }
 

@@ -308,6 +308,16 @@ impl Config {
                 )?,
             }
         }
+        // Not secrets, but deployment-specific: the quick start and containers name the broker
+        // and the masking key through the environment.
+        self.kafka.brokers = crate::secret::expand_env("kafka.brokers", &self.kafka.brokers, env)
+            .map_err(|kind| ("kafka.brokers".to_string(), kind))?;
+        if let Some(hmac_key) = &self.masking.hmac_key {
+            self.masking.hmac_key = Some(
+                crate::secret::expand_env("masking.hmac_key", hmac_key, env)
+                    .map_err(|kind| ("masking.hmac_key".to_string(), kind))?,
+            );
+        }
         self.resolve_processor_secrets(env)?;
         self.resolve_evidence_files()?;
         Ok(())

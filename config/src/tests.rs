@@ -49,6 +49,17 @@ fn example_loads_and_resolves_env_references() {
 }
 
 #[test]
+fn broker_and_masking_key_may_come_from_the_environment() {
+    let source =
+        "[kafka]\nbrokers = \"${CUSTOMER_TOKEN}\"\n[masking]\nhmac_key = \"${CUSTOMER_TOKEN}\"\n";
+    let config = load(source).unwrap();
+    assert_eq!(config.kafka.brokers, "token-from-env");
+    assert_eq!(config.masking.hmac_key.as_deref(), Some("token-from-env"));
+    let error = error_of("[kafka]\nbrokers = \"${UNSET_BROKERS}\"\n");
+    assert!(error.contains("UNSET_BROKERS"), "{error}");
+}
+
+#[test]
 fn secrets_never_print() {
     let config = load(EXAMPLE).unwrap();
     let printed = format!("{config:?}");
@@ -156,7 +167,15 @@ fn committed_examples_load() {
             continue;
         }
         let path = path.display().to_string();
-        let source = std::fs::read_to_string(&path).unwrap();
+        // The quick start and compose keep their keys under .data/ and keys/, made on their
+        // first run: give the test its own.
+        let data = tempfile::tempdir().unwrap();
+        std::fs::write(data.path().join("log-signing.key"), "PRIVATE+KEY+test").unwrap();
+        std::fs::write(data.path().join("log-verifier.key"), "test+00000000+AA==").unwrap();
+        let source = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\".data/", &format!("\"{}/", data.path().display()))
+            .replace("\"keys/", &format!("\"{}/", data.path().display()));
         Config::from_toml_with_env(&source, &path, &|_| Some("example-secret".into()))
             .unwrap_or_else(|error| panic!("{error}"));
     }
