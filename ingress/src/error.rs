@@ -33,6 +33,14 @@ pub enum ApiError {
     AuditUnavailable,
     #[error("function did not answer within {timeout_ms} ms")]
     UpstreamTimeout { timeout_ms: u64 },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("approval denied: {0}")]
+    ApprovalDenied(String),
+    #[error("approval expired before enough approvers decided; the function was not called")]
+    ApprovalExpired,
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error")]
     Internal,
 }
@@ -42,12 +50,17 @@ impl ApiError {
         match self {
             ApiError::InvalidJson(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::ApprovalDenied(_) | ApiError::ApprovalExpired => {
+                StatusCode::FORBIDDEN
+            }
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UnknownFunction(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
-            ApiError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::AuditUnavailable | ApiError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -68,6 +81,10 @@ impl ApiError {
             ApiError::UpstreamFailed(_) => "upstream_failed",
             ApiError::AuditUnavailable => "audit_unavailable",
             ApiError::UpstreamTimeout { .. } => "upstream_timeout",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::ApprovalDenied(_) => "approval_denied",
+            ApiError::ApprovalExpired => "approval_expired",
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal => "internal",
         }
     }

@@ -59,6 +59,12 @@ impl EventPublisher {
     /// They are sent together so they share one round trip; the idempotent producer keeps their
     /// order within the partition.
     pub async fn publish(&self, events: &[CallEvent]) -> Result<(), PublishError> {
+        self.publish_at(events).await.map(|_| ())
+    }
+
+    /// As [`EventPublisher::publish`], returning where each event landed (partition, offset), so
+    /// the caller can wait until its own consumer has read them back.
+    pub async fn publish_at(&self, events: &[CallEvent]) -> Result<Vec<(i32, i64)>, PublishError> {
         let started = Instant::now();
         let encoded = events
             .iter()
@@ -70,6 +76,7 @@ impl EventPublisher {
                 self.producer
                     .send(record, Timeout::After(self.delivery_timeout))
                     .await
+                    .map(|delivery| (delivery.partition, delivery.offset))
                     .map_err(|(error, _message)| error)
             }
         });
@@ -77,13 +84,17 @@ impl EventPublisher {
         metrics::histogram!("callproof_ingress_event_publish_seconds")
             .record(started.elapsed().as_secs_f64());
         match result {
-            Ok(_) => Ok(()),
+            Ok(positions) => Ok(positions),
             Err(error) => {
                 metrics::counter!("callproof_ingress_event_publish_failures_total").increment(1);
                 tracing::error!(%error, "the broker did not acknowledge call events");
                 Err(error.into())
             }
         }
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
     }
 
     pub fn is_ready(&self) -> bool {
@@ -151,6 +162,27 @@ impl CallRecorder {
             next_seq: 0,
             principal: None,
         }
+    }
+
+    /// Continues a call known from its events (a held call): its caller and next `seq`.
+    pub fn resume(
+        call_id: &str,
+        gateway: &str,
+        function: &str,
+        caller: Principal,
+        next_seq: i32,
+    ) -> CallRecorder {
+        CallRecorder {
+            call_id: call_id.to_string(),
+            gateway: gateway.to_string(),
+            function: function.to_string(),
+            next_seq,
+            principal: Some(caller),
+        }
+    }
+
+    pub fn next_seq(&self) -> i32 {
+        self.next_seq
     }
 
     pub fn event(&mut self, kind: EventKind) -> CallEvent {

@@ -10,6 +10,8 @@ use callproof_masking::FieldRules;
 use callproof_schemas::{Decision, Principal};
 use http::{HeaderName, HeaderValue, header};
 
+use crate::approval::ApprovalPolicy;
+
 pub struct Function {
     pub upstream: reqwest::Url,
     pub timeout: Duration,
@@ -17,6 +19,8 @@ pub struct Function {
     pub policy: Policy,
     /// Marked sensitive, so `Debug` of the header map never shows it.
     pub credential: Option<(HeaderName, HeaderValue)>,
+    /// Set when some or all calls need approval before they run.
+    pub approval: Option<ApprovalPolicy>,
 }
 
 pub struct Policy {
@@ -53,6 +57,11 @@ impl Function {
             },
             credential: credential_header(&config.credential)
                 .map_err(|reason| anyhow::anyhow!("`functions.{name}.credential`: {reason}"))?,
+            approval: config
+                .approval
+                .as_ref()
+                .map(|approval| ApprovalPolicy::compile(name, approval))
+                .transpose()?,
         })
     }
 }

@@ -15,11 +15,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use callproof_masking::{FieldRules, Finding};
-use callproof_schemas::{CallEvent, Decision, EventKind, Failure, MaskingFinding, Request};
+use callproof_schemas::{
+    CallEvent, Decision, EventKind, Failure, MaskingFinding, Principal, Request,
+};
 use serde_json::Value;
 
 use crate::error::{ApiError, CallError};
 use crate::events::CallRecorder;
+use crate::function::Function;
 use crate::upstream::{self, UpstreamError};
 use crate::{AppState, CALL_ID_HEADER};
 
@@ -128,6 +131,12 @@ async fn run(
             return Err(deny(app, call, request, Some(decision), refusal).await);
         }
     };
+    // Decided on the arguments as the caller sent them, before masking: a detector must not
+    // hide the field a condition is about. Only the reason (never a value) is recorded.
+    let approval_reason = function
+        .approval
+        .as_ref()
+        .and_then(|policy| policy.requirement(&arguments));
     let request_findings = match mask(
         app,
         &mut arguments,
@@ -145,17 +154,43 @@ async fn run(
     received.request = Some(request);
     received.decision = Some(decision);
     received.masking = request_findings;
+    if let (Some(policy), Some(reason)) = (&function.approval, approval_reason) {
+        let held = crate::approval::HoldRequest {
+            received,
+            policy,
+            reason,
+            arguments: forwarded_body,
+            wait: crate::approval::requested_wait(headers, app.approval_max_wait),
+        };
+        return crate::approval::hold(app, call, held).await;
+    }
     let forwarded = call.event(EventKind::CallForwarded);
     app.events
         .publish(&[received, forwarded])
         .await
         .map_err(|_| ApiError::AuditUnavailable)?;
 
+    let (outcome, answer) = forward(app, function, call, &principal, forwarded_body).await;
+    // The answer leaves the gateway only once its record is safe.
+    publish_or_unavailable(app, outcome).await?;
+    answer
+}
+
+/// Calls the function with the (masked) arguments, masks its answer and builds the outcome event
+/// (`call_completed` or `call_failed`). The caller publishes that event before it acts on the
+/// answer: both the direct path here and the approval executor do.
+pub(crate) async fn forward(
+    app: &AppState,
+    function: &Function,
+    call: &mut CallRecorder,
+    principal: &Principal,
+    forwarded_body: Vec<u8>,
+) -> (CallEvent, Result<Response, ApiError>) {
     let upstream_result = upstream::call(
         &app.http,
         function,
         &call.call_id,
-        &principal,
+        principal,
         forwarded_body,
         app.max_response_bytes,
     )
@@ -169,18 +204,15 @@ async fn run(
                 },
                 other => ApiError::UpstreamFailed(other.to_string()),
             };
-            let mut failed = call.event(EventKind::CallFailed);
-            failed.failure = Some(Failure {
-                code: failure.code().to_string(),
-                message: failure.to_string(),
-            });
-            publish_or_unavailable(app, failed).await?;
-            return Err(failure);
+            return (failed_event(call, &failure), Err(failure));
         }
     };
 
     let (answer_body, response_findings, is_json) =
-        mask_answer(app, &answer.body, answer.content_type.as_deref(), function)?;
+        match mask_answer(app, &answer.body, answer.content_type.as_deref(), function) {
+            Ok(masked) => masked,
+            Err(failure) => return (failed_event(call, &failure), Err(failure)),
+        };
     let mut outcome = if answer.status >= 500 {
         call.event(EventKind::CallFailed)
     } else {
@@ -193,19 +225,14 @@ async fn run(
         latency_micros: i64::try_from(answer.latency.as_micros()).unwrap_or(i64::MAX),
     });
     outcome.masking = response_findings;
-    let upstream_failure = (answer.status >= 500).then(|| {
-        ApiError::UpstreamFailed(format!("function answered with status {}", answer.status))
-    });
-    if let Some(failure) = &upstream_failure {
+    if answer.status >= 500 {
+        let failure =
+            ApiError::UpstreamFailed(format!("function answered with status {}", answer.status));
         outcome.failure = Some(Failure {
             code: failure.code().to_string(),
             message: failure.to_string(),
         });
-    }
-    // The answer leaves the gateway only once its record is safe.
-    publish_or_unavailable(app, outcome).await?;
-    if let Some(failure) = upstream_failure {
-        return Err(failure);
+        return (outcome, Err(failure));
     }
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
     let content_type = if is_json {
@@ -215,7 +242,17 @@ async fn run(
             .content_type
             .unwrap_or_else(|| "text/plain; charset=utf-8".to_string())
     };
-    Ok((status, [(header::CONTENT_TYPE, content_type)], answer_body).into_response())
+    let response = (status, [(header::CONTENT_TYPE, content_type)], answer_body).into_response();
+    (outcome, Ok(response))
+}
+
+fn failed_event(call: &mut CallRecorder, failure: &ApiError) -> CallEvent {
+    let mut failed = call.event(EventKind::CallFailed);
+    failed.failure = Some(Failure {
+        code: failure.code().to_string(),
+        message: failure.to_string(),
+    });
+    failed
 }
 
 /// Masks a JSON document with policy rules (and detectors if enabled), returning the findings
@@ -251,7 +288,7 @@ fn mask_answer(
     app: &AppState,
     body: &[u8],
     content_type: Option<&str>,
-    function: &crate::function::Function,
+    function: &Function,
 ) -> Result<(String, Vec<MaskingFinding>, bool), ApiError> {
     if body.is_empty() {
         return Ok((String::new(), Vec::new(), false));

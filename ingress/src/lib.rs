@@ -5,6 +5,7 @@
 //! [`App::build`] wires the parts from a [`Config`]; [`router`] gives the HTTP API, so tests can
 //! serve it on port 0. The binary (`main.rs`) only parses arguments and calls [`serve`].
 
+pub mod approval;
 mod error;
 pub mod events;
 mod function;
@@ -29,6 +30,7 @@ use tokio::sync::Semaphore;
 
 pub use error::ApiError;
 
+use crate::approval::Approvals;
 use crate::events::EventPublisher;
 use crate::function::Function;
 use callproof_oidc::Authenticator;
@@ -49,6 +51,18 @@ pub struct AppState {
     max_response_bytes: usize,
     in_flight: Arc<Semaphore>,
     metrics: PrometheusHandle,
+    approvals: Arc<Approvals>,
+    /// How long a caller may be held for an approval (`Prefer: wait=N` is capped to it).
+    approval_max_wait: Duration,
+    /// Where callers and reviewers reach this gateway, without a trailing slash.
+    public_url: String,
+}
+
+impl AppState {
+    /// Where the caller of a held call asks for its state.
+    pub fn status_url(&self, call_id: &str) -> String {
+        format!("{}/v1/calls/{call_id}", self.public_url)
+    }
 }
 
 /// A gateway wired from its configuration, ready to serve.
@@ -79,6 +93,25 @@ impl App {
             .context("cannot create the Kafka producer")?;
         events.spawn_readiness_probe(Duration::from_secs(2));
         authenticator.warm_up().await;
+        let ingress = &config.ingress;
+        let approvals = Approvals::new(
+            &ingress.instance_id,
+            Duration::from_secs(ingress.approval_takeover_secs),
+            Duration::from_secs(ingress.approval_retention_secs),
+        );
+        // Held calls older than the longest expiry plus the retention are of no use: reading the
+        // topic from there rebuilds every call that is pending or whose result is still kept.
+        let longest_expiry = functions
+            .values()
+            .filter_map(|function| function.approval.as_ref())
+            .map(|approval| approval.expiry)
+            .max();
+        let public_url = ingress
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", ingress.listen))
+            .trim_end_matches('/')
+            .to_string();
         let state = AppState {
             instance_id: config.ingress.instance_id.clone(),
             authenticator,
@@ -89,9 +122,22 @@ impl App {
             max_response_bytes: config.ingress.max_response_bytes,
             in_flight: Arc::new(Semaphore::new(MAX_CALLS_IN_FLIGHT)),
             metrics: prometheus_handle()?,
+            approvals: approvals.clone(),
+            approval_max_wait: Duration::from_secs(ingress.approval_max_wait_secs),
+            public_url,
         };
+        let state = Arc::new(state);
+        if let Some(longest_expiry) = longest_expiry {
+            let lookback = longest_expiry
+                + Duration::from_secs(
+                    ingress.approval_retention_secs + ingress.approval_takeover_secs,
+                );
+            approvals
+                .start(&config.kafka, lookback, Arc::downgrade(&state))
+                .context("cannot create the Kafka consumer for approvals")?;
+        }
         Ok(App {
-            state: Arc::new(state),
+            state,
             listen: config.ingress.listen,
         })
     }
@@ -112,6 +158,12 @@ fn prometheus_handle() -> anyhow::Result<PrometheusHandle> {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/functions/{name}/invoke", post(invoke::invoke))
+        .route("/v1/calls/{id}", get(approval::call_status))
+        .route("/v1/approvals", get(approval::list))
+        .route(
+            "/v1/approvals/{id}",
+            get(approval::show).post(approval::decide),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -121,6 +173,18 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn readyz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    let approvals_needed = app
+        .functions
+        .values()
+        .any(|function| function.approval.is_some());
+    if approvals_needed && !app.approvals.is_caught_up() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                serde_json::json!({"status": "not ready", "reason": "approvals are being read from kafka"}),
+            ),
+        );
+    }
     if app.events.is_ready() {
         (StatusCode::OK, Json(serde_json::json!({"status": "ready"})))
     } else {
