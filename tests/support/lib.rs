@@ -9,6 +9,7 @@ pub mod broker;
 pub mod function_service;
 pub mod issuer;
 pub mod process;
+pub mod webhook;
 
 /// The workspace root, for paths to committed files and `../shared`.
 pub fn workspace_root() -> std::path::PathBuf {

@@ -5,6 +5,7 @@ use callproof_schemas::{CallEvent, EventKind};
 use callproof_tests::broker;
 use callproof_tests::function_service::FunctionService;
 use callproof_tests::issuer::TestIssuer;
+use callproof_tests::webhook::WebhookReceiver;
 use serde_json::Value;
 
 /// The credential the gateway holds for the `echo` function; must reach it and nothing else.
@@ -15,6 +16,7 @@ pub const BASIC_PASSWORD: &str = "basic-secret-pw-77";
 pub struct Harness {
     pub issuer: TestIssuer,
     pub functions: FunctionService,
+    pub webhook: WebhookReceiver,
     pub url: String,
     pub topic: String,
     pub brokers: String,
@@ -38,6 +40,7 @@ impl Harness {
     pub async fn start_on(brokers: String) -> Harness {
         let issuer = TestIssuer::start().await.unwrap();
         let functions = FunctionService::start().await.unwrap();
+        let webhook = WebhookReceiver::start().await.unwrap();
         let topic = broker::unique_name("calls");
         broker::create_topic(&brokers, &topic, 3).await.unwrap();
         let upstream = &functions.url;
@@ -47,6 +50,8 @@ impl Harness {
 listen = "127.0.0.1:0"
 instance_id = "gw-test"
 max_request_bytes = 65536
+approval_max_wait_secs = 20
+approval_takeover_secs = 2
 
 [oidc]
 issuer = "{issuer}"
@@ -102,6 +107,24 @@ policy = {{ allow_groups = ["support"] }}
 [functions.admin_only]
 upstream = "{upstream}/echo"
 policy = {{ allow_groups = ["admins"] }}
+
+[functions.transfer]
+upstream = "{upstream}/echo"
+policy = {{ allow_groups = ["support"], mask_request = ["/iban"] }}
+[functions.transfer.approval]
+condition = 'amount > 1000 || env == "prod"'
+approver_groups = ["treasury"]
+webhook_url = "${{WEBHOOK_URL}}"
+
+[functions.wire]
+upstream = "{upstream}/echo"
+policy = {{ allow_groups = ["support"] }}
+approval = {{ approver_groups = ["treasury", "risk"], quorum = 2 }}
+
+[functions.quick_expiry]
+upstream = "{upstream}/echo"
+policy = {{ allow_groups = ["support"] }}
+approval = {{ approver_groups = ["treasury"], expiry_secs = 2 }}
 "#,
             issuer = issuer.url,
         );
@@ -109,6 +132,7 @@ policy = {{ allow_groups = ["admins"] }}
             "UPSTREAM_TOKEN" => Some(UPSTREAM_TOKEN.to_string()),
             "API_KEY" => Some(API_KEY.to_string()),
             "BASIC_PASSWORD" => Some(BASIC_PASSWORD.to_string()),
+            "WEBHOOK_URL" => Some(webhook.url.clone()),
             _ => None,
         };
         let config = Config::from_toml_with_env(&source, "test.toml", &env).unwrap();
@@ -122,6 +146,7 @@ policy = {{ allow_groups = ["admins"] }}
         Harness {
             issuer,
             functions,
+            webhook,
             url,
             topic,
             brokers,
@@ -153,6 +178,45 @@ policy = {{ allow_groups = ["admins"] }}
             text,
             headers,
         }
+    }
+
+    /// A call with a `Prefer: wait=N` header.
+    pub async fn invoke_waiting(
+        &self,
+        function: &str,
+        token: &str,
+        body: &str,
+        wait_secs: u64,
+    ) -> Answer {
+        let request = self
+            .client
+            .post(format!("{}/v1/functions/{function}/invoke", self.url))
+            .header("content-type", "application/json")
+            .header("prefer", format!("wait={wait_secs}"))
+            .bearer_auth(token)
+            .body(body.to_string());
+        answer(request).await
+    }
+
+    /// `GET {path}` with a bearer token.
+    pub async fn get(&self, path: &str, token: &str) -> Answer {
+        answer(
+            self.client
+                .get(format!("{}{path}", self.url))
+                .bearer_auth(token),
+        )
+        .await
+    }
+
+    /// `POST {path}` of a JSON body with a bearer token.
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> Answer {
+        answer(
+            self.client
+                .post(format!("{}{path}", self.url))
+                .bearer_auth(token)
+                .json(body),
+        )
+        .await
     }
 
     /// A call by alice (group support) with `arguments`.
@@ -190,6 +254,25 @@ policy = {{ allow_groups = ["admins"] }}
         .into_iter()
         .map(|message| (message.key, message.payload))
         .collect()
+    }
+}
+
+/// Sends a request and reads the answer as the tests look at it.
+pub async fn answer(request: reqwest::RequestBuilder) -> Answer {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let call_id = headers
+        .get("x-callproof-call-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    let text = response.text().await.unwrap();
+    Answer {
+        status,
+        call_id,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+        headers,
     }
 }
 

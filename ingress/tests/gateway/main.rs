@@ -2,8 +2,10 @@
 //! service. One harness per test, each with a topic of its own, so tests run in parallel on one
 //! broker.
 
+mod approvals;
 mod audit;
 mod auth;
 mod errors;
 mod harness;
+mod instances;
 mod policy;
