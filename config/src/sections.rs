@@ -529,3 +529,59 @@ fn http_header_name_is_invalid(name: &str) -> bool {
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
 }
+
+#[cfg(test)]
+mod approval_tests {
+    use crate::{Config, ConfigErrorKind};
+
+    const FUNCTION: &str = r#"
+[functions.transfer]
+upstream = "http://127.0.0.1:9100/transfer"
+
+[functions.transfer.approval]
+approver_groups = ["treasury"]
+"#;
+
+    fn load(extra: &str) -> Result<Config, crate::ConfigError> {
+        let source = format!("{FUNCTION}{extra}");
+        Config::from_toml_with_env(&source, "deploy.toml", &|_| {
+            Some("https://hooks.example.com/T000/secret-path".into())
+        })
+    }
+
+    #[test]
+    fn approval_defaults_and_secret_webhook() {
+        let config = load("webhook_url = \"${HOOK}\"\n").unwrap();
+        let approval = config.functions["transfer"].approval.clone().unwrap();
+        assert_eq!(approval.quorum, 1);
+        assert_eq!(approval.expiry_secs, 900);
+        assert!(approval.condition.is_none());
+        assert!(!format!("{config:?}").contains("secret-path"));
+        assert_eq!(config.ingress.approval_max_wait_secs, 60);
+    }
+
+    #[test]
+    fn a_bad_condition_is_refused_at_load_with_key_line_and_column() {
+        let error = load("condition = \"amount >> 1000\"\n").unwrap_err();
+        assert_eq!(error.line, Some(7), "{error}");
+        let ConfigErrorKind::Invalid { key, reason } = &error.kind else {
+            panic!("{error}");
+        };
+        assert_eq!(key, "functions.transfer.approval.condition");
+        assert!(reason.contains("column 9"), "{reason}");
+        for (extra, key) in [
+            ("quorum = 0\n", "quorum"),
+            ("expiry_secs = 0\n", "expiry_secs"),
+            ("condition = \"1000\"\n", "condition"),
+        ] {
+            let error = load(extra).unwrap_err().to_string();
+            assert!(error.contains(&format!("approval.{key}")), "{error}");
+        }
+        let empty = Config::from_toml(
+            "[functions.f]\nupstream = \"http://x\"\napproval = { approver_groups = [] }\n",
+            "deploy.toml",
+        )
+        .unwrap_err();
+        assert!(empty.to_string().contains("approver_groups"), "{empty}");
+    }
+}

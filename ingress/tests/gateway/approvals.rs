@@ -375,3 +375,41 @@ async fn an_unanswered_approval_expires_and_the_function_is_never_called() {
     );
     assert_eq!(gateway.functions.calls(), 0);
 }
+
+#[tokio::test]
+async fn with_the_broker_gone_holds_and_decisions_get_503_and_nothing_happens() {
+    let mut kafka = callproof_tests::broker::PrivateBroker::start().unwrap();
+    let gateway = Harness::start_on(kafka.bootstrap.clone()).await;
+    let alice = gateway.issuer.token("alice", &["support"]);
+    let answer = gateway
+        .invoke(
+            "transfer",
+            Some(&alice),
+            &json!({"amount": 5000}).to_string(),
+        )
+        .await;
+    assert_eq!(answer.status, 202, "{}", answer.text);
+    let call_id = answer.body["call_id"].as_str().unwrap().to_string();
+
+    kafka.stop();
+    // The approval cannot be recorded, so it does not happen.
+    let bob = gateway.issuer.token("bob", &["treasury"]);
+    let decided = gateway
+        .post(&format!("/v1/approvals/{call_id}"), &bob, &approve("ok"))
+        .await;
+    assert_eq!(decided.status, 503, "{}", decided.text);
+    assert_eq!(error_code(&decided), "audit_unavailable");
+    // A new call needing approval cannot be held without its record.
+    let held = gateway
+        .invoke(
+            "transfer",
+            Some(&alice),
+            &json!({"amount": 7000}).to_string(),
+        )
+        .await;
+    assert_eq!(held.status, 503, "{}", held.text);
+    let status = gateway.get(&format!("/v1/calls/{call_id}"), &alice).await;
+    assert_eq!(status.body["status"], "pending_approval", "{}", status.text);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(gateway.functions.calls(), 0);
+}
