@@ -116,9 +116,9 @@ impl Config {
             return Err(invalid("evidence.public_url", "must be an http(s) URL"));
         }
         // The format is checked by the evidence API with the log's own parser; here only what
-        // can be told without it: a verifier key is `name+keyid+base64`.
+        // can be told without it: a verifier key is `name+keyid+base64` (base64 may hold `+`).
         if let Some(key) = &evidence.verifier_key
-            && key.split('+').count() != 3
+            && key.splitn(3, '+').count() != 3
         {
             return Err(invalid(
                 "evidence.verifier_key",

@@ -17,8 +17,8 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use callproof_processor::entry::blob_references;
 use callproof_tlog::bundle::{
-    self, BUNDLE_FORMAT, MANIFEST_PATH, Manifest, ManifestPartition, README_PATH,
-    REPORT_HTML_PATH, REPORT_JSON_PATH, VERIFIER_KEY_PATH,
+    self, BUNDLE_FORMAT, MANIFEST_PATH, Manifest, ManifestPartition, README_PATH, REPORT_HTML_PATH,
+    REPORT_JSON_PATH, VERIFIER_KEY_PATH,
 };
 use callproof_tlog::proof::format_consistency_proof;
 use serde::Deserialize;
@@ -52,7 +52,10 @@ pub async fn export(
     );
     let mut response = bytes.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/gzip"),
+    );
     if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
@@ -85,7 +88,10 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Vec<u8>, ApiErr
         .map_err(search_error)?;
     let mut by_partition: BTreeMap<i32, BTreeSet<u64>> = BTreeMap::new();
     for event in &events {
-        by_partition.entry(event.partition).or_default().insert(event.log_index);
+        by_partition
+            .entry(event.partition)
+            .or_default()
+            .insert(event.log_index);
     }
 
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
@@ -115,11 +121,18 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Vec<u8>, ApiErr
         // each other and to the latest: the log only grew across the period.
         let kept = app.logs.kept_sizes(partition).await?;
         let before = kept.iter().copied().filter(|kept| *kept <= first).max();
-        let covering = kept.iter().copied().filter(|kept| *kept > last && *kept < size).min();
+        let covering = kept
+            .iter()
+            .copied()
+            .filter(|kept| *kept > last && *kept < size)
+            .min();
         let mut checkpoints = Vec::new();
         for kept_size in before.iter().chain(covering.iter()) {
             let checkpoint = app.logs.kept_checkpoint(partition, *kept_size).await?;
-            files.push((bundle::kept_checkpoint_path(partition, *kept_size), checkpoint.note));
+            files.push((
+                bundle::kept_checkpoint_path(partition, *kept_size),
+                checkpoint.note,
+            ));
             checkpoints.push(*kept_size);
         }
         let mut consistency = Vec::new();
@@ -168,7 +181,10 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Vec<u8>, ApiErr
         partitions: manifest_partitions,
     };
     let mut head = vec![
-        (README_PATH.to_string(), readme(&manifest, app.logs.verifier_key()).into_bytes()),
+        (
+            README_PATH.to_string(),
+            readme(&manifest, app.logs.verifier_key()).into_bytes(),
+        ),
         (
             MANIFEST_PATH.to_string(),
             serde_json::to_vec_pretty(&manifest).map_err(ApiError::internal)?,
@@ -181,13 +197,16 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Vec<u8>, ApiErr
             REPORT_JSON_PATH.to_string(),
             serde_json::to_vec_pretty(&report).map_err(ApiError::internal)?,
         ),
-        (REPORT_HTML_PATH.to_string(), report::render_html(&report).into_bytes()),
+        (
+            REPORT_HTML_PATH.to_string(),
+            report::render_html(&report).into_bytes(),
+        ),
     ];
     head.append(&mut files);
     let mtime = u64::try_from(now_micros() / 1_000_000).unwrap_or_default();
-    Ok(tokio::task::spawn_blocking(move || pack(&head, mtime))
+    tokio::task::spawn_blocking(move || pack(&head, mtime))
         .await?
-        .map_err(ApiError::internal)?)
+        .map_err(ApiError::internal)
 }
 
 /// Writes the files into a `.tar.gz`.

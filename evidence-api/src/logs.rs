@@ -475,6 +475,10 @@ impl Logs {
                 if let Some(root) = kept.get(&range.size())
                     && *root != range.root()
                 {
+                    if let Some((index, bundle_relative, _)) = mismatch {
+                        // An entry that hashes neither to its tile nor to the signed roots.
+                        return Err(altered_entry(object(&bundle_relative), index));
+                    }
                     return Err(IntegrityFailure {
                         object: object(&format!("checkpoints/{}", range.size())),
                         index: Some(index),
@@ -505,13 +509,7 @@ impl Logs {
                     ),
                 }
             } else {
-                IntegrityFailure {
-                    object: object(&bundle_relative),
-                    index: Some(index),
-                    reason: format!(
-                        "entry {index} does not hash to the leaf hash in the level-0 tile, and the entries do not hash to the signed root: the entry was altered"
-                    ),
-                }
+                altered_entry(object(&bundle_relative), index)
             });
         }
         if !root_matches {
@@ -634,6 +632,16 @@ pub struct IntegrityFailure {
     pub object: String,
     pub index: Option<u64>,
     pub reason: String,
+}
+
+fn altered_entry(object: String, index: u64) -> IntegrityFailure {
+    IntegrityFailure {
+        object,
+        index: Some(index),
+        reason: format!(
+            "entry {index} does not hash to the leaf hash in the level-0 tile, and the entries do not hash to the signed root: the entry was altered"
+        ),
+    }
 }
 
 /// Maps a log read error to the API's error, naming where it happened.

@@ -14,11 +14,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -137,10 +137,16 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
         Some(search_link(app, &all))
     };
     let proof = |event: &IndexedEvent| {
-        app.link(&format!("/v1/proofs/{}/{}", event.partition, event.log_index))
+        app.link(&format!(
+            "/v1/proofs/{}/{}",
+            event.partition, event.log_index
+        ))
     };
     let of_kind = |kind: &str| -> Vec<&IndexedEvent> {
-        events.iter().filter(|event| event.kind.as_deref() == Some(kind)).collect()
+        events
+            .iter()
+            .filter(|event| event.kind.as_deref() == Some(kind))
+            .collect()
     };
     let mut calls: BTreeMap<&str, Vec<&IndexedEvent>> = BTreeMap::new();
     for event in &events {
@@ -155,7 +161,9 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
     let mut agents: BTreeSet<&str> = BTreeSet::new();
     let mut via_agent = 0;
     for event in &received {
-        *by_principal.entry(event.subject.as_deref().unwrap_or("(none)")).or_default() += 1;
+        *by_principal
+            .entry(event.subject.as_deref().unwrap_or("(none)"))
+            .or_default() += 1;
         if let Some(agent) = event.agent.as_deref() {
             agents.insert(agent);
             via_agent += 1;
@@ -164,9 +172,21 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
     let mut principals: Vec<(&str, usize)> = by_principal.into_iter().collect();
     principals.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let mut cc61 = vec![
-        figure("calls received", received.len(), search(&[("kind", "call_received")])),
-        figure("distinct principals (token subjects)", principals.len(), None),
-        figure("distinct acting agents (RFC 8693 `act`)", agents.len(), None),
+        figure(
+            "calls received",
+            received.len(),
+            search(&[("kind", "call_received")]),
+        ),
+        figure(
+            "distinct principals (token subjects)",
+            principals.len(),
+            None,
+        ),
+        figure(
+            "distinct acting agents (RFC 8693 `act`)",
+            agents.len(),
+            None,
+        ),
         figure("calls made by an agent acting for a user", via_agent, None),
     ];
     for (subject, count) in principals.iter().take(SAMPLE) {
@@ -176,10 +196,16 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
             search(&[("kind", "call_received"), ("principal", subject)]),
         ));
     }
-    let unauthenticated: Vec<&&IndexedEvent> = received.iter().filter(|event| event.subject.is_none()).collect();
+    let unauthenticated: Vec<&&IndexedEvent> = received
+        .iter()
+        .filter(|event| event.subject.is_none())
+        .collect();
     let mut cc61_exceptions = Vec::new();
     if !unauthenticated.is_empty() {
-        cc61_exceptions.push(format!("{} call(s) were recorded without a principal", unauthenticated.len()));
+        cc61_exceptions.push(format!(
+            "{} call(s) were recorded without a principal",
+            unauthenticated.len()
+        ));
     }
 
     // CC6.2 / CC6.3: the policies in force and what they refused.
@@ -199,14 +225,31 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
             search(&[("function", name)]),
         ));
     }
-    let allowed_decisions = events.iter().filter(|event| event.decision.as_deref() == Some("allow")).count();
-    cc62.push(figure("policy decisions: allowed", allowed_decisions, search(&[("decision", "allow")])));
-    let mut denied_figure = figure("calls denied", denied.len(), search(&[("kind", "call_denied")]));
-    denied_figure.proofs = denied.iter().take(SAMPLE).map(|event| proof(event)).collect();
+    let allowed_decisions = events
+        .iter()
+        .filter(|event| event.decision.as_deref() == Some("allow"))
+        .count();
+    cc62.push(figure(
+        "policy decisions: allowed",
+        allowed_decisions,
+        search(&[("decision", "allow")]),
+    ));
+    let mut denied_figure = figure(
+        "calls denied",
+        denied.len(),
+        search(&[("kind", "call_denied")]),
+    );
+    denied_figure.proofs = denied
+        .iter()
+        .take(SAMPLE)
+        .map(|event| proof(event))
+        .collect();
     cc62.push(denied_figure);
     let mut denied_by_function: BTreeMap<&str, usize> = BTreeMap::new();
     for event in &denied {
-        *denied_by_function.entry(event.function.as_deref().unwrap_or("(none)")).or_default() += 1;
+        *denied_by_function
+            .entry(event.function.as_deref().unwrap_or("(none)"))
+            .or_default() += 1;
     }
     for (function, count) in denied_by_function {
         cc62.push(figure(
@@ -228,10 +271,18 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
     // CC7.2: every call recorded from start to end, and the logs intact.
     let mut incomplete = Vec::new();
     for (call_id, call_events) in &calls {
-        let kinds: BTreeSet<&str> = call_events.iter().filter_map(|event| event.kind.as_deref()).collect();
-        let ends = ["call_completed", "call_failed", "call_denied", "approval_expired"]
+        let kinds: BTreeSet<&str> = call_events
             .iter()
-            .any(|kind| kinds.contains(kind));
+            .filter_map(|event| event.kind.as_deref())
+            .collect();
+        let ends = [
+            "call_completed",
+            "call_failed",
+            "call_denied",
+            "approval_expired",
+        ]
+        .iter()
+        .any(|kind| kinds.contains(kind));
         if !kinds.contains("call_received") || !ends {
             incomplete.push(*call_id);
         }
@@ -268,7 +319,9 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
             links.push(app.link(&format!("/logs/{partition}/checkpoints/{size}")));
         }
         if let (Some(old), Some(new)) = (before, covering) {
-            links.push(app.link(&format!("/v1/logs/{partition}/consistency?old={old}&new={new}")));
+            links.push(app.link(&format!(
+                "/v1/logs/{partition}/consistency?old={old}&new={new}"
+            )));
         }
         if let Some(covering) = covering {
             links.push(app.link(&format!(
@@ -280,7 +333,9 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
             cc72_exceptions.push(format!(
                 "the log of partition {partition} does not verify: {} (index {}): {}",
                 failure.object,
-                failure.index.map_or("-".to_string(), |index| index.to_string()),
+                failure
+                    .index
+                    .map_or("-".to_string(), |index| index.to_string()),
                 failure.reason
             ));
         }
@@ -313,7 +368,10 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
     let mut self_approved = Vec::new();
     let mut reviewers: BTreeMap<String, usize> = BTreeMap::new();
     for event in &decided {
-        let decision = decisions.get(&(event.partition, event.log_index)).cloned().flatten();
+        let decision = decisions
+            .get(&(event.partition, event.log_index))
+            .cloned()
+            .flatten();
         match decision.as_deref() {
             Some("approve") => approved += 1,
             Some("deny") => denied_approvals += 1,
@@ -324,14 +382,20 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
         }
         let call = event.call_id.as_deref().and_then(|id| calls.get(id));
         let caller = call
-            .and_then(|events| events.iter().find(|e| e.kind.as_deref() == Some("call_received")))
+            .and_then(|events| {
+                events
+                    .iter()
+                    .find(|e| e.kind.as_deref() == Some("call_received"))
+            })
             .and_then(|e| e.subject.clone())
             .or_else(|| event.subject.clone());
         if event.reviewer.is_some() && event.reviewer == caller {
             self_approved.push(*event);
         }
         if let Some(request) = call.and_then(|events| {
-            events.iter().find(|e| e.kind.as_deref() == Some("approval_requested"))
+            events
+                .iter()
+                .find(|e| e.kind.as_deref() == Some("approval_requested"))
         }) {
             waits.push(event.time_micros - request.time_micros);
         }
@@ -344,20 +408,49 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
         if has("approval_requested") && has("call_forwarded") {
             let approved_here = call_events.iter().any(|e| {
                 e.kind.as_deref() == Some("approval_decided")
-                    && decisions.get(&(e.partition, e.log_index)).cloned().flatten().as_deref() == Some("approve")
+                    && decisions
+                        .get(&(e.partition, e.log_index))
+                        .cloned()
+                        .flatten()
+                        .as_deref()
+                        == Some("approve")
             });
             if !approved_here {
                 forwarded_unapproved.push(*call_id);
             }
         }
     }
-    let mut self_figure = figure("self-approved calls (reviewer is the caller)", self_approved.len(), None);
-    self_figure.proofs = self_approved.iter().take(SAMPLE).map(|event| proof(event)).collect();
+    let mut self_figure = figure(
+        "self-approved calls (reviewer is the caller)",
+        self_approved.len(),
+        None,
+    );
+    self_figure.proofs = self_approved
+        .iter()
+        .take(SAMPLE)
+        .map(|event| proof(event))
+        .collect();
     let mut cc81 = vec![
-        figure("approvals requested", requested.len(), search(&[("kind", "approval_requested")])),
-        figure("approved", approved, search(&[("kind", "approval_decided")])),
-        figure("denied by a reviewer", denied_approvals, search(&[("kind", "approval_decided")])),
-        figure("expired undecided", expired.len(), search(&[("kind", "approval_expired")])),
+        figure(
+            "approvals requested",
+            requested.len(),
+            search(&[("kind", "approval_requested")]),
+        ),
+        figure(
+            "approved",
+            approved,
+            search(&[("kind", "approval_decided")]),
+        ),
+        figure(
+            "denied by a reviewer",
+            denied_approvals,
+            search(&[("kind", "approval_decided")]),
+        ),
+        figure(
+            "expired undecided",
+            expired.len(),
+            search(&[("kind", "approval_expired")]),
+        ),
         figure(
             "time to decision, seconds (median, max)",
             json!([seconds(waits.get(waits.len() / 2)), seconds(waits.last())]),
@@ -374,7 +467,12 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
     }
     let mut cc81_exceptions: Vec<String> = self_approved
         .iter()
-        .map(|event| format!("call {} was approved by its own caller", event.call_id.as_deref().unwrap_or("?")))
+        .map(|event| {
+            format!(
+                "call {} was approved by its own caller",
+                event.call_id.as_deref().unwrap_or("?")
+            )
+        })
         .collect();
     cc81_exceptions.extend(forwarded_unapproved.iter().map(|call_id| {
         format!(
@@ -390,8 +488,15 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
             *by_detector.entry(detector.as_str()).or_default() += 1;
         }
     }
-    let with_findings = events.iter().filter(|event| !event.detectors.is_empty()).count();
-    let mut c11 = vec![figure("events in which masking found confidential data", with_findings, None)];
+    let with_findings = events
+        .iter()
+        .filter(|event| !event.detectors.is_empty())
+        .count();
+    let mut c11 = vec![figure(
+        "events in which masking found confidential data",
+        with_findings,
+        None,
+    )];
     for (detector, count) in by_detector {
         c11.push(figure(
             format!("events with {detector} masked"),
@@ -462,7 +567,10 @@ async fn approval_decisions(
 ) -> Result<BTreeMap<(i32, u64), Option<String>>, ApiError> {
     let mut by_partition: BTreeMap<i32, BTreeSet<u64>> = BTreeMap::new();
     for event in decided {
-        by_partition.entry(event.partition).or_default().insert(event.log_index);
+        by_partition
+            .entry(event.partition)
+            .or_default()
+            .insert(event.log_index);
     }
     let mut decisions = BTreeMap::new();
     for (partition, indexes) in by_partition {
@@ -520,7 +628,11 @@ pub fn render_html(report: &Report) -> String {
                 links.push(format!("<a href=\"{}\">search</a>", escape(search)));
             }
             for (position, proof) in figure.proofs.iter().enumerate() {
-                links.push(format!("<a href=\"{}\">{}</a>", escape(proof), position + 1));
+                links.push(format!(
+                    "<a href=\"{}\">{}</a>",
+                    escape(proof),
+                    position + 1
+                ));
             }
             html.push_str(&format!(
                 "<tr><td>{}</td><td>{value}</td><td>{}</td></tr>\n",
@@ -578,7 +690,11 @@ mod tests {
                 title: "x".into(),
                 criterion: "y".into(),
                 evidence: "z".into(),
-                figures: vec![figure("calls by <script>alert(1)</script>", 1, Some("/v1/search?a=\"b\"".into()))],
+                figures: vec![figure(
+                    "calls by <script>alert(1)</script>",
+                    1,
+                    Some("/v1/search?a=\"b\"".into()),
+                )],
                 exceptions: vec!["call <b> was approved by its own caller".into()],
             }],
         };

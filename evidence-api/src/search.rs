@@ -256,7 +256,7 @@ impl SearchIndex {
                 keyed.push((key, partition.clone(), address));
             }
         }
-        keyed.sort_by(|a, b| b.0.cmp(&a.0));
+        keyed.sort_by_key(|keyed| std::cmp::Reverse(keyed.0));
         let more = keyed.len() > limit;
         keyed.truncate(limit);
         let mut hits = Vec::with_capacity(keyed.len());
