@@ -1,1 +1,197 @@
-fn main() {}
+//! Search latency over one million events: `cargo bench -p callproof-evidence --bench search`.
+//!
+//! Builds (once, then reuses) an index of `CALLPROOF_BENCH_EVENTS` events (default 1,000,000)
+//! over 4 partitions with the processor's own schema and document builder, then times the
+//! evidence API's search path (`SearchIndex::search`, one page of 50, newest first) for filtered
+//! queries, against a baseline in the same run: the unfiltered match-all top 50. Prints p50,
+//! p99 and max of each, and the ratio of the p99s.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use callproof_evidence::search::{Filter, SearchIndex};
+use callproof_processor::index_schema::{CommitPayload, IndexFields, partition_index_dir};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+const PARTITIONS: i32 = 4;
+const QUERIES: usize = 300;
+const KINDS: [&str; 8] = [
+    "call_received",
+    "call_forwarded",
+    "call_completed",
+    "call_denied",
+    "approval_requested",
+    "approval_decided",
+    "approval_expired",
+    "call_failed",
+];
+const DETECTORS: [&str; 5] = ["EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN"];
+const WORDS: [&str; 16] = [
+    "refund", "order", "shipment", "delayed", "customer", "asked", "about", "invoice", "status",
+    "update", "account", "balance", "address", "card", "payment", "ticket",
+];
+/// One simulated month.
+const SPAN_MICROS: i64 = 30 * 24 * 3_600 * 1_000_000;
+const START_MICROS: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+
+fn main() {
+    let n_events: u64 = std::env::var("CALLPROOF_BENCH_EVENTS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(1_000_000);
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("evidence-bench-{n_events}"));
+    build_if_missing(&root, n_events);
+    let index = SearchIndex::open(&root).expect("open");
+    assert_eq!(index.count(&Filter::default()).expect("count") as u64, n_events);
+
+    let mut rng = StdRng::seed_from_u64(7);
+    let baseline: Vec<Filter> = (0..QUERIES).map(|_| Filter::default()).collect();
+    let filtered: Vec<Filter> = (0..QUERIES).map(|_| random_filter(&mut rng)).collect();
+    // Warm the OS cache and tantivy's once, as a running API would be.
+    for filter in baseline.iter().chain(&filtered).take(50) {
+        let _ = index.search(filter, 50, None).expect("search");
+    }
+    let (baseline_times, _) = time_queries(&index, &baseline);
+    let (filtered_times, hits) = time_queries(&index, &filtered);
+    let report = |name: &str, times: &[Duration]| {
+        println!(
+            "{name:<44} p50 {:>8.2} ms   p99 {:>8.2} ms   max {:>8.2} ms",
+            ms(percentile(times, 0.50)),
+            ms(percentile(times, 0.99)),
+            ms(percentile(times, 1.0))
+        );
+    };
+    println!("search over {n_events} events in {PARTITIONS} partition indexes, {QUERIES} queries each, page of 50");
+    report("baseline: match-all, newest first", &baseline_times);
+    report("filtered: 2-4 filters (+ query text, range)", &filtered_times);
+    println!(
+        "filtered p99 / baseline p99 = {:.2}; filtered queries returned {hits} hits in all",
+        ms(percentile(&filtered_times, 0.99)) / ms(percentile(&baseline_times, 0.99)).max(1e-9)
+    );
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+fn percentile(times: &[Duration], quantile: f64) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort_unstable();
+    let position = ((sorted.len() as f64 - 1.0) * quantile).round() as usize;
+    sorted.get(position).copied().unwrap_or_default()
+}
+
+fn time_queries(index: &SearchIndex, filters: &[Filter]) -> (Vec<Duration>, usize) {
+    let mut times = Vec::with_capacity(filters.len());
+    let mut hits = 0;
+    for filter in filters {
+        let started = Instant::now();
+        let page = index.search(filter, 50, None).expect("search");
+        times.push(started.elapsed());
+        hits += page.hits.len();
+    }
+    (times, hits)
+}
+
+/// What auditors ask: a principal's or function's calls of a kind over a day or a week,
+/// denied calls of a group, masked findings of a detector with words from the bodies.
+fn random_filter(rng: &mut StdRng) -> Filter {
+    let day = rng.gen_range(0..30i64);
+    let days = [1i64, 7][rng.gen_range(0..2)];
+    let from = START_MICROS + day * SPAN_MICROS / 30;
+    let range = (Some(from), Some(from + days * SPAN_MICROS / 30));
+    match rng.gen_range(0..4) {
+        0 => Filter {
+            subject: Some(format!("user-{}", rng.gen_range(0..500))),
+            kind: Some("call_received".into()),
+            from_micros: range.0,
+            to_micros: range.1,
+            ..Filter::default()
+        },
+        1 => Filter {
+            function: Some(format!("fn_{}", rng.gen_range(0..30))),
+            kind: Some(KINDS[rng.gen_range(0..KINDS.len())].into()),
+            from_micros: range.0,
+            to_micros: range.1,
+            ..Filter::default()
+        },
+        2 => Filter {
+            group: Some(format!("team-{}", rng.gen_range(0..10))),
+            decision: Some("deny".into()),
+            ..Filter::default()
+        },
+        _ => Filter {
+            detector: Some(DETECTORS[rng.gen_range(0..DETECTORS.len())].into()),
+            query: Some(WORDS[rng.gen_range(0..WORDS.len())].into()),
+            agent: Some(format!("agent-{}", rng.gen_range(0..20))),
+            ..Filter::default()
+        },
+    }
+}
+
+fn build_if_missing(root: &Path, n_events: u64) {
+    let per_partition = n_events / PARTITIONS as u64;
+    let complete = (0..PARTITIONS).all(|partition| {
+        tantivy::Index::open_in_dir(partition_index_dir(root, partition))
+            .ok()
+            .and_then(|index| CommitPayload::of(&index).ok().flatten())
+            .is_some_and(|payload| payload.log_size == per_partition)
+    });
+    if complete {
+        return;
+    }
+    let _ = std::fs::remove_dir_all(root);
+    let started = Instant::now();
+    let fields = IndexFields::new();
+    let mut rng = StdRng::seed_from_u64(42);
+    for partition in 0..PARTITIONS {
+        let dir = partition_index_dir(root, partition);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let index = tantivy::Index::create_in_dir(&dir, fields.schema.clone()).expect("index");
+        let mut writer: tantivy::IndexWriter = index.writer(256 << 20).expect("writer");
+        for log_index in 0..per_partition {
+            let kind = KINDS[rng.gen_range(0..KINDS.len())];
+            let time = START_MICROS + rng.gen_range(0..SPAN_MICROS);
+            let body: Vec<&str> = (0..30).map(|_| WORDS[rng.gen_range(0..WORDS.len())]).collect();
+            let findings: Vec<_> = DETECTORS
+                .iter()
+                .filter(|_| rng.gen_bool(0.1))
+                .map(|detector| json!({"detector": detector, "path": "/response/body/x", "count": 1}))
+                .collect();
+            let denied = kind == "call_denied";
+            let entry = json!({"event": {
+                "event_id": format!("e-{partition}-{log_index}"),
+                "call_id": format!("call-{partition}-{}", log_index / 3),
+                "kind": kind,
+                "time": time,
+                "function": format!("fn_{}", rng.gen_range(0..30)),
+                "principal": {
+                    "subject": format!("user-{}", rng.gen_range(0..500)),
+                    "groups": [format!("team-{}", rng.gen_range(0..10))],
+                    "actor": {"subject": format!("agent-{}", rng.gen_range(0..20))},
+                },
+                "decision": {"allowed": !denied, "reason": "policy"},
+                "request": {"body": body.join(" ")},
+                "response": {"status": if denied { 403 } else { 200 }},
+                "masking": findings,
+            }});
+            writer
+                .add_document(fields.document(&entry, partition, log_index))
+                .expect("add");
+        }
+        let mut prepared = writer.prepare_commit().expect("prepare");
+        prepared.set_payload(
+            &serde_json::to_string(&CommitPayload {
+                schema_version: callproof_processor::index_schema::SCHEMA_VERSION,
+                partition,
+                log_size: per_partition,
+            })
+            .expect("payload"),
+        );
+        prepared.commit().expect("commit");
+        writer.wait_merging_threads().expect("merge");
+        eprintln!("partition {partition}: {per_partition} events indexed ({:.0?})", started.elapsed());
+    }
+}
