@@ -48,8 +48,9 @@ impl Default for ProcessorConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// `file:///absolute/path` (the default kind), `s3://bucket/prefix`, or `memory:///`
-    /// (tests only: nothing survives a restart).
+    /// `file:///absolute/path` (the default kind), a plain local path (relative to the working
+    /// directory), `s3://bucket/prefix`, or `memory:///` (tests only: nothing survives a
+    /// restart).
     pub url: String,
     /// Options for the store, by `object_store` key (`aws_endpoint`, `aws_region`,
     /// `aws_access_key_id`, `aws_secret_access_key`, ...). Values may be `${ENV}` references and
@@ -189,13 +190,15 @@ impl Config {
             ));
         }
         let url = self.storage.url.as_str();
-        let scheme_ok = ["file:///", "s3://", "memory:///"]
-            .iter()
-            .any(|prefix| url.starts_with(prefix));
-        if !scheme_ok {
+        // A plain path (no scheme) is a local directory, relative to the working directory.
+        let scheme_ok = !url.contains("://")
+            || ["file:///", "s3://", "memory:///"]
+                .iter()
+                .any(|prefix| url.starts_with(prefix));
+        if url.trim().is_empty() || !scheme_ok {
             return Err(invalid(
                 "storage.url",
-                "must be a file:///absolute/path, s3://bucket[/prefix] or memory:/// URL",
+                "must be a file:///absolute/path, s3://bucket[/prefix] or memory:/// URL, or a local path",
             ));
         }
         if let Some(log) = &self.log

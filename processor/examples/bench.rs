@@ -71,7 +71,10 @@ async fn main() -> anyhow::Result<()> {
     let siem_topic = format!("bench-siem-{run}");
     create_topics(&[(&topic, args.partitions), (&siem_topic, args.partitions)]).await?;
 
-    eprintln!("producing {} events to {topic} ({} partitions)", args.events, args.partitions);
+    eprintln!(
+        "producing {} events to {topic} ({} partitions)",
+        args.events, args.partitions
+    );
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("linger.ms", "20")
@@ -89,9 +92,15 @@ async fn main() -> anyhow::Result<()> {
                 Ok((event.call_id.clone(), callproof_schemas::encode(&event)?))
             })
             .collect::<anyhow::Result<_>>()?;
-        payload_bytes += encoded.iter().map(|(_, payload)| payload.len()).sum::<usize>();
+        payload_bytes += encoded
+            .iter()
+            .map(|(_, payload)| payload.len())
+            .sum::<usize>();
         let sends = encoded.iter().map(|(key, payload)| {
-            producer.send(FutureRecord::to(&topic).key(key).payload(payload), Duration::from_secs(60))
+            producer.send(
+                FutureRecord::to(&topic).key(key).payload(payload),
+                Duration::from_secs(60),
+            )
         });
         for result in futures::future::join_all(sends).await {
             result.map_err(|(error, _)| error)?;
@@ -117,7 +126,9 @@ async fn main() -> anyhow::Result<()> {
     let (signer_key, _) = callproof_tlog::note::NoteSigner::generate("bench.callproof/log")?;
     std::fs::write(dir.path().join("log.key"), format!("{signer_key}\n"))?;
     let store = dir.path().join("store");
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let config = format!(
         r#"
 [kafka]
@@ -166,7 +177,10 @@ writer_memory_mb = 128
         }
         if started.elapsed() > Duration::from_secs(600) {
             let _ = child.kill();
-            bail!("the processor logged {total} of {} events in 600 s", args.events);
+            bail!(
+                "the processor logged {total} of {} events in 600 s",
+                args.events
+            );
         }
         if let Some(status) = child.try_wait()? {
             bail!("the processor exited with {status}");
@@ -186,24 +200,40 @@ writer_memory_mb = 128
 
     // Lag at a steady rate.
     let lag = measure_lag(&producer, &topic, &store, &args).await?;
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let _ = child.wait();
 
     println!();
     println!("| measure | value |");
     println!("|---|---|");
-    println!("| events | {} ({} partitions, {}-byte bodies, {:.0}-byte messages) |", args.events, args.partitions, args.body_bytes, payload_bytes as f64 / args.events as f64);
+    println!(
+        "| events | {} ({} partitions, {}-byte bodies, {:.0}-byte messages) |",
+        args.events,
+        args.partitions,
+        args.body_bytes,
+        payload_bytes as f64 / args.events as f64
+    );
     println!("| baseline consume-only | {baseline_rate:.0} events/s |");
     println!("| processor (backlog, from process start) | {processor_rate:.0} events/s |");
     println!("| processor (after first checkpoint) | {steady_rate:.0} events/s |");
-    println!("| ratio processor / baseline | {:.2} |", processor_rate / baseline_rate);
-    println!("| lag produce → checkpoint at {} events/s | p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} events) |", args.lag_rate, lag.0, lag.1, lag.2, lag.3);
+    println!(
+        "| ratio processor / baseline | {:.2} |",
+        processor_rate / baseline_rate
+    );
+    println!(
+        "| lag produce → checkpoint at {} events/s | p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} events) |",
+        args.lag_rate, lag.0, lag.1, lag.2, lag.3
+    );
     Ok(())
 }
 
 async fn create_topics(topics: &[(&str, i32)]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers()).create()?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()?;
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
@@ -222,6 +252,8 @@ fn consume_only(topic: &str, n_events: usize) -> anyhow::Result<f64> {
         .set("auto.offset.reset", "earliest")
         .set("queued.min.messages", "20000")
         .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .set("fetch.wait.max.ms", "50")
         .create()?;
     consumer.subscribe(&[topic])?;
     let started = Instant::now();
@@ -246,7 +278,8 @@ fn consume_only(topic: &str, n_events: usize) -> anyhow::Result<f64> {
 fn checkpoint_sizes(store: &Path, partitions: i32) -> HashMap<i32, u64> {
     (0..partitions)
         .filter_map(|partition| {
-            let text = std::fs::read_to_string(store.join(format!("logs/{partition}/checkpoint"))).ok()?;
+            let text =
+                std::fs::read_to_string(store.join(format!("logs/{partition}/checkpoint"))).ok()?;
             let size = text.lines().nth(1)?.parse().ok()?;
             Some((partition, size))
         })
@@ -303,7 +336,9 @@ async fn measure_lag(
             let payload = callproof_schemas::encode(&event)?;
             let at = Instant::now();
             let delivery = producer.send_result(
-                FutureRecord::to(topic).key(&event.call_id).payload(&payload),
+                FutureRecord::to(topic)
+                    .key(&event.call_id)
+                    .payload(&payload),
             );
             match delivery {
                 Ok(delivery) => deliveries.push((at, delivery)),
@@ -313,16 +348,22 @@ async fn measure_lag(
         }
     }
     for (at, delivery) in deliveries {
-        let (partition, offset) = delivery
+        let delivered = delivery
             .await
             .map_err(|_| anyhow::anyhow!("delivery cancelled"))?
             .map_err(|(error, _)| error)?;
-        sent.lock().map_err(|_| anyhow::anyhow!("lock"))?.insert((partition, offset as u64), at);
+        sent.lock()
+            .map_err(|_| anyhow::anyhow!("lock"))?
+            .insert((delivered.partition, delivered.offset as u64), at);
     }
     // Wait until everything is checkpointed.
     let deadline = Instant::now() + Duration::from_secs(120);
     let expected: u64 = args.events as u64 + total as u64;
-    while checkpoint_sizes(store, args.partitions).values().sum::<u64>() < expected {
+    while checkpoint_sizes(store, args.partitions)
+        .values()
+        .sum::<u64>()
+        < expected
+    {
         if Instant::now() > deadline {
             bail!("lag phase: events not checkpointed within 120 s");
         }
@@ -330,7 +371,9 @@ async fn measure_lag(
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     stop_polling.store(true, std::sync::atomic::Ordering::Relaxed);
-    let checkpointed = poller.join().map_err(|_| anyhow::anyhow!("poller panicked"))?;
+    let checkpointed = poller
+        .join()
+        .map_err(|_| anyhow::anyhow!("poller panicked"))?;
     let sent = sent.lock().map_err(|_| anyhow::anyhow!("lock"))?;
     let mut lags: Vec<f64> = Vec::new();
     for (partition, from, to, at) in checkpointed {
@@ -341,6 +384,10 @@ async fn measure_lag(
         }
     }
     lags.sort_by(f64::total_cmp);
-    let quantile = |q: f64| lags.get(((lags.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
+    let quantile = |q: f64| {
+        lags.get(((lags.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     Ok((quantile(0.5), quantile(0.99), quantile(1.0), lags.len()))
 }

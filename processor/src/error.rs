@@ -5,9 +5,13 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProcessorError {
-    #[error("the `[log]` section is missing: the processor needs `log.signing_key` to sign checkpoints")]
+    #[error(
+        "the `[log]` section is missing: the processor needs `log.signing_key` to sign checkpoints"
+    )]
     MissingLogSection,
-    #[error("`log.signing_key` is not a usable log signing key ({0}); make one with `callproof-processor keygen`")]
+    #[error(
+        "`log.signing_key` is not a usable log signing key ({0}); make one with `callproof-processor keygen`"
+    )]
     BadKey(String),
     #[error("`storage.url` {url:?} cannot be opened: {reason}")]
     StoreUrl { url: String, reason: String },

@@ -257,11 +257,7 @@ pub struct Hit {
 /// Searches every partition index with a tantivy query string (`function:get_customer AND
 /// detectors:EMAIL`, free text searches [`IndexFields::default_query_fields`]) and returns up
 /// to `limit` hits per partition, newest first overall.
-pub fn search(
-    indexes: &[(i32, Index)],
-    query: &str,
-    limit: usize,
-) -> tantivy::Result<Vec<Hit>> {
+pub fn search(indexes: &[(i32, Index)], query: &str, limit: usize) -> tantivy::Result<Vec<Hit>> {
     let fields = IndexFields::new();
     let mut hits = Vec::new();
     for (_, index) in indexes {

@@ -62,7 +62,8 @@ impl Indexer {
             .map_err(|error| ProcessorError::index(&dir, error))?;
         let index = Index::open_or_create(directory, fields.schema.clone())
             .map_err(|error| ProcessorError::index(&dir, error))?;
-        let payload = CommitPayload::of(&index).map_err(|error| ProcessorError::index(&dir, error))?;
+        let payload =
+            CommitPayload::of(&index).map_err(|error| ProcessorError::index(&dir, error))?;
         let started = Instant::now();
         let writer = loop {
             match index.writer_with_num_threads(1, writer_memory_mb * 1024 * 1024) {
@@ -171,7 +172,11 @@ impl Indexer {
         self.last_commit = Instant::now();
         metrics::histogram!("callproof_processor_index_commit_seconds")
             .record(started.elapsed().as_secs_f64());
-        tracing::debug!(partition = self.partition, log_size = self.committed_log_size, "index committed");
+        tracing::debug!(
+            partition = self.partition,
+            log_size = self.committed_log_size,
+            "index committed"
+        );
         Ok(())
     }
 }
@@ -204,7 +209,8 @@ pub async fn read_entries(
         .await?;
     let mut entries = Vec::with_capacity((to - from) as usize);
     for (bundle, bytes) in &fetched {
-        let parsed = parse_bundle(bytes).map_err(|source| ProcessorError::Log { partition, source })?;
+        let parsed =
+            parse_bundle(bytes).map_err(|source| ProcessorError::Log { partition, source })?;
         for (position, raw) in parsed.into_iter().enumerate() {
             let index = bundle * width + position as u64;
             if index < from || index >= to {
@@ -259,14 +265,24 @@ pub async fn catch_up(
 ) -> Result<Indexer, ProcessorError> {
     let partition = indexer.partition;
     if indexer.added_log_size > tree_size {
-        tracing::warn!(partition, index_size = indexer.added_log_size, tree_size, "index is ahead of its log; rebuilding it");
+        tracing::warn!(
+            partition,
+            index_size = indexer.added_log_size,
+            tree_size,
+            "index is ahead of its log; rebuilding it"
+        );
         indexer = blocking(move || indexer.reset().map(|()| indexer)).await?;
     }
     let from = indexer.added_log_size;
     if from == tree_size {
         return Ok(indexer);
     }
-    tracing::info!(partition, from, to = tree_size, "indexing log entries beyond the index");
+    tracing::info!(
+        partition,
+        from,
+        to = tree_size,
+        "indexing log entries beyond the index"
+    );
     let started = Instant::now();
     let mut next = from;
     while next < tree_size {
@@ -287,7 +303,12 @@ pub async fn catch_up(
         .await?;
         next = end;
         if started.elapsed() > Duration::from_secs(1) {
-            tracing::info!(partition, indexed = next, of = tree_size, "indexing from the log");
+            tracing::info!(
+                partition,
+                indexed = next,
+                of = tree_size,
+                "indexing from the log"
+            );
         }
     }
     indexer = blocking(move || indexer.commit().map(|()| indexer)).await?;

@@ -36,7 +36,10 @@ pub use pipeline::Pipeline;
 
 /// The signer and origin prefix from `[log]`.
 pub fn log_signer(config: &Config) -> Result<(NoteSigner, String), ProcessorError> {
-    let log = config.log.as_ref().ok_or(ProcessorError::MissingLogSection)?;
+    let log = config
+        .log
+        .as_ref()
+        .ok_or(ProcessorError::MissingLogSection)?;
     let key = log
         .signing_key
         .as_ref()
@@ -214,11 +217,7 @@ pub async fn reindex(config: &Config) -> Result<ReindexReport, ProcessorError> {
         partitions: Vec::new(),
     };
     for partition in partitions {
-        let reader = LogReader::new(
-            store.clone(),
-            log_prefix_of(partition),
-            signer.verifier(),
-        );
+        let reader = LogReader::new(store.clone(), log_prefix_of(partition), signer.verifier());
         let checkpoint = reader
             .checkpoint()
             .await
@@ -234,7 +233,11 @@ pub async fn reindex(config: &Config) -> Result<ReindexReport, ProcessorError> {
             .await
             .map_err(ProcessorError::task)??;
         let size = checkpoint.checkpoint.size;
-        tracing::info!(partition, entries = size, "rebuilding the index from the log");
+        tracing::info!(
+            partition,
+            entries = size,
+            "rebuilding the index from the log"
+        );
         indexer::catch_up(indexer, &reader, &store, size).await?;
         report.partitions.push((partition, size));
     }

@@ -75,7 +75,12 @@ impl LogAppender {
         partition: i32,
     ) -> Result<LogAppender, ProcessorError> {
         let writer = retry(partition, "open", || {
-            LogWriter::open(store.clone(), log_prefix(partition), signer.clone(), origin.clone())
+            LogWriter::open(
+                store.clone(),
+                log_prefix(partition),
+                signer.clone(),
+                origin.clone(),
+            )
         })
         .await?;
         let next_offset = next_offset_of(&writer.checkpoint().checkpoint, topic, partition);
@@ -117,8 +122,10 @@ impl LogAppender {
             .flat_map(|entry| entry.blobs.iter().cloned())
             .collect();
         if !blobs.is_empty() {
-            retry(self.partition, "blob write", || write_blobs(self.store.clone(), blobs.clone()))
-                .await?;
+            retry(self.partition, "blob write", || {
+                write_blobs(self.store.clone(), blobs.clone())
+            })
+            .await?;
         }
         let bytes: Vec<Vec<u8>> = entries.iter().map(|entry| entry.bytes.clone()).collect();
         let extension = [offset_extension(&self.topic, self.partition, next_offset)];

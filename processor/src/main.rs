@@ -43,7 +43,10 @@ fn main() -> ExitCode {
         return match callproof_processor::keygen(name, out) {
             Ok(verifier) => {
                 println!("{verifier}");
-                eprintln!("callproof-processor: signing key written to {}", out.display());
+                eprintln!(
+                    "callproof-processor: signing key written to {}",
+                    out.display()
+                );
                 ExitCode::SUCCESS
             }
             Err(error) => fail(&error),

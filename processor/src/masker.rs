@@ -85,20 +85,17 @@ impl Masker {
         at: &str,
         findings: &mut Vec<MaskingFinding>,
     ) {
-        if let Ok(mut document) = serde_json::from_str::<Value>(body) {
-            match self.engine.mask_json(&mut document, rules, true) {
-                Ok(found) => {
-                    if !found.is_empty() {
-                        // Compact JSON: the body's original spacing is not evidence.
-                        *body = document.to_string();
-                        push_findings(findings, at, found);
-                    }
-                    return;
-                }
-                // Too deep to walk as JSON: masked as text below, which still finds every
-                // detector's values (field rules cannot apply without the structure).
-                Err(_) => {}
+        // A body too deep to walk as JSON is masked as text below, which still finds every
+        // detector's values (field rules need the structure, so they cannot apply then).
+        if let Ok(mut document) = serde_json::from_str::<Value>(body)
+            && let Ok(found) = self.engine.mask_json(&mut document, rules, true)
+        {
+            if !found.is_empty() {
+                // Compact JSON: the body's original spacing is not evidence.
+                *body = document.to_string();
+                push_findings(findings, at, found);
             }
+            return;
         }
         self.mask_field(body, at, findings);
     }

@@ -241,6 +241,11 @@ impl Pipeline {
                     }
                     RebalanceEvent::Assigned(partitions) => {
                         tracing::info!(?partitions, "partitions assigned");
+                        // Open now rather than on the first message: a partition with nothing
+                        // new still gets its index caught up with its log.
+                        for partition in partitions {
+                            self.open_partition(partition).await?;
+                        }
                     }
                 }
             }
@@ -281,7 +286,12 @@ impl Pipeline {
                     // The group's committed offset is ahead of the log (it should follow
                     // the log): go back to where the log ends, once.
                     let target = next_offset.map_or(Offset::Beginning, Offset::Offset);
-                    tracing::warn!(partition, ?target, ?first_offset, "consumer position is ahead of the log; seeking back");
+                    tracing::warn!(
+                        partition,
+                        ?target,
+                        ?first_offset,
+                        "consumer position is ahead of the log; seeking back"
+                    );
                     self.consumer
                         .seek(&self.topic, partition, target, Duration::from_secs(10))?;
                     continue;
@@ -294,7 +304,12 @@ impl Pipeline {
                 if skipped > 0 {
                     metrics::counter!("callproof_processor_duplicates_skipped_total")
                         .increment(skipped as u64);
-                    tracing::info!(partition, skipped, next_offset = next, "skipped messages already in the log");
+                    tracing::info!(
+                        partition,
+                        skipped,
+                        next_offset = next,
+                        "skipped messages already in the log"
+                    );
                 }
             }
             let Some(last) = messages.last() else {
@@ -316,8 +331,11 @@ impl Pipeline {
         }
         let n_events = work.len();
         metrics::histogram!("callproof_processor_batch_events").record(n_events as f64);
-        metrics::histogram!("callproof_processor_batch_bytes")
-            .record(work.iter().map(|(message, _)| message.payload.len()).sum::<usize>() as f64);
+        metrics::histogram!("callproof_processor_batch_bytes").record(
+            work.iter()
+                .map(|(message, _)| message.payload.len())
+                .sum::<usize>() as f64,
+        );
 
         // Decode, mask, encode: CPU work, on every core.
         let stages = self.stages.clone();
@@ -331,7 +349,10 @@ impl Pipeline {
             .iter_mut()
             .map(|prepared| std::mem::take(&mut prepared.siem))
             .collect();
-        self.stages.siem.publish(&records, APPEND_RETRY_LIMIT).await?;
+        self.stages
+            .siem
+            .publish(&records, APPEND_RETRY_LIMIT)
+            .await?;
         metrics::histogram!("callproof_processor_siem_publish_seconds")
             .record(siem_started.elapsed().as_secs_f64());
 
@@ -355,9 +376,8 @@ impl Pipeline {
                     let entries: Vec<EncodedEntry> =
                         items.iter().map(|item| item.entry.clone()).collect();
                     let next = *next;
-                    appends_in_flight.push(async move {
-                        state.appender.append(&entries, next).await
-                    });
+                    appends_in_flight
+                        .push(async move { state.appender.append(&entries, next).await });
                 }
             }
             for result in futures::future::join_all(appends_in_flight).await {
@@ -422,11 +442,16 @@ impl Pipeline {
         if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
             tracing::warn!(%error, "offset commit failed; the log's checkpoints still hold the position");
         }
-        tracing::debug!(n_events, partitions = appends.len(), elapsed_ms = started.elapsed().as_millis() as u64, "batch done");
+        tracing::debug!(
+            n_events,
+            partitions = appends.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "batch done"
+        );
         Ok(())
     }
 
-    /// Opens a partition's log and index on its first message after assignment.
+    /// Opens a partition's log and index (on assignment), catching the index up with the log.
     async fn open_partition(&mut self, partition: i32) -> Result<(), ProcessorError> {
         if self.partitions.contains_key(&partition) {
             return Ok(());
@@ -486,7 +511,11 @@ impl Pipeline {
                     .await
                     .map_err(ProcessorError::task)??;
             }
-            tracing::info!(partition, log_size = state.appender.size(), "partition closed");
+            tracing::info!(
+                partition,
+                log_size = state.appender.size(),
+                "partition closed"
+            );
         }
         Ok(())
     }
@@ -522,6 +551,10 @@ pub fn consumer_config(config: &Config) -> ClientConfig {
         .set("enable.partition.eof", "false")
         .set("queued.min.messages", "20000")
         .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        // A broker holds a fetch up to this long when it has less than fetch.min.bytes: the
+        // default (500 ms) would dominate the produce-to-checkpoint lag at moderate rates.
+        .set("fetch.wait.max.ms", "50")
         .set("statistics.interval.ms", "5000");
     for (key, value) in &config.kafka.properties {
         client.set(key, value);
@@ -557,9 +590,9 @@ fn prepare_all(
         handles
             .into_iter()
             .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|_| Err(ProcessorError::Task("a preparing thread panicked".into())))
+                handle.join().unwrap_or_else(|_| {
+                    Err(ProcessorError::Task("a preparing thread panicked".into()))
+                })
             })
             .collect()
     });

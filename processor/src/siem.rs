@@ -103,7 +103,10 @@ impl SiemPublisher {
 /// The OCSF API Activity record of one masked entry document (`{"event", "source"}`).
 pub fn ocsf_record(entry: &Value, partition: i32, log_index: u64, origin: &str) -> Value {
     let log = json!({"partition": partition, "index": log_index, "origin": origin});
-    let source = entry.pointer("/source/kafka").cloned().unwrap_or(Value::Null);
+    let source = entry
+        .pointer("/source/kafka")
+        .cloned()
+        .unwrap_or(Value::Null);
     let Some(event) = entry.get("event").filter(|event| event.is_object()) else {
         return undecodable_record(entry, log, source);
     };

@@ -14,11 +14,25 @@ pub fn open_store(config: &StorageConfig) -> Result<Arc<dyn ObjectStore>, Proces
         url: config.url.clone(),
         reason,
     };
-    let url = url::Url::parse(&config.url).map_err(|error| bad_url(error.to_string()))?;
-    if url.scheme() == "file" {
-        let path = url
-            .to_file_path()
-            .map_err(|()| bad_url("not an absolute local path".into()))?;
+    let local_path = if config.url.contains("://") {
+        None
+    } else {
+        // A plain path: a local directory, relative to the working directory.
+        Some(std::path::PathBuf::from(&config.url))
+    };
+    let url = match &local_path {
+        Some(_) => None,
+        None => Some(url::Url::parse(&config.url).map_err(|error| bad_url(error.to_string()))?),
+    };
+    let file_path = match (&local_path, &url) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(url)) if url.scheme() == "file" => Some(
+            url.to_file_path()
+                .map_err(|()| bad_url("not an absolute local path".into()))?,
+        ),
+        _ => None,
+    };
+    if let Some(path) = file_path {
         std::fs::create_dir_all(&path).map_err(|error| ProcessorError::StoreUnwritable {
             url: config.url.clone(),
             reason: format!("cannot create {}: {error}", path.display()),
@@ -27,6 +41,9 @@ pub fn open_store(config: &StorageConfig) -> Result<Arc<dyn ObjectStore>, Proces
             .map_err(|error| bad_url(error.to_string()))?;
         return Ok(Arc::new(store));
     }
+    let Some(url) = url else {
+        return Err(bad_url("not a URL".into()));
+    };
     let options = config
         .options
         .iter()
@@ -37,16 +54,15 @@ pub fn open_store(config: &StorageConfig) -> Result<Arc<dyn ObjectStore>, Proces
     if prefix.as_ref().is_empty() {
         Ok(store)
     } else {
-        Ok(Arc::new(object_store::prefix::PrefixStore::new(store, prefix)))
+        Ok(Arc::new(object_store::prefix::PrefixStore::new(
+            store, prefix,
+        )))
     }
 }
 
 /// Writes and deletes a probe object, so that an unwritable store stops the processor at
 /// start with a clear message rather than at its first batch.
-pub async fn check_writable(
-    store: &Arc<dyn ObjectStore>,
-    url: &str,
-) -> Result<(), ProcessorError> {
+pub async fn check_writable(store: &Arc<dyn ObjectStore>, url: &str) -> Result<(), ProcessorError> {
     let probe = Path::from(format!(
         "_probe/{}-{}",
         std::process::id(),

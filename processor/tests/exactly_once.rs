@@ -65,6 +65,9 @@ async fn sigkill_at_random_points_loses_and_repeats_nothing() {
     deployment
         .wait_for_logged(N_EVENTS as u64, Duration::from_secs(120))
         .await;
+    deployment
+        .wait_for_indexed(N_EVENTS, Duration::from_secs(60))
+        .await;
     processor.stop();
 
     let logs = deployment.read_logs().await;
@@ -75,17 +78,21 @@ async fn sigkill_at_random_points_loses_and_repeats_nothing() {
     // The index holds every entry once, whatever the kills interrupted.
     let hits = deployment.search("*");
     assert_eq!(hits.len(), N_EVENTS, "index documents");
-    let mut positions: Vec<_> = hits.iter().map(|hit| (hit.partition, hit.log_index)).collect();
+    let mut positions: Vec<_> = hits
+        .iter()
+        .map(|hit| (hit.partition, hit.log_index))
+        .collect();
     positions.sort_unstable();
     positions.dedup();
     assert_eq!(positions.len(), N_EVENTS, "an entry is indexed twice");
 }
 
 /// Two instances in one group share the partitions; one of them is stopped and restarted
-/// during the stream, so partitions are revoked and assigned back and forth.
+/// during the stream, so partitions are revoked and assigned back and forth (and the
+/// restarted instance owns some again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_share_partitions_across_rebalances() {
-    const N_EVENTS: usize = 3_000;
+    const N_EVENTS: usize = 6_000;
     let deployment = Deployment::new(4).await;
     let (events, ids) = events(0x5eed_0007, N_EVENTS);
     let producing = stream(deployment.topic.clone(), events);
@@ -94,24 +101,46 @@ async fn instances_share_partitions_across_rebalances() {
         deployment.write_config("b.toml", ""),
     ];
     let logs_of = |name: &str| deployment.dir.path().join(name);
+    let owns_a_partition = |name: &str| {
+        std::fs::read_to_string(logs_of(name)).is_ok_and(|text| text.contains("partition opened"))
+    };
+    // Tansu takes a few seconds to bring a second member into the group.
+    let wait_until_owner = |name: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !owns_a_partition(name) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
     let mut a = spawn_processor(&configs[0], &logs_of("a.log"), "info");
     let mut b = spawn_processor(&configs[1], &logs_of("b.log"), "info");
-    for _ in 0..2 {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        b.stop();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        b = spawn_processor(&configs[1], &logs_of("b.log"), "info");
-    }
+    wait_until_owner("b.log").await;
+    b.stop();
+    std::fs::remove_file(logs_of("b.log")).expect("remove log");
+    b = spawn_processor(&configs[1], &logs_of("b.log"), "info");
+    wait_until_owner("b.log").await;
     producing.await.expect("producer");
     deployment
         .wait_for_logged(N_EVENTS as u64, Duration::from_secs(120))
+        .await;
+    deployment
+        .wait_for_indexed(N_EVENTS, Duration::from_secs(60))
         .await;
     a.stop();
     b.stop();
 
     for name in ["a.log", "b.log"] {
         let text = std::fs::read_to_string(logs_of(name)).expect("log");
-        assert!(text.contains("partition opened"), "instance {name} never owned a partition");
+        let rebalances: Vec<&str> = text
+            .lines()
+            .filter(|line| {
+                line.contains("assigned") || line.contains("revoked") || line.contains("started")
+            })
+            .collect();
+        assert!(
+            text.contains("partition opened"),
+            "instance {name} never owned a partition:\n{}",
+            rebalances.join("\n")
+        );
     }
     let logs = deployment.read_logs().await;
     assert_exactly_once(&logs, &ids);

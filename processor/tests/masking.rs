@@ -33,7 +33,11 @@ fn planted_events() -> Vec<callproof_schemas::CallEvent> {
             }
             if let Some(response) = event.response.as_mut() {
                 // Odd events answer with plain text, even ones with JSON.
-                response.body = Some(if sequence % 2 == 0 { json_body } else { text.clone() });
+                response.body = Some(if sequence % 2 == 0 {
+                    json_body
+                } else {
+                    text.clone()
+                });
             }
             if let Some(decision) = event.decision.as_mut() {
                 decision.reason = format!("allowed for {}", PLANTED[4].1);
@@ -63,10 +67,16 @@ fn assert_no_secret(what: &str, bytes: &[u8]) {
     let text = String::from_utf8_lossy(bytes);
     for (detector, value) in PLANTED {
         let secret = secret_part(value);
-        assert!(!text.contains(secret), "{detector} value leaked into {what}");
+        assert!(
+            !text.contains(secret),
+            "{detector} value leaked into {what}"
+        );
     }
     // The PEM body also never appears with its newlines escaped.
-    assert!(!text.contains("plantedKEYmaterial"), "PRIVATE_KEY leaked into {what}");
+    assert!(
+        !text.contains("plantedKEYmaterial"),
+        "PRIVATE_KEY leaked into {what}"
+    );
 }
 
 fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
@@ -102,7 +112,11 @@ consumer.close()
         .args(["-c", script, brokers, topic, &expected.to_string()])
         .output()
         .expect("python3 with confluent_kafka");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_no_secret("the SIEM topic", &output.stdout);
     String::from_utf8_lossy(&output.stdout)
         .lines()
@@ -129,24 +143,37 @@ async fn no_raw_value_reaches_store_index_siem_or_logs() {
     files_under(&deployment.store_dir(), &mut files);
     assert!(files.len() > 4);
     for file in &files {
-        assert_no_secret(&file.display().to_string(), &std::fs::read(file).expect("read"));
+        assert_no_secret(
+            &file.display().to_string(),
+            &std::fs::read(file).expect("read"),
+        );
     }
     // The stored events carry the findings of every detector (never the values).
     let logs = deployment.read_logs().await;
     let entries: Vec<&Value> = logs.values().flatten().collect();
     assert_eq!(entries.len(), events.len());
     for entry in &entries {
-        let findings = entry.pointer("/event/masking").and_then(Value::as_array).expect("findings");
+        let findings = entry
+            .pointer("/event/masking")
+            .and_then(Value::as_array)
+            .expect("findings");
         for (detector, _) in PLANTED {
             for prefix in ["/request/body", "/response/body", "/failure/message"] {
                 assert!(
-                    findings.iter().any(|finding| finding["detector"] == detector
-                        && finding["path"].as_str().is_some_and(|path| path.starts_with(prefix))),
+                    findings
+                        .iter()
+                        .any(|finding| finding["detector"] == detector
+                            && finding["path"]
+                                .as_str()
+                                .is_some_and(|path| path.starts_with(prefix))),
                     "no {detector} finding under {prefix}"
                 );
             }
         }
-        let body = entry.pointer("/event/request/body").and_then(Value::as_str).expect("body");
+        let body = entry
+            .pointer("/event/request/body")
+            .and_then(Value::as_str)
+            .expect("body");
         assert!(body.contains("[REDACTED:CREDIT_CARD]"), "{body}");
     }
 
@@ -154,13 +181,19 @@ async fn no_raw_value_reaches_store_index_siem_or_logs() {
     for (detector, value) in PLANTED {
         let phrase = secret_part(value).replace('\n', " ");
         let hits = deployment.search(&format!("body:\"{phrase}\""));
-        assert!(hits.is_empty(), "{detector} value is searchable in the index");
+        assert!(
+            hits.is_empty(),
+            "{detector} value is searchable in the index"
+        );
     }
     assert_eq!(deployment.search("detectors:IBAN").len(), events.len());
     let mut index_files = Vec::new();
     files_under(&deployment.index_dir(), &mut index_files);
     for file in &index_files {
-        assert_no_secret(&file.display().to_string(), &std::fs::read(file).expect("read"));
+        assert_no_secret(
+            &file.display().to_string(),
+            &std::fs::read(file).expect("read"),
+        );
     }
 
     // The SIEM stream, read by an independent client: OCSF API Activity records that point
@@ -177,9 +210,18 @@ async fn no_raw_value_reaches_store_index_siem_or_logs() {
         assert_eq!(record["type_uid"], 600399);
         assert!(record["time"].as_i64().is_some_and(|time| time > 0));
         assert_eq!(record["api"]["operation"], "get_customer");
-        assert_eq!(record["actor"]["user"]["uid"].as_str().map(|s| s.starts_with("user-")), Some(true));
-        let partition = record["unmapped"]["callproof"]["log"]["partition"].as_i64().expect("partition");
-        let index = record["unmapped"]["callproof"]["log"]["index"].as_u64().expect("index");
+        assert_eq!(
+            record["actor"]["user"]["uid"]
+                .as_str()
+                .map(|s| s.starts_with("user-")),
+            Some(true)
+        );
+        let partition = record["unmapped"]["callproof"]["log"]["partition"]
+            .as_i64()
+            .expect("partition");
+        let index = record["unmapped"]["callproof"]["log"]["index"]
+            .as_u64()
+            .expect("index");
         let entry = &logs[&(partition as i32)][index as usize];
         assert_eq!(entry["event"]["event_id"], record["metadata"]["uid"]);
     }

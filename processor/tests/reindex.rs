@@ -12,21 +12,30 @@ use crate::support::{Deployment, produce, producer, spawn_processor};
 async fn reindex_from_the_logs_gives_the_same_search_results() {
     let deployment = Deployment::new(3).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let mut events: Vec<_> = (0..600).map(|sequence| call_event(&mut rng, sequence, 300)).collect();
+    let mut events: Vec<_> = (0..600)
+        .map(|sequence| call_event(&mut rng, sequence, 300))
+        .collect();
     // Two bodies over 64 KiB: their entries hold blob hashes, and reindex must fetch them.
-    events[10].response.as_mut().and_then(|r| r.body.as_mut()).map(|body| {
-        *body = format!("\"large body {} needle-large-body\"", "x".repeat(100_000))
-    });
-    events[20].request.as_mut().and_then(|r| r.body.as_mut()).map(|body| {
-        *body = format!("{{\"blob\":\"{} needle-large-request\"}}", "y ".repeat(60_000))
-    });
+    if let Some(body) = events[10].response.as_mut().and_then(|r| r.body.as_mut()) {
+        *body = format!("\"large body {} needle-large-body\"", "x".repeat(100_000));
+    }
+    if let Some(body) = events[20].request.as_mut().and_then(|r| r.body.as_mut()) {
+        *body = format!(
+            "{{\"blob\":\"{} needle-large-request\"}}",
+            "y ".repeat(60_000)
+        );
+    }
     events[30].kind = callproof_schemas::EventKind::CallDenied;
-    events[30].decision.as_mut().map(|decision| decision.allowed = false);
+    if let Some(decision) = events[30].decision.as_mut() {
+        decision.allowed = false;
+    }
     produce(&producer(), &deployment.topic, &events).await;
 
     let config = deployment.write_config("deploy.toml", "");
     let mut processor = spawn_processor(&config, &deployment.dir.path().join("p.log"), "info");
-    deployment.wait_for_logged(600, Duration::from_secs(60)).await;
+    deployment
+        .wait_for_logged(600, Duration::from_secs(60))
+        .await;
     processor.stop();
     let blobs = std::fs::read_dir(deployment.store_dir().join("blobs/sha256"))
         .expect("blobs")
@@ -48,7 +57,10 @@ async fn reindex_from_the_logs_gives_the_same_search_results() {
         "partition:1 AND log_index:[0 TO 9]",
         "time:[2000-01-01T00:00:00Z TO 2100-01-01T00:00:00Z]",
     ];
-    let before: Vec<_> = queries.iter().map(|query| deployment.search(query)).collect();
+    let before: Vec<_> = queries
+        .iter()
+        .map(|query| deployment.search(query))
+        .collect();
     assert_eq!(before[0].len(), 600);
     assert_eq!(before[1].len(), 1);
     assert_eq!(before[2].len(), 1);
@@ -65,7 +77,10 @@ async fn reindex_from_the_logs_gives_the_same_search_results() {
         .status()
         .expect("reindex");
     assert!(status.success());
-    let after: Vec<_> = queries.iter().map(|query| deployment.search(query)).collect();
+    let after: Vec<_> = queries
+        .iter()
+        .map(|query| deployment.search(query))
+        .collect();
     for ((query, before), after) in queries.iter().zip(&before).zip(&after) {
         assert_eq!(before, after, "query {query:?}");
     }

@@ -33,13 +33,22 @@ async fn bad_key_unreachable_broker_unwritable_store_and_missing_topic_are_named
     std::fs::write(deployment.dir.path().join("log.key"), bad_key).expect("key");
     let (ok, _, stderr) = run_processor(&[], Some(&write("bad-key.toml", base.clone())));
     assert!(!ok);
-    assert!(stderr.contains("`log.signing_key` is not a usable log signing key"), "{stderr}");
+    assert!(
+        stderr.contains("`log.signing_key` is not a usable log signing key"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("c2VjcmV0LXNlZWQtbWF0ZXJpYWw"), "{stderr}");
 
     // Everything else with a good key.
     let out = deployment.dir.path().join("good.key");
     let (ok, verifier, _) = run_processor(
-        &["keygen", "--name", "test.callproof/log", "--out", out.to_str().unwrap_or_default()],
+        &[
+            "keygen",
+            "--name",
+            "test.callproof/log",
+            "--out",
+            out.to_str().unwrap_or_default(),
+        ],
         None,
     );
     assert!(ok);
@@ -56,7 +65,9 @@ async fn bad_key_unreachable_broker_unwritable_store_and_missing_topic_are_named
     let (ok, _, stderr) = run_processor(&[], Some(&write("unreachable.toml", unreachable)));
     assert!(!ok);
     assert!(
-        stderr.contains(&format!("cannot reach the Kafka brokers at 127.0.0.1:{port}")),
+        stderr.contains(&format!(
+            "cannot reach the Kafka brokers at 127.0.0.1:{port}"
+        )),
         "{stderr}"
     );
 
@@ -66,7 +77,10 @@ async fn bad_key_unreachable_broker_unwritable_store_and_missing_topic_are_named
     );
     let (ok, _, stderr) = run_processor(&[], Some(&write("unwritable.toml", unwritable)));
     assert!(!ok);
-    assert!(stderr.contains("the object store at file:///proc/callproof-store is not writable"), "{stderr}");
+    assert!(
+        stderr.contains("the object store at file:///proc/callproof-store is not writable"),
+        "{stderr}"
+    );
 
     let missing = base.replace(
         &format!("calls_topic = \"{}\"", deployment.topic),
@@ -74,12 +88,18 @@ async fn bad_key_unreachable_broker_unwritable_store_and_missing_topic_are_named
     );
     let (ok, _, stderr) = run_processor(&[], Some(&write("missing.toml", missing)));
     assert!(!ok);
-    assert!(stderr.contains("topic no-such-topic-for-callproof does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("topic no-such-topic-for-callproof does not exist"),
+        "{stderr}"
+    );
 
     let unknown = base.replace("[processor]\n", "[processor]\nbatch_size = 3\n");
     let (ok, _, stderr) = run_processor(&[], Some(&write("unknown.toml", unknown)));
     assert!(!ok);
-    assert!(stderr.contains("unknown.toml:") && stderr.contains("unknown field `batch_size`"), "{stderr}");
+    assert!(
+        stderr.contains("unknown.toml:") && stderr.contains("unknown field `batch_size`"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -87,7 +107,13 @@ fn keygen_writes_a_private_key_readable_by_its_owner_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("signing.key");
     let (ok, verifier, _) = run_processor(
-        &["keygen", "--name", "audit.example.com/log", "--out", out.to_str().unwrap_or_default()],
+        &[
+            "keygen",
+            "--name",
+            "audit.example.com/log",
+            "--out",
+            out.to_str().unwrap_or_default(),
+        ],
         None,
     );
     assert!(ok);
@@ -99,12 +125,21 @@ fn keygen_writes_a_private_key_readable_by_its_owner_only() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&out).expect("metadata").permissions().mode();
+        let mode = std::fs::metadata(&out)
+            .expect("metadata")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     // Never overwrites a key.
     let (ok, _, stderr) = run_processor(
-        &["keygen", "--name", "x", "--out", out.to_str().unwrap_or_default()],
+        &[
+            "keygen",
+            "--name",
+            "x",
+            "--out",
+            out.to_str().unwrap_or_default(),
+        ],
         None,
     );
     assert!(!ok, "{stderr}");

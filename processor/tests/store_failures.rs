@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
-    PutOptions, PutPayload, PutResult,
+    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use rand::{Rng, SeedableRng};
 
@@ -90,7 +90,11 @@ impl ObjectStore for FlakyStore {
         self.inner.put_multipart_opts(location, opts).await
     }
 
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
         self.inner.get_opts(location, options).await
     }
 
@@ -133,7 +137,11 @@ async fn failed_writes_are_retried_without_gaps_or_corruption() {
         .collect();
     // A few large bodies, so blob writes fail too.
     for event in events.iter_mut().step_by(250) {
-        if let Some(body) = event.response.as_mut().and_then(|response| response.body.as_mut()) {
+        if let Some(body) = event
+            .response
+            .as_mut()
+            .and_then(|response| response.body.as_mut())
+        {
             *body = format!("\"{}\"", "z".repeat(80_000));
         }
     }
@@ -158,7 +166,10 @@ async fn failed_writes_are_retried_without_gaps_or_corruption() {
     let _ = stop.send(());
     running.await.expect("join").expect("pipeline");
 
-    assert!(flaky.failures.load(Ordering::Relaxed) > 20, "too few injected failures");
+    assert!(
+        flaky.failures.load(Ordering::Relaxed) > 20,
+        "too few injected failures"
+    );
     let logs = deployment.read_logs().await;
     assert_exactly_once(&logs, &ids);
     deployment.audit_all();

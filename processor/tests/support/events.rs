@@ -1,8 +1,6 @@
 //! Synthetic call events with realistic PII density, shared by the tests and the benchmark.
 
-use callproof_schemas::{
-    Actor, CallEvent, Decision, EventKind, Principal, Request, Response,
-};
+use callproof_schemas::{Actor, CallEvent, Decision, EventKind, Principal, Request, Response};
 use rand::Rng;
 
 /// One value of every built-in detector, valid for its validator, as a gateway that did not
@@ -40,8 +38,8 @@ pub fn secret_part(value: &str) -> &str {
 
 const FIRST: [&str; 8] = ["ana", "bo", "chen", "dara", "eli", "fatima", "gus", "hana"];
 const WORDS: [&str; 12] = [
-    "refund", "order", "shipment", "delayed", "customer", "asked", "about", "invoice",
-    "status", "update", "account", "balance",
+    "refund", "order", "shipment", "delayed", "customer", "asked", "about", "invoice", "status",
+    "update", "account", "balance",
 ];
 
 fn luhn_card(rng: &mut impl Rng) -> String {
@@ -63,7 +61,10 @@ fn luhn_card(rng: &mut impl Rng) -> String {
         })
         .sum();
     digits.push((10 - sum % 10) % 10);
-    digits.iter().map(|digit| char::from_digit(*digit, 10).unwrap_or('0')).collect()
+    digits
+        .iter()
+        .map(|digit| char::from_digit(*digit, 10).unwrap_or('0'))
+        .collect()
 }
 
 /// A JSON body of about `size` bytes with a few PII values: an e-mail, a phone number and a

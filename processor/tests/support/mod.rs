@@ -60,7 +60,12 @@ pub fn producer() -> FutureProducer {
 pub async fn produce(producer: &FutureProducer, topic: &str, events: &[CallEvent]) {
     let payloads: Vec<(String, Vec<u8>)> = events
         .iter()
-        .map(|event| (event.call_id.clone(), callproof_schemas::encode(event).expect("encode")))
+        .map(|event| {
+            (
+                event.call_id.clone(),
+                callproof_schemas::encode(event).expect("encode"),
+            )
+        })
         .collect();
     let sends = payloads.iter().map(|(key, payload)| {
         producer.send(
@@ -71,16 +76,6 @@ pub async fn produce(producer: &FutureProducer, topic: &str, events: &[CallEvent
     for result in futures::future::join_all(sends).await {
         result.expect("delivered");
     }
-}
-
-pub async fn produce_raw(topic: &str, key: &str, payload: &[u8]) {
-    producer()
-        .send(
-            FutureRecord::to(topic).key(key).payload(payload),
-            Duration::from_secs(30),
-        )
-        .await
-        .expect("delivered");
 }
 
 pub fn free_port() -> u16 {
@@ -96,9 +91,7 @@ pub struct Deployment {
     pub topic: String,
     pub siem_topic: String,
     pub group: String,
-    pub signer: NoteSigner,
     pub verifier: NoteVerifier,
-    pub verifier_key: String,
 }
 
 impl Deployment {
@@ -111,9 +104,7 @@ impl Deployment {
         let (signer_key, verifier_key) = NoteSigner::generate("test.callproof/log").expect("key");
         std::fs::write(dir.path().join("log.key"), format!("{signer_key}\n")).expect("key file");
         Deployment {
-            signer: signer_key.parse().expect("signer"),
             verifier: verifier_key.parse().expect("verifier"),
-            verifier_key,
             group: unique_name("test-group"),
             siem_topic,
             topic,
@@ -185,7 +176,7 @@ writer_memory_mb = 20
             &self.config_text(&self.group, free_port(), extra),
             "test.toml",
         )
-            .expect("config")
+        .expect("config")
     }
 
     pub fn store(&self) -> Arc<dyn ObjectStore> {
@@ -201,11 +192,18 @@ writer_memory_mb = 20
         };
         let store = self.store();
         for partition in partitions.flatten() {
-            let Some(partition) = partition.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            let Some(partition) = partition.file_name().to_str().and_then(|n| n.parse().ok())
+            else {
                 continue;
             };
-            let reader = LogReader::new(store.clone(), log_prefix(partition), self.verifier.clone());
-            let size = reader.checkpoint().await.expect("checkpoint").checkpoint.size;
+            let reader =
+                LogReader::new(store.clone(), log_prefix(partition), self.verifier.clone());
+            let size = reader
+                .checkpoint()
+                .await
+                .expect("checkpoint")
+                .checkpoint
+                .size;
             let entries = read_entries(&reader, &store, partition, 0, size, size)
                 .await
                 .expect("entries");
@@ -222,10 +220,12 @@ writer_memory_mb = 20
         let store = self.store();
         let mut total = 0;
         for partition in partitions.flatten() {
-            let Some(partition) = partition.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            let Some(partition) = partition.file_name().to_str().and_then(|n| n.parse().ok())
+            else {
                 continue;
             };
-            let reader = LogReader::new(store.clone(), log_prefix(partition), self.verifier.clone());
+            let reader =
+                LogReader::new(store.clone(), log_prefix(partition), self.verifier.clone());
             if let Ok(checkpoint) = reader.checkpoint().await {
                 total += checkpoint.checkpoint.size;
             }
@@ -241,14 +241,36 @@ writer_memory_mb = 20
                 assert_eq!(total, expected, "more entries than events");
                 return;
             }
-            assert!(Instant::now() < deadline, "only {total} of {expected} events logged");
+            assert!(
+                Instant::now() < deadline,
+                "only {total} of {expected} events logged"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until the indexes hold `expected` documents (they commit on an interval).
+    pub async fn wait_for_indexed(&self, expected: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let indexed = self.search("*").len();
+            if indexed >= expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {indexed} of {expected} events indexed"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     /// `callproof-verify log` for every partition's log (the same audit, in process).
     pub fn audit_all(&self) {
-        for partition in std::fs::read_dir(self.store_dir().join("logs")).expect("logs").flatten() {
+        for partition in std::fs::read_dir(self.store_dir().join("logs"))
+            .expect("logs")
+            .flatten()
+        {
             let report = callproof_tlog::audit::audit_log_dir(
                 &partition.path(),
                 &self.verifier,
@@ -277,13 +299,22 @@ pub fn assert_exactly_once(logs: &BTreeMap<i32, Vec<Value>>, expected_ids: &[Str
                 .and_then(Value::as_i64)
                 .expect("offset");
             assert_eq!(
-                entry.pointer("/source/kafka/partition").and_then(Value::as_i64),
+                entry
+                    .pointer("/source/kafka/partition")
+                    .and_then(Value::as_i64),
                 Some(i64::from(*partition))
             );
             if let Some(previous) = previous {
-                assert_eq!(offset, previous + 1, "partition {partition} entry {index}: offsets not consecutive");
+                assert_eq!(
+                    offset,
+                    previous + 1,
+                    "partition {partition} entry {index}: offsets not consecutive"
+                );
             } else {
-                assert_eq!(offset, 0, "partition {partition} does not start at offset 0");
+                assert_eq!(
+                    offset, 0,
+                    "partition {partition} does not start at offset 0"
+                );
             }
             previous = Some(offset);
             let id = entry
@@ -295,15 +326,23 @@ pub fn assert_exactly_once(logs: &BTreeMap<i32, Vec<Value>>, expected_ids: &[Str
         }
     }
     for id in expected_ids {
-        assert_eq!(seen.get(id), Some(&1), "event {id} logged {:?} times", seen.get(id));
+        assert_eq!(
+            seen.get(id),
+            Some(&1),
+            "event {id} logged {:?} times",
+            seen.get(id)
+        );
     }
-    assert_eq!(seen.len(), expected_ids.len(), "unexpected events in the logs");
+    assert_eq!(
+        seen.len(),
+        expected_ids.len(),
+        "unexpected events in the logs"
+    );
 }
 
 /// The real binary as a child process.
 pub struct ProcessorProcess {
     pub child: Child,
-    pub stderr_path: PathBuf,
 }
 
 pub fn spawn_processor(config: &Path, stderr_path: &Path, rust_log: &str) -> ProcessorProcess {
@@ -320,10 +359,7 @@ pub fn spawn_processor(config: &Path, stderr_path: &Path, rust_log: &str) -> Pro
         .stderr(stderr)
         .spawn()
         .expect("spawn processor");
-    ProcessorProcess {
-        child,
-        stderr_path: stderr_path.to_path_buf(),
-    }
+    ProcessorProcess { child }
 }
 
 impl ProcessorProcess {
