@@ -1,4 +1,5 @@
-//! `callproof-verify`: offline verification of callproof logs, proofs and checkpoints.
+//! `callproof-verify`: offline verification of callproof logs, proofs, checkpoints and evidence
+//! bundles.
 //!
 //! Exit status: 0 when everything verifies, 1 when something does not (the message says what
 //! and in which file), 2 for usage errors (bad arguments, unreadable or malformed key).
