@@ -135,6 +135,8 @@ impl App {
             approvals
                 .start(&config.kafka, lookback, Arc::downgrade(&state))
                 .context("cannot create the Kafka consumer for approvals")?;
+        } else {
+            approvals.without_approvals();
         }
         Ok(App {
             state,

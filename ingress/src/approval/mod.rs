@@ -116,14 +116,12 @@ pub(crate) fn answer_held(
         .map_or(CallStatus::PendingApproval, |call| call.status);
     match (status, call) {
         (CallStatus::Completed, Some(call)) => {
-            let response = call
-                .response
-                .unwrap_or_else(|| callproof_schemas::Response {
-                    status: 200,
-                    body: None,
-                    body_bytes: 0,
-                    latency_micros: 0,
-                });
+            let response = call.response.unwrap_or(callproof_schemas::Response {
+                status: 200,
+                body: None,
+                body_bytes: 0,
+                latency_micros: 0,
+            });
             let body = response.body.unwrap_or_default();
             let content_type = if serde_json::from_str::<serde_json::Value>(&body).is_ok() {
                 "application/json"
