@@ -41,10 +41,14 @@ fn main() {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(1_000_000);
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("evidence-bench-{n_events}"));
+    let root =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("evidence-bench-{n_events}"));
     build_if_missing(&root, n_events);
     let index = SearchIndex::open(&root).expect("open");
-    assert_eq!(index.count(&Filter::default()).expect("count") as u64, n_events);
+    assert_eq!(
+        index.count(&Filter::default()).expect("count") as u64,
+        n_events
+    );
 
     let mut rng = StdRng::seed_from_u64(7);
     let baseline: Vec<Filter> = (0..QUERIES).map(|_| Filter::default()).collect();
@@ -63,9 +67,14 @@ fn main() {
             ms(percentile(times, 1.0))
         );
     };
-    println!("search over {n_events} events in {PARTITIONS} partition indexes, {QUERIES} queries each, page of 50");
+    println!(
+        "search over {n_events} events in {PARTITIONS} partition indexes, {QUERIES} queries each, page of 50"
+    );
     report("baseline: match-all, newest first", &baseline_times);
-    report("filtered: 2-4 filters (+ query text, range)", &filtered_times);
+    report(
+        "filtered: 2-4 filters (+ query text, range)",
+        &filtered_times,
+    );
     println!(
         "filtered p99 / baseline p99 = {:.2}; filtered queries returned {hits} hits in all",
         ms(percentile(&filtered_times, 0.99)) / ms(percentile(&baseline_times, 0.99)).max(1e-9)
@@ -154,7 +163,9 @@ fn build_if_missing(root: &Path, n_events: u64) {
         for log_index in 0..per_partition {
             let kind = KINDS[rng.gen_range(0..KINDS.len())];
             let time = START_MICROS + rng.gen_range(0..SPAN_MICROS);
-            let body: Vec<&str> = (0..30).map(|_| WORDS[rng.gen_range(0..WORDS.len())]).collect();
+            let body: Vec<&str> = (0..30)
+                .map(|_| WORDS[rng.gen_range(0..WORDS.len())])
+                .collect();
             let findings: Vec<_> = DETECTORS
                 .iter()
                 .filter(|_| rng.gen_bool(0.1))
@@ -192,6 +203,9 @@ fn build_if_missing(root: &Path, n_events: u64) {
         );
         prepared.commit().expect("commit");
         writer.wait_merging_threads().expect("merge");
-        eprintln!("partition {partition}: {per_partition} events indexed ({:.0?})", started.elapsed());
+        eprintln!(
+            "partition {partition}: {per_partition} events indexed ({:.0?})",
+            started.elapsed()
+        );
     }
 }
