@@ -180,14 +180,18 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
         figure(
             "distinct principals (token subjects)",
             principals.len(),
-            None,
+            search(&[("kind", "call_received")]),
         ),
         figure(
             "distinct acting agents (RFC 8693 `act`)",
             agents.len(),
-            None,
+            search(&[("kind", "call_received")]),
         ),
-        figure("calls made by an agent acting for a user", via_agent, None),
+        figure(
+            "calls made by an agent acting for a user",
+            via_agent,
+            search(&[("kind", "call_received")]),
+        ),
     ];
     for (subject, count) in principals.iter().take(SAMPLE) {
         cc61.push(figure(
@@ -268,6 +272,19 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
         .map(|function| format!("calls to {function}, which the configuration in force does not name (a policy since removed?)"))
         .collect();
 
+    // The approval decisions are needed by CC7.2 (a denied approval ends a call) and CC8.1.
+    let requested = of_kind("approval_requested");
+    let decided = of_kind("approval_decided");
+    let expired = of_kind("approval_expired");
+    let decisions = approval_decisions(app, &decided).await?;
+    let is_denial = |event: &IndexedEvent| {
+        event.kind.as_deref() == Some("approval_decided")
+            && decisions
+                .get(&(event.partition, event.log_index))
+                .and_then(Option::as_deref)
+                == Some("deny")
+    };
+
     // CC7.2: every call recorded from start to end, and the logs intact.
     let mut incomplete = Vec::new();
     for (call_id, call_events) in &calls {
@@ -282,18 +299,23 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
             "approval_expired",
         ]
         .iter()
-        .any(|kind| kinds.contains(kind));
+        .any(|kind| kinds.contains(kind))
+            || call_events.iter().any(|event| is_denial(event));
         if !kinds.contains("call_received") || !ends {
             incomplete.push(*call_id);
         }
     }
     let mut cc72 = vec![
         figure("events recorded", events.len(), search(&[])),
-        figure("calls recorded", calls.len(), None),
+        figure(
+            "calls recorded",
+            calls.len(),
+            search(&[("kind", "call_received")]),
+        ),
         figure(
             "calls without their first or final event in the period (in progress at its edges, or events missing)",
             incomplete.len(),
-            None,
+            search(&[]),
         ),
     ];
     let mut cc72_exceptions = Vec::new();
@@ -358,10 +380,6 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
     }
 
     // CC8.1: high-risk calls went through approval.
-    let requested = of_kind("approval_requested");
-    let decided = of_kind("approval_decided");
-    let expired = of_kind("approval_expired");
-    let decisions = approval_decisions(app, &decided).await?;
     let mut approved = 0;
     let mut denied_approvals = 0;
     let mut waits: Vec<i64> = Vec::new();
@@ -423,7 +441,7 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
     let mut self_figure = figure(
         "self-approved calls (reviewer is the caller)",
         self_approved.len(),
-        None,
+        search(&[("kind", "approval_decided")]),
     );
     self_figure.proofs = self_approved
         .iter()
@@ -454,7 +472,7 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
         figure(
             "time to decision, seconds (median, max)",
             json!([seconds(waits.get(waits.len() / 2)), seconds(waits.last())]),
-            None,
+            search(&[("kind", "approval_decided")]),
         ),
         self_figure,
     ];
@@ -495,7 +513,7 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiErro
     let mut c11 = vec![figure(
         "events in which masking found confidential data",
         with_findings,
-        None,
+        search(&[]),
     )];
     for (detector, count) in by_detector {
         c11.push(figure(

@@ -132,6 +132,26 @@ pub fn scenario(start: i64) -> Vec<CallEvent> {
         });
         events.extend(approval);
     }
+    // A refund a reviewer refused, one nobody decided in time, and a call still open.
+    let mut refused = vec![
+        event("call-refused", 0, CallReceived, next(), "ana"),
+        event("call-refused", 1, ApprovalRequested, next(), "ana"),
+        event("call-refused", 2, ApprovalDecided, next(), "ana"),
+    ];
+    refused[2].approval = Some(Approval {
+        approvers: vec!["approvers".into()],
+        quorum: 1,
+        reviewer: Some("rita".into()),
+        decision: Some(ApprovalDecision::Deny),
+        comment: Some("not this one".into()),
+        expires_at: None,
+        arguments_sha256: None,
+    });
+    events.extend(refused);
+    events.push(event("call-expired", 0, CallReceived, next(), "ana"));
+    events.push(event("call-expired", 1, ApprovalRequested, next(), "ana"));
+    events.push(event("call-expired", 2, ApprovalExpired, next(), "ana"));
+    events.push(event("call-open", 0, CallReceived, next(), "ana"));
     events.push(event("call-gap", 0, CallReceived, next(), "ana"));
     events.push(event("call-gap", 2, CallCompleted, next(), "ana"));
     let mut big = vec![
@@ -176,7 +196,8 @@ siem_topic = "{topic}-siem"
 
 [processor]
 group_id = "{group}"
-batch_max_events = 500
+# Small batches, so that every partition keeps several checkpoints to prove consistency between.
+batch_max_events = 8
 batch_max_wait_ms = 100
 
 [storage]
