@@ -21,9 +21,6 @@ use crate::detectors::{self, Accepted, BUILTINS, Normalize, ValidateFn};
 use crate::fields::{FieldRules, JsonPath};
 use crate::{FIELD_DETECTOR, Finding, MaskingError, checksum};
 
-/// Our own output. Text inside a token is never matched again, which (with the fixpoint
-/// loop in `mask_str`) makes masking idempotent for every replacement mode.
-const TOKEN_PATTERN: &str = r"\[(?:REDACTED|HMAC):[A-Z0-9_]{1,64}(?::[.A-Za-z0-9]{1,64})?\]";
 const FIELD_TOKEN: &str = "[REDACTED:FIELD]";
 
 const MAX_CUSTOM_DETECTORS: usize = 32;
@@ -66,8 +63,9 @@ impl Iterator for MatchedPatterns {
 /// The compiled masking engine. Build once with [`Masker::new`], share in an `Arc`.
 pub struct Masker {
     detectors: Vec<Detector>,
-    /// Detector patterns in `detectors` order, then `TOKEN_PATTERN`.
+    /// Detector patterns in `detectors` order, then the pattern of our own tokens.
     prefilter: RegexSet,
+    /// Exactly the tokens this engine writes; see `token_pattern`.
     token: Regex,
     /// Index of `CREDIT_CARD` in `detectors`, used for JSON numbers.
     credit_card: Option<usize>,
@@ -204,10 +202,11 @@ impl Masker {
             None
         };
 
+        let token_pattern = token_pattern(&detectors, config);
         let patterns = detectors
             .iter()
             .map(|d| d.regex.as_str())
-            .chain([TOKEN_PATTERN]);
+            .chain([token_pattern.as_str()]);
         let prefilter = RegexSetBuilder::new(patterns)
             .size_limit(SET_SIZE_LIMIT)
             .build()
@@ -217,7 +216,7 @@ impl Masker {
                     &format!("patterns together are too large: {error}"),
                 )
             })?;
-        let token = Regex::new(TOKEN_PATTERN)
+        let token = Regex::new(&token_pattern)
             .map_err(|error| invalid("replacement", &error.to_string()))?;
         let credit_card = detectors.iter().position(|d| &*d.name == "CREDIT_CARD");
         debug_assert!(detectors.len() <= MAX_DETECTORS);
@@ -634,6 +633,47 @@ fn compile_custom(
         normalize: Normalize::Verbatim,
         replacement: config.replacement,
     })
+}
+
+/// The tokens this engine writes, and nothing else: `[REDACTED:<NAME>]` for an enabled
+/// detector or `FIELD`, `[REDACTED:<NAME>:...<tail>]` for a detector in `partial` mode (1 to
+/// `partial_keep` letters or digits), `[HMAC:<NAME>:<hex>]` for a detector in `hmac` mode
+/// (exactly `hmac_token_len` lowercase hex digits).
+///
+/// Text inside a token is never matched again, which (with the fixpoint loop in `mask_str`)
+/// makes masking idempotent. So the pattern must be exact: a looser one would let input such
+/// as `[HMAC:X:4111111111111111]` pass as a token and hide a real card from the detectors.
+fn token_pattern(detectors: &[Detector], config: &MaskingConfig) -> String {
+    let with_mode = |mode: Replacement| {
+        alternation(
+            detectors
+                .iter()
+                .filter(move |d| d.replacement == mode)
+                .map(|d| &*d.name),
+        )
+    };
+    let all_names = alternation(detectors.iter().map(|d| &*d.name).chain([FIELD_DETECTOR]));
+    let mut pattern = format!(r"\[(?:REDACTED:(?:{all_names})");
+    let partial = with_mode(Replacement::Partial);
+    if !partial.is_empty() {
+        let keep = config.partial_keep;
+        let _ = write!(
+            pattern,
+            r"|REDACTED:(?:{partial}):\.\.\.[A-Za-z0-9]{{1,{keep}}}"
+        );
+    }
+    let hmac = with_mode(Replacement::Hmac);
+    if !hmac.is_empty() {
+        let len = config.hmac_token_len;
+        let _ = write!(pattern, r"|HMAC:(?:{hmac}):[0-9a-f]{{{len}}}");
+    }
+    pattern.push_str(r")\]");
+    pattern
+}
+
+/// `A|B|C` of detector names, for a regex.
+fn alternation<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names.map(regex::escape).collect::<Vec<_>>().join("|")
 }
 
 /// Keeps our tokens first, then the most confident, then the longest span; drops whatever

@@ -208,3 +208,78 @@ fn custom_detectors_with_validators_and_context() {
     let (masked, _) = masker.mask_text("imei 490154203237519");
     assert_eq!(masked, "imei 490154203237519");
 }
+
+// Regression: anything shaped like `[WORD:WORD:alnum]` passed as one of our tokens, and the
+// card, IBAN, SSN or key inside it was never looked at.
+#[test]
+fn spoofed_tokens_do_not_hide_values() {
+    let spoofs = [
+        (
+            "[HMAC:X:4111111111111111]",
+            "4111111111111111",
+            "CREDIT_CARD",
+        ),
+        (
+            "[REDACTED:A:DE89370400440532013000]",
+            "DE89370400440532013000",
+            "IBAN",
+        ),
+        ("ssn [REDACTED:US_SSN:123456789]", "123456789", "US_SSN"),
+        (
+            "[HMAC:AWS_ACCESS_KEY:AKIAIOSFODNN7EXAMPLE]",
+            "AKIAIOSFODNN7EXAMPLE",
+            "AWS_ACCESS_KEY",
+        ),
+        (
+            "[REDACTED:CREDIT_CARD:...4111111111111111]",
+            "4111111111111111",
+            "CREDIT_CARD",
+        ),
+        // Our own detector names, but not the form this configuration writes.
+        (
+            "[HMAC:CREDIT_CARD:4111111111111111]",
+            "4111111111111111",
+            "CREDIT_CARD",
+        ),
+        (
+            "[REDACTED:FIELD:5500000000000004]",
+            "5500000000000004",
+            "CREDIT_CARD",
+        ),
+    ];
+    for replacement in [Replacement::Redact, Replacement::Partial, Replacement::Hmac] {
+        let masker = Masker::new(&config(replacement)).unwrap();
+        for (spoof, value, detector) in spoofs {
+            let (masked, findings) = masker.mask_text(spoof);
+            assert!(
+                !masked.contains(value),
+                "{replacement:?}: {spoof} -> {masked}"
+            );
+            assert!(
+                findings.iter().any(|f| f.detector == detector),
+                "{replacement:?}: {spoof}: {findings:?}"
+            );
+            let (again, findings) = masker.mask_text(&masked);
+            assert_eq!(again, masked, "{replacement:?}");
+            assert!(findings.is_empty(), "{replacement:?}: {findings:?}");
+        }
+    }
+}
+
+#[test]
+fn only_the_exact_tokens_of_this_configuration_are_trusted() {
+    let masker = Masker::new(&config(Replacement::Hmac)).unwrap();
+    let (token, _) = masker.mask_text("4111 1111 1111 1111");
+    assert!(token.starts_with("[HMAC:CREDIT_CARD:"), "{token}");
+    // A token of the right shape is left alone...
+    let (same, findings) = masker.mask_text(&token);
+    assert_eq!(same, token);
+    assert!(findings.is_empty());
+    // ...one hex digit more or upper-case hex is not ours, and what it holds is scanned.
+    let (masked, findings) = masker.mask_text("[HMAC:CREDIT_CARD:4111111111111111]");
+    assert_eq!(findings.len(), 1, "{masked}");
+    // A value next to a genuine token is still found.
+    let glued = format!("{token}4111-1111-1111-1111");
+    let (masked, _) = masker.mask_text(&glued);
+    assert!(!masked.contains("4111-1111"), "{masked}");
+}
