@@ -3,3 +3,4 @@
 //! independent clients.
 
 mod gateway;
+mod quickstart;
