@@ -1,11 +1,24 @@
 //! OIDC bearer-token authentication, shared by the gateway (callers) and the evidence API
 //! (auditors).
 //!
-//! Keys come from the issuer's JWKS, found through `/.well-known/openid-configuration`. They are
-//! cached for `jwks_cache_secs`; a token signed with a key id the cache does not know triggers a
-//! refetch, at most once per `jwks_min_refresh_secs`, so made-up `kid`s cannot turn the gateway
-//! into a load generator against the issuer. Only asymmetric algorithms are accepted: with HS256
-//! allowed, anyone holding the issuer's *public* key could mint tokens.
+//! Keys come from the issuer's JWKS, found through `/.well-known/openid-configuration`.
+//!
+//! - The JWKS is trusted for `jwks_cache_secs` after a successful fetch. Once older, the next
+//!   token refetches it, even when its `kid` is cached: a key the issuer withdrew (rotated out,
+//!   compromised) must stop verifying within the TTL, not live on in the cache.
+//! - A token whose `kid` the cache does not know also triggers a refetch (the issuer may have
+//!   rotated).
+//! - Fetches are single flight and rate limited: at most one attempt per
+//!   `min(jwks_min_refresh_secs, jwks_cache_secs)`, decided after taking the fetch lock, so a burst
+//!   of made-up `kid`s cannot turn the gateway into a load generator against the issuer.
+//! - If the issuer cannot be reached, the cached keys keep verifying until the cache is
+//!   [`MAX_STALENESS_FACTOR`] times `jwks_cache_secs` old, so a short outage of the identity
+//!   provider does not lock every caller out. Past that, every token is refused with
+//!   [`AuthError::IssuerUnavailable`] (fail closed): the gateway no longer knows which keys the
+//!   issuer still stands behind. Callers map that error to 503, not 401: the token may be fine.
+//!
+//! Only asymmetric algorithms are accepted: with HS256 allowed, anyone holding the issuer's
+//! *public* key could mint tokens.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -47,14 +60,19 @@ pub enum AuthError {
     IssuerUnavailable,
 }
 
+/// Cached keys keep verifying while the issuer is unreachable until the cache is this many times
+/// `jwks_cache_secs` old; then tokens are refused as [`AuthError::IssuerUnavailable`].
+pub const MAX_STALENESS_FACTOR: u32 = 2;
+
 /// Verifies bearer tokens of one issuer.
 pub struct Authenticator {
     config: OidcConfig,
     algorithms: Vec<Algorithm>,
     http: reqwest::Client,
     keys: RwLock<KeyCache>,
-    /// Serialises refetches, so a burst of tokens with an unknown `kid` causes one fetch.
-    refetch: Mutex<()>,
+    /// Serialises refetches (single flight) and remembers the last attempt, so a burst of tokens
+    /// that all want a refetch causes one fetch.
+    refetch: Mutex<RefetchState>,
 }
 
 #[derive(Default)]
@@ -62,7 +80,26 @@ struct KeyCache {
     keys: HashMap<String, CachedKey>,
     /// Keys published without a `kid`, tried in order for tokens without one.
     anonymous: Vec<CachedKey>,
+    /// When these keys were fetched; a failed fetch leaves it alone, so the keys' age keeps
+    /// growing while the issuer is down.
     fetched_at: Option<Instant>,
+}
+
+struct RefetchState {
+    /// The last fetch attempt, successful or not: the rate limit counts both, so an unreachable
+    /// issuer is not retried on every token.
+    attempted_at: Option<Instant>,
+    /// Its outcome, given to the callers the rate limit turns away.
+    outcome: Result<(), String>,
+}
+
+impl Default for RefetchState {
+    fn default() -> Self {
+        RefetchState {
+            attempted_at: None,
+            outcome: Ok(()),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -94,7 +131,7 @@ impl Authenticator {
             algorithms,
             http,
             keys: RwLock::new(KeyCache::default()),
-            refetch: Mutex::new(()),
+            refetch: Mutex::new(RefetchState::default()),
         })
     }
 
@@ -131,48 +168,61 @@ impl Authenticator {
         kid: Option<&str>,
         algorithm: Algorithm,
     ) -> Result<Arc<DecodingKey>, AuthError> {
-        let stale = {
+        let ttl = Duration::from_secs(self.config.jwks_cache_secs);
+        {
             let cache = self.keys.read().await;
-            if let Some(found) = cache.lookup(kid, algorithm)? {
+            if cache.age().is_some_and(|age| age < ttl)
+                && let Some(found) = cache.lookup(kid, algorithm)?
+            {
                 return Ok(found);
             }
-            cache.fetched_at.is_none_or(|fetched| {
-                fetched.elapsed() >= Duration::from_secs(self.config.jwks_cache_secs)
-            })
-        };
-        // Unknown key: the issuer may have rotated. Refetch unless we did so very recently.
-        self.refetch_keys(stale).await.map_err(|error| {
+        }
+        // The key is unknown (the issuer may have rotated) or the cache is past its TTL (the
+        // issuer may have withdrawn the key): ask the issuer, within the rate limit.
+        let refreshed = self.refetch_keys(false).await;
+        if let Err(error) = &refreshed {
             tracing::warn!(issuer = %self.config.issuer, %error, "cannot fetch the issuer's keys");
-            AuthError::IssuerUnavailable
-        })?;
+        }
         let cache = self.keys.read().await;
-        cache
-            .lookup(kid, algorithm)?
-            .ok_or_else(|| AuthError::UnknownKey(kid.map(str::to_string)))
+        // After a successful (or recent enough) fetch the cache is fresh by definition; after a
+        // failed one, stale keys are used only within the grace period.
+        let max_staleness = ttl.saturating_mul(MAX_STALENESS_FACTOR);
+        let usable = refreshed.is_ok() || cache.age().is_some_and(|age| age < max_staleness);
+        if !usable {
+            return Err(AuthError::IssuerUnavailable);
+        }
+        match cache.lookup(kid, algorithm)? {
+            Some(found) => Ok(found),
+            // The issuer could not say whether it knows this key.
+            None if refreshed.is_err() => Err(AuthError::IssuerUnavailable),
+            None => Err(AuthError::UnknownKey(kid.map(str::to_string))),
+        }
     }
 
+    /// Fetches the keys unless another attempt was made within the rate limit, in which case
+    /// that attempt's outcome is returned. `force` (start-up only) ignores the limit.
     async fn refetch_keys(&self, force: bool) -> Result<(), String> {
-        let _single_flight = self.refetch.lock().await;
-        let min_interval = Duration::from_secs(self.config.jwks_min_refresh_secs);
+        let mut state = self.refetch.lock().await;
+        // Decided under the lock: tasks that queued behind a fetch find it just made and do not
+        // fetch again (single flight), whatever they saw before waiting.
+        let min_interval = Duration::from_secs(
+            self.config
+                .jwks_min_refresh_secs
+                .min(self.config.jwks_cache_secs),
+        );
         if !force
-            && let Some(fetched) = self.keys.read().await.fetched_at
-            && fetched.elapsed() < min_interval
+            && let Some(attempted) = state.attempted_at
+            && attempted.elapsed() < min_interval
         {
-            return Ok(());
+            return state.outcome.clone();
         }
         let result = self.fetch_keys().await;
-        let mut cache = self.keys.write().await;
-        match result {
-            Ok(fresh) => {
-                *cache = fresh;
-                Ok(())
-            }
-            // Failed fetches count too, so an unreachable issuer is not retried on every token.
-            Err(error) => {
-                cache.fetched_at = Some(Instant::now());
-                Err(error)
-            }
+        state.attempted_at = Some(Instant::now());
+        state.outcome = result.as_ref().map(|_| ()).map_err(Clone::clone);
+        if let Ok(fresh) = result {
+            *self.keys.write().await = fresh;
         }
+        state.outcome.clone()
     }
 
     async fn fetch_keys(&self) -> Result<KeyCache, String> {
@@ -270,6 +320,11 @@ impl Authenticator {
 }
 
 impl KeyCache {
+    /// Time since the keys were fetched; `None` before the first successful fetch.
+    fn age(&self) -> Option<Duration> {
+        self.fetched_at.map(|fetched| fetched.elapsed())
+    }
+
     fn lookup(
         &self,
         kid: Option<&str>,

@@ -2,12 +2,14 @@
 //! per accepted algorithm, generated at start. Tests mint tokens with it; nothing leaves loopback.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
@@ -38,6 +40,8 @@ struct IssuerState {
     url: String,
     published: Mutex<Vec<IssuerKey>>,
     jwks_fetches: AtomicUsize,
+    /// While false, discovery and JWKS answer 503, as an identity provider that is down.
+    available: AtomicBool,
 }
 
 impl TestIssuer {
@@ -51,6 +55,7 @@ impl TestIssuer {
             url: url.clone(),
             published: Mutex::new(keys),
             jwks_fetches: AtomicUsize::new(0),
+            available: AtomicBool::new(true),
         });
         let router = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -81,6 +86,20 @@ impl TestIssuer {
         if let Ok(mut keys) = self.state.published.lock() {
             keys.push(key);
         }
+    }
+
+    /// Stops publishing the key `kid`, as an issuer that rotated it out (or found it leaked)
+    /// does. Tokens signed with it can still be made; verifiers should stop accepting them.
+    pub fn withdraw(&self, kid: &str) {
+        if let Ok(mut keys) = self.state.published.lock() {
+            keys.retain(|key| key.kid != kid);
+        }
+    }
+
+    /// Makes discovery and JWKS answer 503 (`false`) or work again (`true`), as an identity
+    /// provider going down and coming back.
+    pub fn set_available(&self, available: bool) {
+        self.state.available.store(available, Ordering::SeqCst);
     }
 
     /// How many times the JWKS was fetched.
@@ -135,22 +154,29 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-async fn discovery(State(state): State<Arc<IssuerState>>) -> Json<Value> {
+async fn discovery(State(state): State<Arc<IssuerState>>) -> Response {
+    if !state.available.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     Json(json!({
         "issuer": state.url,
         "jwks_uri": format!("{}/jwks", state.url),
         "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
     }))
+    .into_response()
 }
 
-async fn jwks(State(state): State<Arc<IssuerState>>) -> Json<Value> {
+async fn jwks(State(state): State<Arc<IssuerState>>) -> Response {
     state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    if !state.available.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     let keys: Vec<Value> = state
         .published
         .lock()
         .map(|keys| keys.iter().map(|key| key.jwk.clone()).collect())
         .unwrap_or_default();
-    Json(json!({ "keys": keys }))
+    Json(json!({ "keys": keys })).into_response()
 }
 
 /// RSA keys are slow to generate in debug builds; one per process is enough.
