@@ -59,7 +59,13 @@ pub struct IngressConfig {
     pub approval_takeover_secs: u64,
     /// How long a decided call and its result stay available at `GET /v1/calls/{id}`.
     pub approval_retention_secs: u64,
+    /// Invoke calls served at once (held calls included); one more is answered 429.
+    pub max_in_flight: usize,
 }
+
+/// The largest `ingress.max_in_flight`: far above what one process serves, and well inside what
+/// a semaphore can count.
+pub const MAX_IN_FLIGHT_LIMIT: usize = 1_000_000;
 
 impl Default for IngressConfig {
     fn default() -> Self {
@@ -73,6 +79,7 @@ impl Default for IngressConfig {
             approval_max_wait_secs: 60,
             approval_takeover_secs: 30,
             approval_retention_secs: 3_600,
+            max_in_flight: 4_096,
         }
     }
 }
@@ -342,6 +349,12 @@ impl Config {
             return Err(invalid(
                 "ingress.max_request_bytes",
                 "must be positive".into(),
+            ));
+        }
+        if ingress.max_in_flight == 0 || ingress.max_in_flight > MAX_IN_FLIGHT_LIMIT {
+            return Err(invalid(
+                "ingress.max_in_flight",
+                format!("must be between 1 and {MAX_IN_FLIGHT_LIMIT}"),
             ));
         }
         if ingress.default_timeout_ms == 0 {

@@ -149,6 +149,10 @@ fn bad_values_are_refused_with_reason() {
             "invalid socket address",
         ),
         ("[ingress\n", "invalid table header"),
+        (
+            "[ingress]\nmax_in_flight = 0\n",
+            "ingress.max_in_flight` must be between 1 and",
+        ),
         ("[kafka.properties]\nacks = \"1\"\n", "must not set `acks`"),
     ];
     for (source, expected) in cases {

@@ -41,6 +41,10 @@ pub enum ApiError {
     ApprovalExpired,
     #[error("{0}")]
     Unavailable(String),
+    /// The token could not be checked because the identity provider's keys cannot be fetched:
+    /// 503, not 401, since the token may well be valid.
+    #[error("the identity provider cannot be reached to verify the token; retry later")]
+    IssuerUnavailable,
     #[error("internal error")]
     Internal,
 }
@@ -58,7 +62,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
-            ApiError::AuditUnavailable | ApiError::Unavailable(_) => {
+            ApiError::AuditUnavailable | ApiError::Unavailable(_) | ApiError::IssuerUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -85,7 +89,16 @@ impl ApiError {
             ApiError::ApprovalDenied(_) => "approval_denied",
             ApiError::ApprovalExpired => "approval_expired",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::IssuerUnavailable => "issuer_unavailable",
             ApiError::Internal => "internal",
+        }
+    }
+
+    /// The answer to a token that did not verify: 401, or 503 when the issuer could not be asked.
+    pub fn from_auth(error: callproof_oidc::AuthError) -> ApiError {
+        match error {
+            callproof_oidc::AuthError::IssuerUnavailable => ApiError::IssuerUnavailable,
+            other => ApiError::Unauthenticated(other.to_string()),
         }
     }
 

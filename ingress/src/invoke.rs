@@ -91,7 +91,7 @@ async fn run(
     let principal = match principal {
         Ok(principal) => principal,
         Err(error) => {
-            let refusal = ApiError::Unauthenticated(error.to_string());
+            let refusal = ApiError::from_auth(error);
             return Err(deny(app, call, request, None, refusal).await);
         }
     };
@@ -324,6 +324,11 @@ fn mask_answer(
 
 /// Records a refusal as `call_denied` and returns the error to answer with: the refusal itself,
 /// or 503 if the refusal could not be recorded.
+///
+/// `decision` is the policy's, if it was reached. The recorded decision is always a refusal:
+/// a call the policy allowed but the gateway refused afterwards (too large, invalid JSON, not
+/// maskable) must not read as `allowed` in the evidence. It keeps the policy id, and the
+/// refusal becomes its reason; a policy refusal keeps its own reason.
 async fn deny(
     app: &AppState,
     call: &mut CallRecorder,
@@ -333,11 +338,7 @@ async fn deny(
 ) -> ApiError {
     let mut denied = call.event(EventKind::CallDenied);
     denied.request = Some(request);
-    denied.decision = Some(decision.unwrap_or_else(|| Decision {
-        allowed: false,
-        policy_id: None,
-        reason: refusal.to_string(),
-    }));
+    denied.decision = Some(refused_decision(decision, &refusal));
     denied.failure = Some(Failure {
         code: refusal.code().to_string(),
         message: refusal.to_string(),
@@ -348,9 +349,67 @@ async fn deny(
     }
 }
 
+fn refused_decision(policy_decision: Option<Decision>, refusal: &ApiError) -> Decision {
+    match policy_decision {
+        Some(decision) if !decision.allowed => decision,
+        Some(decision) => Decision {
+            allowed: false,
+            policy_id: decision.policy_id,
+            reason: refusal.to_string(),
+        },
+        None => Decision {
+            allowed: false,
+            policy_id: None,
+            reason: refusal.to_string(),
+        },
+    }
+}
+
 async fn publish_or_unavailable(app: &AppState, event: CallEvent) -> Result<(), ApiError> {
     app.events
         .publish(&[event])
         .await
         .map_err(|_| ApiError::AuditUnavailable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed_by_policy() -> Decision {
+        Decision {
+            allowed: true,
+            policy_id: Some("functions.echo.policy".to_string()),
+            reason: "group support is allowed".to_string(),
+        }
+    }
+
+    #[test]
+    fn a_refusal_after_the_policy_allowed_is_recorded_as_not_allowed() {
+        let refusal = ApiError::PayloadTooLarge { limit: 64 };
+        let recorded = refused_decision(Some(allowed_by_policy()), &refusal);
+        assert!(!recorded.allowed);
+        assert_eq!(recorded.policy_id.as_deref(), Some("functions.echo.policy"));
+        assert_eq!(recorded.reason, refusal.to_string());
+    }
+
+    #[test]
+    fn a_policy_refusal_keeps_its_reason() {
+        let policy = Decision {
+            allowed: false,
+            policy_id: Some("functions.admin.policy".to_string()),
+            reason: "neither subject bob nor its groups are allowed".to_string(),
+        };
+        let recorded = refused_decision(
+            Some(policy.clone()),
+            &ApiError::Forbidden("not allowed".into()),
+        );
+        assert_eq!(recorded, policy);
+        let unauthenticated = refused_decision(
+            None,
+            &ApiError::Unauthenticated("missing bearer token".into()),
+        );
+        assert!(!unauthenticated.allowed);
+        assert_eq!(unauthenticated.reason, "missing bearer token");
+    }
 }

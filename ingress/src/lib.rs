@@ -38,9 +38,6 @@ use callproof_oidc::Authenticator;
 /// Response header naming the call, on every answer of the invoke endpoint.
 pub const CALL_ID_HEADER: &str = "x-callproof-call-id";
 
-/// Calls served at once before new ones are answered 429.
-const MAX_CALLS_IN_FLIGHT: usize = 4096;
-
 pub struct AppState {
     pub instance_id: String,
     authenticator: Authenticator,
@@ -49,6 +46,7 @@ pub struct AppState {
     events: Arc<EventPublisher>,
     http: reqwest::Client,
     max_response_bytes: usize,
+    /// Invoke calls being served (`ingress.max_in_flight` permits); none left means 429.
     in_flight: Arc<Semaphore>,
     metrics: PrometheusHandle,
     approvals: Arc<Approvals>,
@@ -120,7 +118,8 @@ impl App {
             events,
             http: upstream::client().context("cannot build the upstream HTTP client")?,
             max_response_bytes: config.ingress.max_response_bytes,
-            in_flight: Arc::new(Semaphore::new(MAX_CALLS_IN_FLIGHT)),
+            // Validated to at most `MAX_IN_FLIGHT_LIMIT`, far below what a semaphore can count.
+            in_flight: Arc::new(Semaphore::new(config.ingress.max_in_flight)),
             metrics: prometheus_handle()?,
             approvals: approvals.clone(),
             approval_max_wait: Duration::from_secs(ingress.approval_max_wait_secs),

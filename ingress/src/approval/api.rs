@@ -25,12 +25,11 @@ async fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Principal, 
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    let token = callproof_oidc::bearer_token(authorization)
-        .map_err(|error| ApiError::Unauthenticated(error.to_string()))?;
+    let token = callproof_oidc::bearer_token(authorization).map_err(ApiError::from_auth)?;
     app.authenticator
         .authenticate(token)
         .await
-        .map_err(|error| ApiError::Unauthenticated(error.to_string()))
+        .map_err(ApiError::from_auth)
 }
 
 fn require_caught_up(app: &AppState) -> Result<(), ApiError> {

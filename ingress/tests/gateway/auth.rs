@@ -162,3 +162,30 @@ async fn a_rotated_key_is_fetched_and_unknown_kids_are_rate_limited() {
         gateway.issuer.jwks_fetches() - after_rotation
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_issuer_is_503_not_401() {
+    let gateway = Harness::start().await;
+    gateway.issuer.set_available(false);
+    // A key the gateway never saw, so it must ask the issuer; after jwks_min_refresh_secs so
+    // that it does ask rather than being rate limited.
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let unseen = issuer::ec_key("ec-unseen").unwrap();
+    let token = sign(&unseen, &gateway.issuer.claims("alice", &["support"]));
+    let answer = gateway.invoke("echo", Some(&token), "{}").await;
+    assert_eq!(answer.status, 503, "{}", answer.text);
+    assert_eq!(error_code(&answer), "issuer_unavailable");
+    assert_eq!(
+        answer.body["error"]["call_id"].as_str(),
+        answer.call_id.as_deref()
+    );
+    assert!(answer.headers.get("www-authenticate").is_none());
+    let events = gateway.events_of(answer.call_id.as_deref().unwrap(), 1);
+    assert_eq!(kinds(&events), [EventKind::CallDenied]);
+    assert!(events[0].principal.is_none());
+    assert_eq!(
+        events[0].failure.as_ref().unwrap().code,
+        "issuer_unavailable"
+    );
+    assert_eq!(gateway.functions.calls(), 0);
+}

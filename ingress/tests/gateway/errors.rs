@@ -17,7 +17,25 @@ async fn invalid_json_is_400_and_nothing_is_forwarded() {
     assert!(!answer.text.contains("123-45-6789"));
     let events = gateway.events_of(answer.call_id.as_deref().unwrap(), 1);
     assert_eq!(kinds(&events), [EventKind::CallDenied]);
+    assert_refusal_recorded(&events[0], "invalid_json");
     assert_eq!(gateway.functions.calls(), 0);
+}
+
+/// Regression: a call the policy allowed but the gateway then refused (400, 413) was recorded
+/// with `decision.allowed = true`, which reads as an allowed call in the evidence.
+fn assert_refusal_recorded(denied: &callproof_schemas::CallEvent, code: &str) {
+    let decision = denied.decision.as_ref().unwrap();
+    assert!(!decision.allowed, "{decision:?}");
+    assert_eq!(
+        decision
+            .policy_id
+            .as_deref()
+            .map(|id| id.ends_with(".policy")),
+        Some(true)
+    );
+    let failure = denied.failure.as_ref().unwrap();
+    assert_eq!(failure.code, code);
+    assert_eq!(decision.reason, failure.message);
 }
 
 #[tokio::test]
@@ -39,6 +57,9 @@ async fn oversized_body_is_413_with_or_without_content_length() {
     let answer = gateway.invoke_as_alice("small", &big).await;
     assert_eq!(answer.status, 413, "{}", answer.text);
     assert_eq!(error_code(&answer), "payload_too_large");
+    let events = gateway.events_of(answer.call_id.as_deref().unwrap(), 1);
+    assert_eq!(kinds(&events), [EventKind::CallDenied]);
+    assert_refusal_recorded(&events[0], "payload_too_large");
 
     // Chunked, so the limit is enforced while reading rather than from the header.
     let token = gateway.issuer.token("alice", &["support"]);
@@ -132,5 +153,52 @@ async fn health_and_metrics_answer() {
     assert!(
         metrics.contains("callproof_ingress_calls_total"),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn beyond_max_in_flight_calls_are_429_with_the_json_error_and_call_id() {
+    let gateway = Harness::start_with("max_in_flight = 1", "").await;
+    let token = gateway.issuer.token("alice", &["support"]);
+    // One call holds the only slot while the function takes its time (3 s, under its timeout).
+    let in_flight = {
+        let client = gateway.client.clone();
+        let url = format!("{}/v1/functions/slow_but_patient/invoke", gateway.url);
+        let token = token.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({}))
+                .send()
+                .await
+                .map(|response| response.status().as_u16())
+        })
+    };
+    while gateway.functions.calls() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let refused = gateway.invoke("echo", Some(&token), "{}").await;
+    assert_eq!(refused.status, 429, "{}", refused.text);
+    assert_eq!(error_code(&refused), "too_many_requests");
+    let call_id = refused.call_id.clone().unwrap();
+    assert_eq!(refused.body["error"]["call_id"], call_id.as_str());
+    assert!(refused.body["error"]["message"].is_string());
+    let events = gateway.events_of(&call_id, 1);
+    assert_eq!(kinds(&events), [EventKind::CallDenied]);
+    assert_eq!(
+        events[0].failure.as_ref().unwrap().code,
+        "too_many_requests"
+    );
+    assert!(!events[0].decision.as_ref().unwrap().allowed);
+
+    // The slot is given back once the first call is answered.
+    assert_eq!(in_flight.await.unwrap().unwrap(), 200);
+    assert_eq!(gateway.invoke("echo", Some(&token), "{}").await.status, 200);
+    assert_eq!(
+        gateway.functions.calls(),
+        2,
+        "the refused call reached nothing"
     );
 }

@@ -38,6 +38,15 @@ impl Harness {
 
     /// Starts a gateway publishing to `brokers`, with the functions every test uses.
     pub async fn start_on(brokers: String) -> Harness {
+        Harness::start_configured(brokers, "", "").await
+    }
+
+    /// As [`Harness::start`], with extra lines for the `[ingress]` and `[oidc]` sections.
+    pub async fn start_with(ingress_extra: &str, oidc_extra: &str) -> Harness {
+        Harness::start_configured(broker::bootstrap(), ingress_extra, oidc_extra).await
+    }
+
+    async fn start_configured(brokers: String, ingress_extra: &str, oidc_extra: &str) -> Harness {
         let issuer = TestIssuer::start().await.unwrap();
         let functions = FunctionService::start().await.unwrap();
         let webhook = WebhookReceiver::start().await.unwrap();
@@ -52,11 +61,13 @@ instance_id = "gw-test"
 max_request_bytes = 65536
 approval_max_wait_secs = 20
 approval_takeover_secs = 2
+{ingress_extra}
 
 [oidc]
 issuer = "{issuer}"
 audiences = ["callproof"]
 jwks_min_refresh_secs = 2
+{oidc_extra}
 
 [kafka]
 brokers = "{brokers}"
@@ -90,6 +101,11 @@ policy = {{ allow_groups = ["support"] }}
 [functions.slow]
 upstream = "{upstream}/slow"
 timeout_ms = 300
+policy = {{ allow_groups = ["support"] }}
+
+[functions.slow_but_patient]
+upstream = "{upstream}/slow"
+timeout_ms = 20000
 policy = {{ allow_groups = ["support"] }}
 
 [functions.down]

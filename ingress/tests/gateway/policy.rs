@@ -49,3 +49,33 @@ async fn allowed_by_subject_or_by_group_and_nothing_else() {
     );
     assert_eq!(gateway.functions.calls(), 2);
 }
+
+#[tokio::test]
+async fn groups_come_from_the_configured_claim() {
+    let gateway = Harness::start_with("", r#"groups_claim = "realm_access.roles""#).await;
+    let issuer = &gateway.issuer;
+    let key = issuer.key(jsonwebtoken::Algorithm::ES256);
+    let mut in_roles = issuer.claims("dave", &[]);
+    in_roles["realm_access"] = json!({"roles": ["support"]});
+    let answer = gateway
+        .invoke(
+            "echo",
+            Some(&callproof_tests::issuer::sign(&key, &in_roles)),
+            "{}",
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let events = gateway.events_of(answer.call_id.as_deref().unwrap(), 2);
+    let principal = events[0].principal.as_ref().unwrap();
+    assert_eq!(principal.groups, ["support"]);
+    assert_eq!(
+        events[0].decision.as_ref().unwrap().reason,
+        "group support is allowed"
+    );
+
+    // The default `groups` claim no longer counts.
+    let in_groups = issuer.token("erin", &["support"]);
+    let refused = gateway.invoke("echo", Some(&in_groups), "{}").await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert_eq!(gateway.functions.calls(), 1);
+}
