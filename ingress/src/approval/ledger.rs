@@ -11,6 +11,10 @@ use std::collections::HashMap;
 use callproof_schemas::{ApprovalDecision, CallEvent, EventKind, Failure, Principal, Response};
 use sha2::{Digest, Sha256};
 
+/// The failure code of a claimed call closed without its outcome (its claimant stopped). The
+/// only outcome the fold accepts from an instance other than the claimant's.
+pub const INTERRUPTED: &str = "interrupted";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallStatus {
     PendingApproval,
@@ -188,10 +192,11 @@ impl Ledger {
             }
             EventKind::CallCompleted | EventKind::CallFailed
                 if call.status == CallStatus::Executing
-                    && call
+                    && (call
                         .claim
                         .as_ref()
-                        .is_some_and(|claim| claim.gateway == event.gateway) =>
+                        .is_some_and(|claim| claim.gateway == event.gateway)
+                        || is_interrupted(event)) =>
             {
                 call.response = event.response.clone();
                 call.failure = event.failure.clone();
@@ -249,6 +254,17 @@ impl Ledger {
         );
         true
     }
+}
+
+/// A `call_failed` closing a claimed call whose claimant is gone: any instance may publish it
+/// (after the takeover rule of `service.rs`), and the first outcome in the partition wins, so a
+/// late outcome of a claimant presumed dead changes nothing.
+fn is_interrupted(event: &CallEvent) -> bool {
+    event.kind == EventKind::CallFailed
+        && event
+            .failure
+            .as_ref()
+            .is_some_and(|failure| failure.code == INTERRUPTED)
 }
 
 impl HeldCall {

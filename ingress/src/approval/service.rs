@@ -14,6 +14,11 @@
 //! claim; the ledger takes the first in the partition, and only the instance that published it
 //! (known by the claim's event id) calls the function. So a call is executed at most once, and
 //! exactly once while one instance lives.
+//!
+//! A claimed call whose claimant dies for good would stay `executing` forever. Once the
+//! function's timeout plus `takeover` has passed since the claim, any instance closes it with
+//! `call_failed` (`interrupted`). It never re-executes it: the claimant may have called the
+//! function already, and running it twice is worse than an honest "may or may not have run".
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +32,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use super::ledger::{CallStatus, HeldCall, Ledger, arguments_sha256};
+use super::ledger::{CallStatus, HeldCall, INTERRUPTED, Ledger, arguments_sha256};
 use crate::AppState;
 use crate::events::{CallRecorder, now_micros};
 
@@ -68,8 +73,17 @@ enum Action {
     Expire(HeldCall),
     Claim(HeldCall),
     Execute(HeldCall),
-    Interrupted(HeldCall),
+    /// Close a claimed call that will never get its outcome, with why.
+    Interrupted(HeldCall, &'static str),
 }
+
+/// Why a claimed call was closed without an outcome: this instance restarted after claiming it.
+const INTERRUPTED_BY_RESTART: &str = "the gateway stopped while calling the function; it is not \
+                                      called again, so it may or may not have run";
+/// Why a claimed call was closed without an outcome: its claimant is gone.
+const INTERRUPTED_CLAIMANT_GONE: &str = "the gateway that claimed this call stopped before \
+                                         recording its outcome; the function is not called again, \
+                                         so it may or may not have run";
 
 impl Approvals {
     pub fn new(instance_id: &str, takeover: Duration, retention: Duration) -> Arc<Approvals> {
@@ -258,7 +272,22 @@ impl Approvals {
                         }
                         CallStatus::Executing => {
                             let claim = call.claim.as_ref()?;
-                            if claim.gateway != me || running.contains(&call.call_id) {
+                            if claim.gateway != me {
+                                // Another instance runs it. A live claimant records the outcome
+                                // within the function's timeout; past that and the takeover
+                                // period it is presumed gone for good.
+                                let timeout = app
+                                    .functions
+                                    .get(&call.function)
+                                    .map_or(Duration::ZERO, |function| function.timeout);
+                                let abandoned_after = call
+                                    .status_since
+                                    .saturating_add(micros(timeout))
+                                    .saturating_add(takeover);
+                                (now > abandoned_after).then(|| {
+                                    Action::Interrupted(call.clone(), INTERRUPTED_CLAIMANT_GONE)
+                                })
+                            } else if running.contains(&call.call_id) {
                                 None
                             } else if my_claims.contains(&claim.event_id) {
                                 Some(Action::Execute(call.clone()))
@@ -266,7 +295,7 @@ impl Approvals {
                                 // Our instance id won with a claim this process did not make:
                                 // a previous run claimed the call and stopped. It may have
                                 // called the function, so the call is not made again.
-                                Some(Action::Interrupted(call.clone()))
+                                Some(Action::Interrupted(call.clone(), INTERRUPTED_BY_RESTART))
                             }
                         }
                         _ => None,
@@ -290,15 +319,14 @@ impl Approvals {
                         self.publish_claim(app, &call).await;
                     }
                 }
-                Action::Interrupted(call) => {
+                Action::Interrupted(call, message) => {
                     if self.attempt(&call.call_id) {
                         let failure = Failure {
-                            code: "interrupted".to_string(),
-                            message: "the gateway stopped while calling the function; it is not \
-                                      called again, so it may or may not have run"
-                                .to_string(),
+                            code: INTERRUPTED.to_string(),
+                            message: message.to_string(),
                         };
-                        tracing::warn!(call_id = %call.call_id, "claimed call interrupted by a restart");
+                        let claimant = call.claim.as_ref().map(|claim| claim.gateway.as_str());
+                        tracing::warn!(call_id = %call.call_id, claimant, message, "claimed call closed as interrupted");
                         let mut failed = self.event_for(&call, EventKind::CallFailed);
                         failed.failure = Some(failure);
                         self.publish(app, failed).await;

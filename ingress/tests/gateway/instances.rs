@@ -31,6 +31,27 @@ fn write_config(
     topic: &str,
     upstream: &str,
 ) -> std::path::PathBuf {
+    write_config_for(
+        dir,
+        name,
+        port,
+        issuer,
+        brokers,
+        topic,
+        &format!("{upstream}/echo"),
+    )
+}
+
+/// As [`write_config`], with the function's upstream URL given whole.
+fn write_config_for(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    issuer: &str,
+    brokers: &str,
+    topic: &str,
+    upstream: &str,
+) -> std::path::PathBuf {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
         &path,
@@ -51,7 +72,8 @@ calls_topic = "{topic}"
 delivery_timeout_ms = 3000
 
 [functions.transfer]
-upstream = "{upstream}/echo"
+upstream = "{upstream}"
+timeout_ms = 5000
 policy = {{ allow_groups = ["support"] }}
 approval = {{ approver_groups = ["treasury"] }}
 "#
@@ -274,4 +296,85 @@ async fn decisions_travel_between_instances_and_calls_survive_a_dead_or_restarte
             .count();
         assert_eq!(forwarded, 1, "{call_id}");
     }
+}
+
+/// Regression: a call claimed by an instance that then died for good stayed `executing` forever.
+/// After the function's timeout plus the takeover period, the survivor closes it as
+/// `interrupted` and never runs the function a second time.
+#[tokio::test]
+async fn a_call_whose_claimant_died_while_executing_is_closed_as_interrupted_not_rerun() {
+    let brokers = broker::bootstrap();
+    let topic = broker::unique_name("calls-interrupted");
+    broker::create_topic(&brokers, &topic, 3).await.unwrap();
+    let issuer = TestIssuer::start().await.unwrap();
+    let function = FunctionService::start().await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    // `/slow` answers after 3 s, within the 5 s timeout: long enough to kill the claimant first.
+    let slow = format!("{}/slow", function.url);
+    let (port_a, port_b) = (broker::free_port().unwrap(), broker::free_port().unwrap());
+    let config_a = write_config_for(
+        work.path(),
+        "gw-a",
+        port_a,
+        &issuer.url,
+        &brokers,
+        &topic,
+        &slow,
+    );
+    let config_b = write_config_for(
+        work.path(),
+        "gw-b",
+        port_b,
+        &issuer.url,
+        &brokers,
+        &topic,
+        &slow,
+    );
+    let mut a = start(work.path(), "gw-a", &config_a, port_a).await;
+    let b = start(work.path(), "gw-b", &config_b, port_b).await;
+    let alice = issuer.token("alice", &["support"]);
+    let bob = issuer.token("bob", &["treasury"]);
+
+    let pending = invoke(&a, &alice, &json!({"step": "once"}), None).await;
+    assert_eq!(pending.status, 202, "{}", pending.text);
+    let call_id = pending.body["call_id"].as_str().unwrap().to_string();
+    // Approved through its owner, which claims and calls the function at once; it dies while
+    // the function is still working.
+    let decided = approve(&a, &bob, &call_id).await;
+    assert_eq!(decided.status, 200, "{}", decided.text);
+    while function.calls() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.service.kill();
+
+    let closed = status(&b, &alice, &call_id, 30).await;
+    assert_eq!(
+        closed.body["status"],
+        "failed",
+        "{}\n--- gw-a\n{}\n--- gw-b\n{}",
+        closed.text,
+        a.service.log_text(),
+        b.service.log_text()
+    );
+    let events = events_of(&brokers, &topic, &call_id);
+    let claim = events
+        .iter()
+        .find(|event| event.kind == EventKind::CallForwarded)
+        .unwrap();
+    assert_eq!(claim.gateway, "gw-a");
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|event| event.kind == EventKind::CallFailed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{events:?}");
+    assert_eq!(failed[0].gateway, "gw-b");
+    assert_eq!(failed[0].failure.as_ref().unwrap().code, "interrupted");
+    assert!(
+        events
+            .iter()
+            .all(|event| event.kind != EventKind::CallCompleted)
+    );
+    // A little time for a wrong second execution to show.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(function.calls(), 1, "the function ran once, never again");
 }

@@ -168,3 +168,25 @@ fn a_claim_before_approval_is_ignored() {
     assert_eq!(status(&ledger), CallStatus::PendingApproval);
     assert!(ledger.get("call-1").unwrap().claim.is_none());
 }
+
+#[test]
+fn any_instance_may_close_a_claimed_call_as_interrupted_and_the_first_outcome_wins() {
+    let mut ledger = ledger_with(1);
+    ledger.apply(&vote(2, "bob", ApprovalDecision::Approve));
+    ledger.apply(&event(EventKind::CallForwarded, 3, "gw-a"));
+    // Another instance's ordinary failure is not an outcome of gw-a's claim.
+    ledger.apply(&event(EventKind::CallFailed, 4, "gw-b"));
+    assert_eq!(status(&ledger), CallStatus::Executing);
+    let mut interrupted = event(EventKind::CallFailed, 5, "gw-b");
+    interrupted.failure = Some(Failure {
+        code: INTERRUPTED.into(),
+        message: "claimant gone".into(),
+    });
+    ledger.apply(&interrupted);
+    assert_eq!(status(&ledger), CallStatus::Failed);
+    // A late outcome of the claimant presumed gone changes nothing.
+    ledger.apply(&event(EventKind::CallCompleted, 6, "gw-a"));
+    let call = ledger.get("call-1").unwrap();
+    assert_eq!(call.status, CallStatus::Failed);
+    assert_eq!(call.failure.as_ref().unwrap().code, INTERRUPTED);
+}
