@@ -152,9 +152,10 @@ pub(crate) const BUILTINS: &[BuiltinSpec] = &[
     BuiltinSpec {
         name: "PRIVATE_KEY",
         pattern: concat!(
-            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
+            // PEM ("RSA PRIVATE KEY") and OpenPGP armour ("PGP PRIVATE KEY BLOCK").
+            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----",
             // A truncated block still leaks key material: mask what is there.
-            r"|-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[A-Za-z0-9+/=\s\\:,-]*",
+            r"|-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[A-Za-z0-9+/=\s\\:,-]*",
         ),
         validate: private_key,
         context: &[],
@@ -239,34 +240,111 @@ impl DigitGroups {
     }
 }
 
+/// Most groups a card candidate can have: 19 digits, each its own group.
+const MAX_CARD_GROUPS: usize = 19;
+
 fn credit_card(text: &str, start: usize, end: usize) -> Option<Accepted> {
-    // "+4917284853448" is a phone number whatever its checksum.
-    if start > 0 && text.as_bytes()[start - 1] == b'+' {
-        return None;
-    }
-    let parsed = DigitGroups::parse(&text.as_bytes()[start..end])?;
-    let groups = parsed.groups();
-    // Cards are printed as one block, in fours (the last group shorter), or 4-6-5 / 4-6-4.
-    let well_grouped = groups.len() == 1
-        || (groups[..groups.len() - 1].iter().all(|&g| g == 4)
-            && (1..=4).contains(&groups[groups.len() - 1]))
-        || groups == [4, 6, 5]
-        || groups == [4, 6, 4];
-    // A grouped card is not the middle of a longer grouped number ("FR27 4646 5640 ...").
     let bytes = text.as_bytes();
-    let continues = |separator: u8| {
-        (start >= 2 && bytes[start - 1] == separator && bytes[start - 2].is_ascii_digit())
-            || (bytes.get(end) == Some(&separator)
-                && bytes.get(end + 1).is_some_and(u8::is_ascii_digit))
-    };
-    if parsed.separator.is_some_and(continues) {
+    // "+4917284853448" is a phone number whatever its checksum.
+    if start > 0 && bytes[start - 1] == b'+' {
         return None;
     }
-    let digits = parsed.digits();
-    if !well_grouped || !known_issuer(digits) || !luhn(digits) {
+    // Digit groups of the candidate: (offset in `text`, length). The pattern puts at most
+    // one separator between two digits, so a group ends at every non-digit.
+    let mut groups = [(0usize, 0usize); MAX_CARD_GROUPS];
+    let mut n_groups = 0;
+    for (offset, &byte) in bytes[start..end].iter().enumerate() {
+        if !byte.is_ascii_digit() {
+            continue;
+        }
+        let at = start + offset;
+        if n_groups > 0 && groups[n_groups - 1].0 + groups[n_groups - 1].1 == at {
+            groups[n_groups - 1].1 += 1;
+        } else {
+            *groups.get_mut(n_groups)? = (at, 1);
+            n_groups += 1;
+        }
+    }
+    let groups = &groups[..n_groups];
+    // The greedy pattern can swallow a neighbouring number: an expiry date or CVV after the
+    // card ("4111 1111 1111 1111 12/26"), an item number before it ("item 3 4111 ..."). So
+    // when the whole candidate fails, its runs of whole groups are tried too, longest first.
+    for width in (1..=groups.len()).rev() {
+        for window in groups.windows(width) {
+            if let Some(accepted) = card_window(bytes, window) {
+                return Some(accepted);
+            }
+        }
+    }
+    None
+}
+
+/// Whether the consecutive digit groups `window` (offsets in `text`, lengths) are a card
+/// number on their own.
+fn card_window(text: &[u8], window: &[(usize, usize)]) -> Option<Accepted> {
+    let (first, last) = (window.first()?, window.last()?);
+    let (start, end) = (first.0, last.0 + last.1);
+    let n_digits: usize = window.iter().map(|g| g.1).sum();
+    if !(13..=19).contains(&n_digits) {
         return None;
     }
-    accept(start, end, 0.9)
+    let lengths = || window.iter().map(|g| g.1);
+    // Cards are printed as one block, in fours (the last group shorter), or 4-6-5 / 4-6-4.
+    let in_fours = window.len() > 1
+        && lengths().take(window.len() - 1).all(|len| len == 4)
+        && (1..=4).contains(&last.1);
+    let well_grouped =
+        window.len() == 1 || in_fours || lengths().eq([4, 6, 5]) || lengths().eq([4, 6, 4]);
+    if !well_grouped {
+        return None;
+    }
+    if window.len() > 1 {
+        // One separator kind throughout ("4111-1111 1111-1111" is not a card)...
+        let separator = text[first.0 + first.1];
+        if window.windows(2).any(|pair| {
+            pair[1].0 != pair[0].0 + pair[0].1 + 1 || text[pair[0].0 + pair[0].1] != separator
+        }) {
+            return None;
+        }
+        // ...and, when in fours, not the middle of a longer number in fours ("FR27 4646
+        // 5640 ...", a reference). A short neighbour (CVV, expiry, item number) is fine, and
+        // so is any neighbour of 4-6-5 (Amex prints a four-digit CID next to it).
+        if in_fours && continues_grouped(text, start, end, separator) {
+            return None;
+        }
+    }
+    let mut digits = [0u8; 19];
+    let mut n = 0;
+    for &byte in text[start..end].iter().filter(|b| b.is_ascii_digit()) {
+        digits[n] = byte;
+        n += 1;
+    }
+    let digits = &digits[..n];
+    (known_issuer(digits) && luhn(digits)).then_some(Accepted {
+        start,
+        end,
+        confidence: 0.9,
+    })
+}
+
+/// True when `text[start..end]` is joined by `separator` to a neighbouring group of at least
+/// four letters or digits, one of them a digit: the next (or previous) block of a longer
+/// grouped number rather than an expiry date, a CVV or an item count.
+fn continues_grouped(text: &[u8], start: usize, end: usize, separator: u8) -> bool {
+    let before =
+        start >= 2 && text[start - 1] == separator && is_long_group(text[..start - 1].iter().rev());
+    let after = text.get(end) == Some(&separator) && is_long_group(text[end + 1..].iter());
+    before || after
+}
+
+/// Whether the letters and digits at the head of `group` are at least four, one a digit.
+fn is_long_group<'a>(group: impl Iterator<Item = &'a u8>) -> bool {
+    let (mut n_alnum, mut has_digit) = (0, false);
+    for byte in group.take_while(|b| b.is_ascii_alphanumeric()) {
+        n_alnum += 1;
+        has_digit |= byte.is_ascii_digit();
+    }
+    n_alnum >= 4 && has_digit
 }
 
 /// Issuer identification number ranges and the lengths each issuer uses.
@@ -411,6 +489,19 @@ const IBAN_LENGTHS: &[(&[u8; 2], usize)] = &[
     (b"VA", 22),
     (b"VG", 24),
     (b"XK", 20),
+    // Added to the registry since 2016: Burundi, Djibouti, Falklands, Libya, Mongolia,
+    // Nicaragua, Oman, Russia, Sudan, Somalia, Yemen.
+    (b"BI", 27),
+    (b"DJ", 27),
+    (b"FK", 18),
+    (b"LY", 25),
+    (b"MN", 20),
+    (b"NI", 28),
+    (b"OM", 23),
+    (b"RU", 33),
+    (b"SD", 18),
+    (b"SO", 23),
+    (b"YE", 30),
 ];
 
 fn iban(text: &str, start: usize, end: usize) -> Option<Accepted> {
@@ -502,6 +593,10 @@ fn phone(text: &str, start: usize, end: usize) -> Option<Accepted> {
     accept(start, end, confidence)
 }
 
+/// Confidence of a compressed IPv6 candidate with one or two groups: a context word
+/// (+0.35) lifts it over the default threshold (0.5), nothing else does.
+const SHORT_IPV6_CONFIDENCE: f32 = 0.3;
+
 fn ip_address(text: &str, start: usize, end: usize) -> Option<Accepted> {
     let bytes = text.as_bytes();
     let candidate = &text[start..end];
@@ -527,8 +622,17 @@ fn ip_address(text: &str, start: usize, end: usize) -> Option<Accepted> {
         return None;
     }
     let n_groups = candidate.split(':').filter(|g| !g.is_empty()).count();
-    // "a::b" in prose or code is more often a path than an address.
-    let confidence = if n_groups >= 3 { 0.75 } else { 0.5 };
+    // A bare "::" is punctuation ("x :: Int"), not the unspecified address.
+    if n_groups == 0 {
+        return None;
+    }
+    // "a::b", "dead::beef", "::1" in prose or code are more often paths or type syntax than
+    // addresses: below the default threshold unless a context word ("ip", "host") vouches.
+    let confidence = if n_groups >= 3 {
+        0.75
+    } else {
+        SHORT_IPV6_CONFIDENCE
+    };
     accept(start, end, confidence)
 }
 
@@ -616,6 +720,129 @@ mod tests {
         assert!(check(credit_card, "41 1111 1111 1111 11").is_none());
         // Luhn-valid but no issuer starts with 1.
         assert!(check(credit_card, "1000000000000008").is_none());
+    }
+
+    /// What `spec`'s pattern and validator accept in `text`, as the masker runs them
+    /// (confidence before context words).
+    fn accepted<'t>(spec: &str, text: &'t str) -> Vec<(&'t str, f32)> {
+        let spec = BUILTINS.iter().find(|b| b.name == spec).unwrap();
+        regex::Regex::new(spec.pattern)
+            .unwrap()
+            .find_iter(text)
+            .filter_map(|m| (spec.validate)(text, m.start(), m.end()))
+            .map(|a| (&text[a.start..a.end], a.confidence))
+            .collect()
+    }
+
+    fn cards(text: &str) -> Vec<&str> {
+        accepted("CREDIT_CARD", text)
+            .into_iter()
+            .map(|(card, _)| card)
+            .collect()
+    }
+
+    #[test]
+    fn cards_next_to_other_numbers_are_found() {
+        assert_eq!(
+            cards("card 4111 1111 1111 1111 12/26"),
+            ["4111 1111 1111 1111"]
+        );
+        assert_eq!(
+            cards("4111 1111 1111 1111 123 thanks"),
+            ["4111 1111 1111 1111"]
+        );
+        assert_eq!(cards("item 3 4111 1111 1111 1111"), ["4111 1111 1111 1111"]);
+        assert_eq!(
+            cards("item 12 4111-1111-1111-1111"),
+            ["4111-1111-1111-1111"]
+        );
+        assert_eq!(cards("4111111111111111 123"), ["4111111111111111"]);
+        assert_eq!(cards("qty 2 3782 822463 10005 exp"), ["3782 822463 10005"]);
+        assert_eq!(cards("3782 822463 10005 1234"), ["3782 822463 10005"]);
+        assert_eq!(cards("4111-1111-1111-1111 12/26"), ["4111-1111-1111-1111"]);
+    }
+
+    #[test]
+    fn card_windows_keep_precision() {
+        // The middle of a longer number grouped in fours (an IBAN, a reference).
+        assert!(cards("FR76 4111 1111 1111 1111 189").is_empty());
+        assert!(cards("ref 1234 4111 1111 1111 1111").is_empty());
+        assert!(cards("ref 4111 1111 1111 1111 5678").is_empty());
+        // A Luhn-failing card stays unmasked whatever follows it.
+        assert!(cards("card 4111 1111 1111 1112 12/26").is_empty());
+        assert!(cards("item 3 4111 1111 1111 1112 123").is_empty());
+        // Timestamps and order IDs.
+        assert!(cards("2024-01-15 10:30:00 1705312200123").is_empty());
+        assert!(cards("ORD-20240115-000123 4 items").is_empty());
+        // Mixed separators inside the card.
+        assert!(cards("4111-1111 1111-1111").is_empty());
+        // A phone number, whatever its checksum.
+        assert!(cards("+49 1512 3456 7890 12").is_empty());
+    }
+
+    #[test]
+    fn bare_double_colon_is_not_an_ipv6_address() {
+        assert!(accepted("IP_ADDRESS", "x :: Int").is_empty());
+        assert!(accepted("IP_ADDRESS", "a :: b :: c").is_empty());
+        for short in ["a::b", "dead::beef", "::1", "fe80::"] {
+            let found = accepted("IP_ADDRESS", short);
+            assert_eq!(found.len(), 1, "{short}");
+            assert!(found[0].1 < 0.5, "{short}: {found:?}");
+        }
+        let found = accepted("IP_ADDRESS", "2001:db8::1");
+        assert!(found[0].1 >= 0.5, "{found:?}");
+    }
+
+    #[test]
+    fn iban_countries_added_to_the_registry_are_known() {
+        for (country, length) in [
+            ("RU", 33),
+            ("LY", 25),
+            ("OM", 23),
+            ("YE", 30),
+            ("SD", 18),
+            ("NI", 28),
+            ("MN", 20),
+            ("BI", 27),
+            ("DJ", 27),
+            ("FK", 18),
+            ("SO", 23),
+        ] {
+            let bban: String = (0..length - 4)
+                .map(|i| char::from(b'0' + (i * 7 % 10) as u8))
+                .collect();
+            let check = (0..100)
+                .map(|check| format!("{country}{check:02}{bban}"))
+                .find(|candidate| mod97(candidate.as_bytes()))
+                .unwrap();
+            assert_eq!(check.len(), length);
+            assert!(check_iban(&check), "{check}");
+            // One character short is not that country's IBAN.
+            assert!(
+                !check_iban(&format!("{}{}", &check[..4], &bban[1..])),
+                "{check}"
+            );
+        }
+    }
+
+    fn check_iban(text: &str) -> bool {
+        accepted("IBAN", text).first().map(|(found, _)| *found) == Some(text)
+    }
+
+    #[test]
+    fn pgp_private_key_blocks_are_private_keys() {
+        let block = "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBGXYZ0123+/abc\n=AbCd\n-----END PGP PRIVATE KEY BLOCK-----";
+        let text = format!("key: {block} end");
+        assert_eq!(accepted("PRIVATE_KEY", &text), [(block, 1.0)]);
+        let truncated = "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBGXYZ0123";
+        assert_eq!(accepted("PRIVATE_KEY", truncated), [(truncated, 0.9)]);
+        assert!(
+            accepted(
+                "PRIVATE_KEY",
+                "-----BEGIN PGP PUBLIC KEY BLOCK-----\nmQINBF"
+            )
+            .is_empty()
+        );
     }
 
     #[test]

@@ -514,12 +514,14 @@ impl Detector {
 }
 
 /// The end of `window` after its last clause break (`;`, `|`, a newline, `,` `.` `!` `?`
-/// followed by a space, or a digit): in "order #12 and call 212-555-0123" the word "order"
-/// is about another value.
+/// followed by a space, or a piece of another value: a digit, the `@` of an e-mail address,
+/// the `]` of one of our tokens): in "order #12 and call 212-555-0123" the word "order" is
+/// about another value, and so is "contact" in "contact ann@example.com and 2125550123".
 fn clause_tail(window: &[u8]) -> &[u8] {
     let is_break = |i: usize| match window[i] {
-        // A digit belongs to another value, which the words before it were about.
-        b';' | b'|' | b'\n' | b'0'..=b'9' => true,
+        // Another value, which the words before it were about. Our tokens count too: they
+        // hold a value, and their names ("[REDACTED:PHONE]") are not context words.
+        b';' | b'|' | b'\n' | b'0'..=b'9' | b'@' | b']' => true,
         b',' | b'!' | b'?' => window.get(i + 1).is_some_and(|&b| b == b' '),
         // A full stop ends a sentence, unless it ends an abbreviation ("no.", "tel.").
         b'.' => {
@@ -828,6 +830,18 @@ mod tests {
     fn builtin_table_matches_public_names() {
         let names: Vec<&str> = BUILTINS.iter().map(|b| b.name).collect();
         assert_eq!(names, crate::BUILTIN_DETECTORS);
+    }
+
+    // Regression: on the second fixpoint pass, "PHONE" inside a token (and "call" before it)
+    // became the context of the next bare number.
+    #[test]
+    fn tokens_and_email_addresses_end_a_clause() {
+        assert_eq!(clause_tail(b"call [REDACTED:PHONE] and see "), b" and see ");
+        assert_eq!(
+            clause_tail(b"contact ann@example.com and "),
+            b"example.com and "
+        );
+        assert_eq!(clause_tail(b"order #12 and call "), b" and call ");
     }
 
     #[test]

@@ -136,3 +136,62 @@ fn partial_keeps_the_last_four() {
         .mask_text("pay 4111 1111 1111 1111.");
     assert_eq!(masked, "pay [REDACTED:CREDIT_CARD:...1111].");
 }
+
+#[test]
+fn the_configured_threshold_decides() {
+    let at = |threshold: f32| {
+        let masker = Masker::new(&MaskingConfig {
+            threshold,
+            ..MaskingConfig::default()
+        })
+        .unwrap();
+        // Confidences: bare nine digits 0.35, spaced SSN 0.6, dashed SSN 0.85.
+        let (masked, _) = masker.mask_text("ids 123456789; 123 45 6789; 123-45-6789");
+        masked.into_owned()
+    };
+    assert_eq!(
+        at(0.3),
+        "ids [REDACTED:US_SSN]; [REDACTED:US_SSN]; [REDACTED:US_SSN]"
+    );
+    assert_eq!(
+        at(0.5),
+        "ids 123456789; [REDACTED:US_SSN]; [REDACTED:US_SSN]"
+    );
+    assert_eq!(at(0.7), "ids 123456789; 123 45 6789; [REDACTED:US_SSN]");
+    assert_eq!(at(0.9), "ids 123456789; 123 45 6789; 123-45-6789");
+}
+
+#[test]
+fn cards_next_to_expiry_cvv_or_item_numbers_are_masked() {
+    for (text, expected) in [
+        (
+            "card 4111 1111 1111 1111 12/26",
+            "card [REDACTED:CREDIT_CARD] 12/26",
+        ),
+        ("4111 1111 1111 1111 123", "[REDACTED:CREDIT_CARD] 123"),
+        (
+            "item 3 4111 1111 1111 1111",
+            "item 3 [REDACTED:CREDIT_CARD]",
+        ),
+        // A reference grouped in fours is not a card, wherever a Luhn-valid run sits in it.
+        (
+            "ref 4111 1111 1111 1111 2026",
+            "ref 4111 1111 1111 1111 2026",
+        ),
+    ] {
+        assert_eq!(masker().mask_text(text).0, expected);
+    }
+}
+
+#[test]
+fn short_ipv6_lookalikes_need_a_context_word() {
+    for text in ["x :: Int", "use a::b here", "dead::beef", "::"] {
+        let (masked, findings) = masker().mask_text(text);
+        assert_eq!(masked, text);
+        assert!(findings.is_empty(), "{text}: {findings:?}");
+    }
+    let (masked, _) = masker().mask_text("client ip fe80::1");
+    assert_eq!(masked, "client ip [REDACTED:IP_ADDRESS]");
+    let (masked, _) = masker().mask_text("from 2001:db8::8a2e:370:7334");
+    assert_eq!(masked, "from [REDACTED:IP_ADDRESS]");
+}

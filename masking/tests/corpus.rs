@@ -1,9 +1,11 @@
 //! Labelled corpus generator and scorer for the accuracy test and `examples/accuracy.rs`.
 //!
 //! Records are JSON payloads or free text mixing real-looking PII (valid card numbers, SSNs,
-//! IBANs, ...) with near misses a careless detector would flag: Luhn-failing cards, 9xx and
-//! 666 SSNs, IBANs with a wrong check, order IDs, timestamps, UUIDs, SKUs, ISBNs, version
-//! strings, hashes. Every record knows how many values of each detector each JSON path holds;
+//! IBANs, ...; cards also next to an expiry date, a CVV or an item count) with near misses a
+//! careless detector would flag: Luhn-failing cards, 9xx and 666 SSNs, IBANs with a wrong
+//! check or an unknown country, order IDs, timestamps, UUIDs, SKUs, ISBNs, version strings,
+//! hashes, `::` in type signatures. Half the near misses have no negative context word, so
+//! precision measures the validators and not only the context words. Every record knows how many values of each detector each JSON path holds;
 //! the scorer compares that with the masker's findings, and also checks that no labelled
 //! value survives in the output. Deterministic: same seed, same corpus.
 #![allow(dead_code)]
@@ -175,11 +177,12 @@ fn pii(rng: &mut StdRng) -> Item {
         0 => {
             let card = valid_card(rng);
             let v = format_card(rng, &card);
+            let text = next_to_other_numbers(rng, &v);
             item(
                 with_phrase(
                     rng,
                     &["card", "paid with", "cc:", "", "Visa/MC", "number"],
-                    &v,
+                    &text,
                 ),
                 v,
                 Some("CREDIT_CARD"),
@@ -288,7 +291,169 @@ fn pii(rng: &mut StdRng) -> Item {
     }
 }
 
+/// A card as it often arrives: followed by an expiry date or a CVV (four digits for Amex),
+/// or preceded by an item count; half the time on its own.
+fn next_to_other_numbers(rng: &mut StdRng, card: &str) -> String {
+    let is_amex = card.starts_with("34") || card.starts_with("37");
+    match rng.gen_range(0..6) {
+        0 => format!(
+            "{card} {:02}/{}",
+            rng.gen_range(1..13),
+            rng.gen_range(25..32)
+        ),
+        1 if is_amex => format!("{card} {}", digits(rng, 4)),
+        1 => format!("{card} {}", digits(rng, 3)),
+        2 => format!("item {} {card}", rng.gen_range(1..20)),
+        _ => card.to_owned(),
+    }
+}
+
 fn decoy(rng: &mut StdRng) -> Item {
+    // Half the near misses carry a word that lowers confidence ("order", "SKU", "version");
+    // the other half carry none, so that only the validators can reject them.
+    if rng.gen_bool(0.5) {
+        decoy_with_context(rng)
+    } else {
+        decoy_without_context(rng)
+    }
+}
+
+/// Near misses with no negative context word in front of them.
+fn decoy_without_context(rng: &mut StdRng) -> Item {
+    let none = |text: String, key| item(text, String::new(), None, key);
+    let neutral = ["", "ref", "see", "id"];
+    match rng.gen_range(0..10) {
+        0 => {
+            // A Luhn-failing card next to an expiry date, a CVV or an item count.
+            let mut digits = valid_card(rng).into_bytes();
+            let last = digits.len() - 1;
+            digits[last] = b'0' + (digits[last] - b'0' + rng.gen_range(1..10)) % 10;
+            let v = format_card(rng, &String::from_utf8(digits).unwrap());
+            let text = next_to_other_numbers(rng, &v);
+            none(with_phrase(rng, &neutral, &text), "reference")
+        }
+        1 => {
+            // Luhn-valid, card-shaped, but no issuer uses the prefix.
+            let prefix = *["1", "7", "8", "9", "0"].choose(rng).unwrap();
+            let mut number = prefix.to_owned() + &digits(rng, 14);
+            let check = (0..10)
+                .map(|check| format!("{number}{check}"))
+                .find(|candidate| luhn(candidate))
+                .unwrap();
+            number = check;
+            let v = format_card(rng, &number);
+            none(with_phrase(rng, &neutral, &v), "reference")
+        }
+        2 => {
+            // A long reference grouped in fours: Luhn-valid card-length runs sit inside it.
+            let n_groups = rng.gen_range(5..7);
+            let groups: Vec<String> = (0..n_groups).map(|_| digits(rng, 4)).collect();
+            let v = groups.join(*[" ", "-"].choose(rng).unwrap());
+            none(with_phrase(rng, &neutral, &v), "reference")
+        }
+        3 => {
+            // SSN-shaped with an area never issued.
+            let area = match rng.gen_range(0..3) {
+                0 => format!("9{:02}", rng.gen_range(0..100)),
+                1 => "666".to_owned(),
+                _ => "000".to_owned(),
+            };
+            let v = format!(
+                "{area}-{:02}-{:04}",
+                rng.gen_range(1..100),
+                rng.gen_range(1..10000)
+            );
+            none(with_phrase(rng, &neutral, &v), "reference")
+        }
+        4 => {
+            // IBAN-shaped, check digits right, but no such country.
+            let v = iban_of_unknown_country(rng);
+            none(with_phrase(rng, &neutral, &v), "reference")
+        }
+        5 => {
+            // Ten-digit and order-style numbers with nothing saying "phone" or "order".
+            let v = match rng.gen_range(0..4) {
+                0 => format!("#{}", rng.gen_range(2_000_000_000u64..9_999_999_999)),
+                1 => format!("ORD-{:08}", rng.gen_range(0..100_000_000)),
+                2 => format!(
+                    "INV-{}-{:06}",
+                    rng.gen_range(2015..2026),
+                    rng.gen_range(0..1_000_000)
+                ),
+                _ => format!("{}", rng.gen_range(2_000_000_000u64..9_999_999_999)),
+            };
+            none(with_phrase(rng, &neutral, &v), "reference")
+        }
+        6 => none(
+            // Dotted numbers that are not addresses: five parts, or an octet over 255.
+            if rng.gen_bool(0.5) {
+                format!(
+                    "{}.{}.{}.{}.{}",
+                    rng.gen_range(0..20),
+                    rng.gen_range(0..20),
+                    rng.gen_range(0..100),
+                    rng.gen_range(0..1000),
+                    rng.gen_range(0..100)
+                )
+            } else {
+                format!(
+                    "{}.{}.{}.{}",
+                    rng.gen_range(256..1000),
+                    rng.gen_range(0..256),
+                    rng.gen_range(0..256),
+                    rng.gen_range(0..256)
+                )
+            },
+            "reference",
+        ),
+        7 => none(
+            // Type signatures and paths that contain "::".
+            (*[
+                "x :: Int",
+                "f :: a -> b",
+                "use a::b",
+                "dead::beef",
+                "cafe::face",
+                "see :: here",
+            ]
+            .choose(rng)
+            .unwrap())
+            .to_owned(),
+            "signature",
+        ),
+        8 => none(
+            // ISBN-13 without the word ISBN.
+            format!(
+                "978-{}-{:02}-{:06}-{}",
+                rng.gen_range(0..10),
+                rng.gen_range(0..100),
+                rng.gen_range(0..1_000_000),
+                rng.gen_range(0..10)
+            ),
+            "reference",
+        ),
+        _ => none(
+            // Timestamps and epoch milliseconds, bare.
+            if rng.gen_bool(0.5) {
+                format!(
+                    "{}-{:02}-{:02} {:02}:{:02}:{:02}",
+                    rng.gen_range(2015..2026),
+                    rng.gen_range(1..13),
+                    rng.gen_range(1..29),
+                    rng.gen_range(0..24),
+                    rng.gen_range(0..60),
+                    rng.gen_range(0..60)
+                )
+            } else {
+                format!("{}", rng.gen_range(1_500_000_000_000u64..1_800_000_000_000))
+            },
+            "reference",
+        ),
+    }
+}
+
+/// Near misses, most with a word that says what they are ("order", "SKU", "version").
+fn decoy_with_context(rng: &mut StdRng) -> Item {
     let none = |text: String, key| item(text, String::new(), None, key);
     match rng.gen_range(0..16) {
         0 => {
@@ -566,6 +731,26 @@ fn iban(rng: &mut StdRng, valid: bool) -> String {
         .join(" ")
 }
 
+/// IBAN-shaped, with check digits that pass mod 97, under a country code no registry has.
+fn iban_of_unknown_country(rng: &mut StdRng) -> String {
+    let country = *["XA", "QZ", "ZZ", "AA", "UK"].choose(rng).unwrap();
+    let bban = digits(rng, 18);
+    let numeric: String = format!("{bban}{country}00")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                c.to_string()
+            } else {
+                (c as u32 - 'A' as u32 + 10).to_string()
+            }
+        })
+        .collect();
+    let remainder = numeric
+        .bytes()
+        .fold(0u32, |r, b| (r * 10 + u32::from(b - b'0')) % 97);
+    format!("{country}{:02}{bban}", 98 - remainder)
+}
+
 fn email(rng: &mut StdRng) -> String {
     let first = [
         "ann", "bob", "carla", "dmitri", "eve", "fatima", "guo", "hiro",
@@ -737,6 +922,12 @@ impl Scores {
     pub fn recall(&self, detector: &str) -> f64 {
         let (tp, _, fn_) = self.by_detector.get(detector).copied().unwrap_or_default();
         ratio(tp, tp + fn_)
+    }
+
+    /// Labelled values of `detector` in the corpus (true positives plus misses).
+    pub fn labelled(&self, detector: &str) -> u64 {
+        let (tp, _, fn_) = self.by_detector.get(detector).copied().unwrap_or_default();
+        tp + fn_
     }
 
     pub fn totals(&self) -> (u64, u64, u64) {
