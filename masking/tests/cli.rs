@@ -1,7 +1,10 @@
-//! The `callproof-mask` dry-run binary.
+//! The `callproof-mask` dry-run binary: one `{"masked": …, "findings": […]}` line out per
+//! line in (issue 4, item 8).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
 
 fn run(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_callproof-mask"))
@@ -21,19 +24,92 @@ fn run(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
     )
 }
 
+fn lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
 #[test]
-fn masks_json_lines_and_never_echoes_rejected_ones() {
-    let input = b"{\"to\":\"ann@example.com\",\"password\":\"hunter2\"}\nann@example.com is not json\n\xffbob@example.com\n";
+fn each_line_becomes_masked_and_findings() {
+    let input = b"{\"to\":\"ann@example.com\",\"password\":\"hunter2\"}\n{\"n\":1}\n";
     let (code, stdout, stderr) = run(&["--field", "password"], input);
-    assert_eq!(code, 1);
+    assert_eq!(code, 0, "{stderr}");
+    let first = stdout.lines().next().unwrap();
+    assert!(first.starts_with("{\"masked\":"), "{first}");
     assert_eq!(
-        stdout,
-        "{\"password\":\"[REDACTED:FIELD]\",\"to\":\"[REDACTED:EMAIL]\"}\n"
+        lines(&stdout),
+        [
+            json!({
+                "masked": {"password": "[REDACTED:FIELD]", "to": "[REDACTED:EMAIL]"},
+                "findings": [
+                    {"detector": "FIELD", "path": "/password", "count": 1},
+                    {"detector": "EMAIL", "path": "/to", "count": 1},
+                ],
+            }),
+            json!({"masked": {"n": 1}, "findings": []}),
+        ]
     );
-    assert!(stderr.contains("line 2: rejected: not JSON"));
-    assert!(stderr.contains("line 3: rejected: input is not valid UTF-8"));
-    assert!(stderr.contains("3 lines, 2 rejected; findings: EMAIL=1 FIELD=1"));
-    assert!(!stderr.contains("example.com") && !stderr.contains("hunter2"));
+    assert!(stderr.contains("2 lines, 0 rejected; findings: EMAIL=1 FIELD=1"));
+}
+
+#[test]
+fn a_line_that_is_not_json_is_masked_as_text_and_still_gets_its_line() {
+    let input = b"ann@example.com is not json\n\n{\"a\": \"call 212-555-0123\"}\r\n";
+    let (code, stdout, stderr) = run(&[], input);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        lines(&stdout),
+        [
+            json!({
+                "masked": "[REDACTED:EMAIL] is not json",
+                "findings": [{"detector": "EMAIL", "path": "", "count": 1}],
+            }),
+            json!({"masked": "", "findings": []}),
+            json!({
+                "masked": {"a": "call [REDACTED:PHONE]"},
+                "findings": [{"detector": "PHONE", "path": "/a", "count": 1}],
+            }),
+        ]
+    );
+}
+
+#[test]
+fn text_mode_masks_json_looking_lines_as_text() {
+    let (code, stdout, _) = run(&["--text"], b"{\"to\":\"ann@example.com\"}\n");
+    assert_eq!(code, 0);
+    assert_eq!(
+        lines(&stdout),
+        [json!({
+            "masked": "{\"to\":\"[REDACTED:EMAIL]\"}",
+            "findings": [{"detector": "EMAIL", "path": "", "count": 1}],
+        })]
+    );
+}
+
+#[test]
+fn invalid_utf8_is_rejected_with_a_clear_error_and_never_echoed() {
+    let input = b"\xffbob@example.com\n{\"to\":\"ann@example.com\"}\n";
+    let (code, stdout, stderr) = run(&[], input);
+    assert_eq!(code, 1);
+    let error = "input is not valid UTF-8 (first invalid byte at offset 0)";
+    assert_eq!(
+        lines(&stdout),
+        [
+            json!({"error": error}),
+            json!({
+                "masked": {"to": "[REDACTED:EMAIL]"},
+                "findings": [{"detector": "EMAIL", "path": "/to", "count": 1}],
+            }),
+        ]
+    );
+    assert!(
+        stderr.contains(&format!("line 1: rejected: {error}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 lines, 1 rejected; findings: EMAIL=1"));
+    assert!(!stderr.contains("example.com") && !stdout.contains("bob@"));
 }
 
 #[test]

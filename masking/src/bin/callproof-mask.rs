@@ -1,6 +1,9 @@
-//! `callproof-mask`: a masking dry run. Reads JSON lines (or text lines with `--text`) from
-//! stdin, prints the masked lines on stdout and a findings summary on stderr, using the
-//! `[masking]` section of a deployment TOML file.
+//! `callproof-mask`: a masking dry run. Reads documents from stdin, one per line, and writes
+//! one JSON line per input line on stdout, `{"masked": …, "findings": […]}`, using the
+//! `[masking]` section of a deployment TOML file. A line that is not JSON is masked as text
+//! (`masked` is then a string); a line that cannot be masked at all (not UTF-8, too long, too
+//! deep) gets `{"error": …}` instead, so output line N always answers input line N.
+//! A findings summary goes to stderr.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -11,7 +14,8 @@ use std::process::ExitCode;
 use callproof_masking::{FieldRules, Finding, Masker, MaskingConfig, MaskingError};
 use clap::Parser;
 
-/// Masking dry run over JSON lines read from stdin.
+/// Masking dry run over JSON lines read from stdin: one `{"masked": …, "findings": […]}` line
+/// out per line in.
 #[derive(Parser)]
 #[command(name = "callproof-mask", version)]
 struct Args {
@@ -21,12 +25,9 @@ struct Args {
     /// Policy field rule (JSON pointer such as `/args/password`, or a bare key name); repeatable.
     #[arg(long = "field", value_name = "RULE")]
     fields: Vec<String>,
-    /// Treat each line as free text instead of JSON.
+    /// Treat each line as free text, even when it parses as JSON.
     #[arg(long)]
     text: bool,
-    /// Also print each line's findings (never the values) on stderr.
-    #[arg(long)]
-    findings: bool,
 }
 
 /// Lines longer than this are rejected rather than buffered without bound.
@@ -44,6 +45,13 @@ enum CliError {
     Field(MaskingError),
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
+}
+
+/// One output line, fields in the documented order (a `json!` map would sort them).
+#[derive(serde::Serialize)]
+struct MaskedLine<'a> {
+    masked: &'a serde_json::Value,
+    findings: &'a [Finding],
 }
 
 /// The deployment file: other top-level sections belong to other components.
@@ -91,31 +99,34 @@ fn run(args: Args) -> Result<bool, CliError> {
             break;
         }
         n_lines += 1;
-        if line.len() > MAX_LINE_BYTES && line.last() != Some(&b'\n') {
+        let outcome = if line.len() > MAX_LINE_BYTES && line.last() != Some(&b'\n') {
             skip_rest_of_line(&mut input)?;
-            eprintln!("line {n_lines}: rejected: longer than {MAX_LINE_BYTES} bytes");
-            n_rejected += 1;
-            continue;
-        }
-        let content = line.strip_suffix(b"\n").unwrap_or(&line);
-        let content = content.strip_suffix(b"\r").unwrap_or(content);
+            Err(format!("line is longer than {MAX_LINE_BYTES} bytes"))
+        } else {
+            let content = line.strip_suffix(b"\n").unwrap_or(&line);
+            let content = content.strip_suffix(b"\r").unwrap_or(content);
+            mask_line(&masker, &rules, content, args.text)
+        };
         // A rejected line is reported, never echoed: it may hold exactly what we mask.
-        match mask_line(&masker, &rules, content, args.text) {
+        let out_line = match outcome {
             Ok((masked, findings)) => {
-                writeln!(output, "{masked}")?;
-                if args.findings && !findings.is_empty() {
-                    let json = serde_json::to_string(&findings).unwrap_or_default();
-                    eprintln!("line {n_lines}: {json}");
+                for finding in &findings {
+                    *totals.entry(finding.detector.clone()).or_default() +=
+                        u64::from(finding.count);
                 }
-                for finding in findings {
-                    *totals.entry(finding.detector).or_default() += u64::from(finding.count);
-                }
+                serde_json::to_string(&MaskedLine {
+                    masked: &masked,
+                    findings: &findings,
+                })
             }
             Err(reason) => {
-                eprintln!("line {n_lines}: rejected: {reason}");
+                eprintln!("callproof-mask: line {n_lines}: rejected: {reason}");
                 n_rejected += 1;
+                serde_json::to_string(&serde_json::json!({ "error": reason }))
             }
-        }
+        };
+        // Serializing a `Value` and findings cannot fail (string keys, no I/O).
+        writeln!(output, "{}", out_line.map_err(io::Error::other)?)?;
     }
     output.flush()?;
 
@@ -179,29 +190,29 @@ fn expand_env(value: &str) -> Result<String, String> {
     }
 }
 
+/// The masked document (or masked text, as a JSON string) and its findings; `Err` with a
+/// reason that never quotes the input.
 fn mask_line(
     masker: &Masker,
     rules: &FieldRules,
     line: &[u8],
     text_mode: bool,
-) -> Result<(String, Vec<Finding>), String> {
-    if text_mode {
-        let (masked, findings) = masker.mask_bytes(line).map_err(|e| e.to_string())?;
-        return Ok((masked.into_owned(), findings));
-    }
+) -> Result<(serde_json::Value, Vec<Finding>), String> {
     let text = std::str::from_utf8(line).map_err(|e| {
         format!(
             "input is not valid UTF-8 (first invalid byte at offset {})",
             e.valid_up_to()
         )
     })?;
-    // serde_json's messages give a position, never the content.
-    let mut doc: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let findings = masker
-        .mask_json(&mut doc, rules, true)
-        .map_err(|e| e.to_string())?;
-    Ok((doc.to_string(), findings))
+    if !text_mode && let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(text) {
+        let findings = masker
+            .mask_json(&mut doc, rules, true)
+            .map_err(|e| e.to_string())?;
+        return Ok((doc, findings));
+    }
+    // Not JSON (or `--text`): the detectors still run over it, as over any free text.
+    let (masked, findings) = masker.mask_text(text);
+    Ok((serde_json::Value::String(masked.into_owned()), findings))
 }
 
 fn skip_rest_of_line(input: &mut impl BufRead) -> io::Result<()> {
