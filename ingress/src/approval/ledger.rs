@@ -149,7 +149,9 @@ impl Ledger {
     }
 
     /// Takes the next `seq` of a call for an event about to be published, so that this
-    /// instance never gives two events the same number.
+    /// instance never gives two events the same number. Another instance numbering an event of
+    /// the same call at the same moment can pick the same one: nothing but a single writer per
+    /// call could prevent it (see "Limits" in `docs/approvals.md`).
     pub fn reserve_seq(&mut self, call_id: &str) -> Option<i32> {
         let call = self.calls.get_mut(call_id)?;
         let seq = call.next_seq;
