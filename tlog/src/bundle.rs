@@ -495,3 +495,73 @@ fn hex_string(bytes: &[u8]) -> String {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex_string(&Sha256::digest(bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::note::NoteSigner;
+
+    fn verifier() -> NoteVerifier {
+        let (_, verifier_key) = NoteSigner::generate("test/log").unwrap();
+        verifier_key.parse().unwrap()
+    }
+
+    fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut archive = tar::Builder::new(encoder);
+        for (path, bytes) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            archive.append_data(&mut header, path, *bytes).unwrap();
+        }
+        archive.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn a_bundle_without_manifest_or_checkpoint_names_what_is_missing() {
+        let files = read_bundle(tar_gz(&[("README.md", b"hi")]).as_slice()).unwrap();
+        let report = verify_bundle(&files, &verifier());
+        assert_eq!(report.problems[0].file, MANIFEST_PATH);
+
+        let manifest = Manifest {
+            format: BUNDLE_FORMAT.into(),
+            from: "a".into(),
+            to: "b".into(),
+            generated_at: "c".into(),
+            partitions: vec![ManifestPartition {
+                partition: 3,
+                checkpoint_size: 1,
+                entries: vec![0],
+                checkpoints: vec![],
+                consistency: vec![],
+            }],
+        };
+        let manifest = serde_json::to_vec(&manifest).unwrap();
+        let files = read_bundle(
+            tar_gz(&[(MANIFEST_PATH, &manifest), ("logs/3/entries/0", b"{}")]).as_slice(),
+        )
+        .unwrap();
+        let report = verify_bundle(&files, &verifier());
+        assert!(!report.is_valid());
+        assert_eq!(report.problems[0].partition, Some(3));
+        assert_eq!(report.problems[0].file, "logs/3/checkpoint");
+        assert!(report.problems[0].to_string().starts_with("partition 3: "));
+    }
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(1);
+        let mut archive = tar::Builder::new(Vec::new());
+        // `append_data` refuses `..` itself, so write the name into the header by hand.
+        header.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../escape");
+        header.set_cksum();
+        archive.append(&header, &b"x"[..]).unwrap();
+        let tar = archive.into_inner().unwrap();
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut encoder, &tar).unwrap();
+        let error = read_bundle(encoder.finish().unwrap().as_slice()).unwrap_err();
+        assert!(error.to_string().contains("unsafe path"), "{error}");
+    }
+}
