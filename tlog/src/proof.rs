@@ -340,9 +340,9 @@ pub fn root_from_inclusion_proof(
     let (inner, border) = decompose_inclusion(index, size);
     if proof.len() != inner + border {
         return Err(invalid(format!(
-            "an inclusion proof of index {index} in size {size} has {} hashes, not {}",
-            inner + border,
-            proof.len()
+            "this inclusion proof of index {index} in size {size} has {} hashes, but one needs {}",
+            proof.len(),
+            inner + border
         )));
     }
     let (inner_proof, border_proof) = proof.split_at(inner);
@@ -424,7 +424,7 @@ pub fn verify_consistency(
     if rest.len() != inner + border {
         let expected = proof.len() - rest.len() + inner + border;
         return Err(invalid(format!(
-            "a consistency proof from {old_size} to {new_size} has {expected} hashes, not {}",
+            "this consistency proof from {old_size} to {new_size} has {} hashes, but one needs {expected}",
             proof.len()
         )));
     }
