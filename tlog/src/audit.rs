@@ -31,7 +31,9 @@ pub struct AuditReport {
     /// Number of hash tile files checked.
     pub tiles_checked: u64,
     /// Files under `tile/` that no checkpoint covers (left over by an interrupted append,
-    /// or foreign); reported, not failed, since a writer may leave them before it resumes.
+    /// or foreign), and older partial tiles and bundles that differ from the current ones
+    /// but that no kept checkpoint relies on; reported, not failed, since an append that
+    /// crashed before its checkpoint leaves such files.
     pub unchecked_files: Vec<String>,
 }
 
@@ -273,18 +275,61 @@ impl<'a> Auditor<'a> {
         })
     }
 
-    /// Partial files (`<full path>.p/<W>`) with a width below `width`, which a checkpoint
-    /// covers; wider ones are beyond the latest checkpoint and stay unchecked.
-    fn older_partials(&self, full_path: &str, width: u16) -> Vec<(String, u16)> {
+    /// Partial files (`<full path>.p/<W>`) of tile `index` at `level` with a width below
+    /// `width`, which a checkpoint covers; wider ones are beyond the latest checkpoint and
+    /// stay unchecked. Each comes with whether a kept checkpoint relies on it.
+    fn older_partials(
+        &self,
+        full_path: &str,
+        level: u8,
+        index: u64,
+        width: u16,
+    ) -> Vec<OlderPartial> {
         let prefix = format!("{full_path}.p/");
         self.unchecked
             .range(prefix.clone()..)
             .take_while(|path| path.starts_with(&prefix))
             .filter_map(|path| {
                 let partial = parse_decimal(&path[prefix.len()..])?;
-                (partial >= 1 && partial < u64::from(width)).then(|| (path.clone(), partial as u16))
+                (partial >= 1 && partial < u64::from(width)).then(|| {
+                    let width = partial as u16;
+                    OlderPartial {
+                        path: path.clone(),
+                        width,
+                        kept: self.kept_checkpoint_has_width(level, index, width),
+                    }
+                })
             })
             .collect()
+    }
+
+    /// Whether a kept checkpoint's tree has tile `index` at `level` with exactly `width`
+    /// hashes: the sizes from `(256·index + width)·2^(8·level)` up to the next hash.
+    fn kept_checkpoint_has_width(&self, level: u8, index: u64, width: u16) -> bool {
+        let shift = 8 * u32::from(level);
+        let hashes = u128::from(index) * u128::from(TILE_WIDTH) + u128::from(width);
+        let (first, last) = (hashes << shift, ((hashes + 1) << shift) - 1);
+        let Ok(first) = u64::try_from(first) else {
+            return false;
+        };
+        let last = u64::try_from(last).unwrap_or(u64::MAX);
+        self.kept.range(first..=last).next().is_some()
+    }
+
+    /// An older partial that differs from the current tile. If a kept checkpoint relies on
+    /// it, the log changed what it had published: that fails. Otherwise it was left by an
+    /// append that never published its checkpoint (an honest crash leaves such files with
+    /// writers that do not clean up after themselves): reported, not failed.
+    fn older_partial_differs(
+        &mut self,
+        partial: &OlderPartial,
+        failure: AuditFailure,
+    ) -> Result<(), AuditFailure> {
+        if partial.kept {
+            return Err(failure);
+        }
+        self.unchecked.insert(partial.path.clone());
+        Ok(())
     }
 
     /// Reads bundle `index` of `width` entries; returns its bytes and the offset where
@@ -323,20 +368,18 @@ impl<'a> Auditor<'a> {
         ends: &[usize],
     ) -> Result<(), AuditFailure> {
         let path = entries_path(index, width);
-        for (partial_path, partial_width) in
-            self.older_partials(&entries_path(index, TILE_WIDTH), width)
-        {
+        for partial in self.older_partials(&entries_path(index, TILE_WIDTH), 0, index, width) {
             let end = ends
-                .get(usize::from(partial_width) - 1)
+                .get(usize::from(partial.width) - 1)
                 .copied()
                 .unwrap_or(0);
-            if self.read(&partial_path)?.as_slice() != bytes.get(..end).unwrap_or_default() {
-                return Err(corrupt(
-                    &partial_path,
-                    format!(
-                        "this partial bundle differs from the first {partial_width} entries of {path}"
-                    ),
-                ));
+            if self.read(&partial.path)?.as_slice() != bytes.get(..end).unwrap_or_default() {
+                let reason = format!(
+                    "this partial bundle differs from the first {} entries of {path}",
+                    partial.width
+                );
+                self.older_partial_differs(&partial, corrupt(&partial.path, reason))?;
+                continue;
             }
             self.bundles_checked += 1;
         }
@@ -351,24 +394,34 @@ impl<'a> Auditor<'a> {
         compare_tile(&path, tile, &stored, hashes)?;
         self.tiles_checked += 1;
         let full_path = crate::tile::tile_path(tile.level, tile.index, TILE_WIDTH);
-        for (partial_path, partial_width) in self.older_partials(&full_path, tile.width) {
-            let bytes = self.read(&partial_path)?;
-            let stored = parse_hash_tile(&bytes, partial_width)
-                .map_err(|error| fail(&partial_path, error))?;
-            let partial = TileId {
-                width: partial_width,
-                ..tile
-            };
-            compare_tile(
-                &partial_path,
-                partial,
-                &stored,
-                hashes.get(..usize::from(partial_width)).unwrap_or(hashes),
-            )?;
+        for partial in self.older_partials(&full_path, tile.level, tile.index, tile.width) {
+            let bytes = self.read(&partial.path)?;
+            let expected = hashes.get(..usize::from(partial.width)).unwrap_or(hashes);
+            let result = parse_hash_tile(&bytes, partial.width)
+                .map_err(|error| fail(&partial.path, error))
+                .and_then(|stored| {
+                    let id = TileId {
+                        width: partial.width,
+                        ..tile
+                    };
+                    compare_tile(&partial.path, id, &stored, expected)
+                });
+            if let Err(failure) = result {
+                self.older_partial_differs(&partial, failure)?;
+                continue;
+            }
             self.tiles_checked += 1;
         }
         Ok(())
     }
+}
+
+/// An older partial tile or bundle found next to the current one.
+struct OlderPartial {
+    path: String,
+    width: u16,
+    /// Whether a kept checkpoint's tree has this very partial tile.
+    kept: bool,
 }
 
 fn compare_tile(

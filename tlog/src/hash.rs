@@ -66,17 +66,36 @@ impl CompactRange {
 
     /// Appends one leaf hash, merging equal-height subtrees as a binary counter does.
     pub fn push(&mut self, leaf: Hash) {
-        self.push_subtree(0, leaf);
+        // Only a tree of 2^64 - 1 leaves refuses one more leaf, and reaching it would take
+        // 2^64 hashes: the error is unreachable, which is why `push` stays infallible.
+        let pushed = self.push_subtree(0, leaf);
+        debug_assert!(pushed.is_ok(), "{pushed:?}");
     }
 
-    /// Appends the hash of a perfect subtree of `2^height` leaves. The caller guarantees
-    /// that the current size is a multiple of `2^height` (the subtree is aligned).
-    pub fn push_subtree(&mut self, height: u8, hash: Hash) {
-        debug_assert!(
-            self.size.is_multiple_of(1u64 << height),
-            "unaligned subtree"
-        );
-        self.size += 1u64 << height;
+    /// Appends the hash of a perfect subtree of `2^height` leaves. The current size must be
+    /// a multiple of `2^height` (the subtree is aligned), and the new size must fit in a
+    /// `u64`; otherwise nothing changes and the subtree is refused.
+    pub fn push_subtree(&mut self, height: u8, hash: Hash) -> Result<(), Error> {
+        let out_of_range = |reason: String| Error::OutOfRange {
+            what: "subtree height",
+            value: u64::from(height),
+            reason,
+        };
+        let leaves = 1u64
+            .checked_shl(u32::from(height))
+            .ok_or_else(|| out_of_range("a tree has fewer than 2^64 leaves".into()))?;
+        if !self.size.is_multiple_of(leaves) {
+            return Err(out_of_range(format!(
+                "a subtree of 2^{height} leaves cannot start at leaf {}",
+                self.size
+            )));
+        }
+        self.size = self.size.checked_add(leaves).ok_or_else(|| {
+            out_of_range(format!(
+                "{} leaves and 2^{height} more do not fit in a u64",
+                self.size
+            ))
+        })?;
         let mut height = height;
         let mut hash = hash;
         while let Some(&(top_height, top_hash)) = self.nodes.last() {
@@ -88,6 +107,7 @@ impl CompactRange {
             height += 1;
         }
         self.nodes.push((height, hash));
+        Ok(())
     }
 
     /// The root hash of the tree of the leaves pushed so far.
@@ -122,4 +142,48 @@ pub fn from_base64(text: &str, what: &'static str) -> Result<Hash, Error> {
             ),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A subtree of 2^64 leaves, or one that overflows the size, is refused instead of
+    /// panicking on a shift or an addition.
+    #[test]
+    fn push_subtree_refuses_heights_and_sizes_beyond_u64() {
+        let mut range = CompactRange::default();
+        assert!(range.push_subtree(64, [0; 32]).is_err());
+        assert!(range.push_subtree(255, [0; 32]).is_err());
+        assert_eq!(range.size(), 0);
+        range.push_subtree(63, [1; 32]).unwrap();
+        range.push_subtree(62, [2; 32]).unwrap();
+        // 2^63 + 2^62 + 2^63 would overflow; the misaligned 2^63 is refused first.
+        assert!(range.push_subtree(63, [3; 32]).is_err());
+        range.push_subtree(61, [3; 32]).unwrap();
+        assert_eq!(range.size(), (1 << 63) + (1 << 62) + (1 << 61));
+        let mut full = CompactRange::default();
+        for height in (0..64).rev() {
+            full.push_subtree(height, [height; 32]).unwrap();
+        }
+        assert_eq!(full.size(), u64::MAX);
+        let root = full.root();
+        assert!(full.push_subtree(0, [9; 32]).is_err());
+        assert_eq!((full.size(), full.root()), (u64::MAX, root));
+    }
+
+    #[test]
+    fn push_subtree_refuses_an_unaligned_subtree() {
+        let mut range = CompactRange::default();
+        range.push([1; 32]);
+        assert!(range.push_subtree(1, [2; 32]).is_err());
+        range.push([2; 32]);
+        range
+            .push_subtree(1, node_hash(&[3; 32], &[4; 32]))
+            .unwrap();
+        assert_eq!(
+            range.root(),
+            tree_hash(&[[1; 32], [2; 32], [3; 32], [4; 32]])
+        );
+    }
 }

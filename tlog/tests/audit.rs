@@ -112,3 +112,28 @@ fn missing_kept_checkpoints_are_fine_but_a_forked_one_is_not() {
     let failure = audit(copy.path()).unwrap_err();
     assert_eq!(failure.path, "checkpoints/5");
 }
+
+/// An older partial tile or bundle that differs from the current one fails the audit only
+/// if a kept checkpoint relies on it; otherwise an append that crashed before publishing
+/// its checkpoint may have left it, and it is reported instead.
+#[test]
+fn a_differing_older_partial_fails_only_when_a_kept_checkpoint_has_it() {
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&tessera_log(), copy.path());
+    for file in ["tile/0/000.p/7", "tile/entries/000.p/7"] {
+        let path = copy.path().join(file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[3] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let failure = audit(copy.path()).unwrap_err();
+    assert_eq!(failure.path, "tile/0/000.p/7");
+
+    std::fs::remove_file(copy.path().join("checkpoint.7")).unwrap();
+    let report = audit(copy.path()).unwrap();
+    assert_eq!(
+        report.unchecked_files,
+        vec!["tile/0/000.p/7", "tile/entries/000.p/7"]
+    );
+    assert_eq!((report.bundles_checked, report.tiles_checked), (14, 14));
+}
