@@ -53,6 +53,14 @@ pub enum ProcessorError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "partition {partition} has no message at offset {expected} (the next one is {found}), even after seeking back to it: the broker no longer holds messages the log has not recorded (retention or compaction?); the log is not extended past them"
+    )]
+    OffsetGap {
+        partition: i32,
+        expected: i64,
+        found: i64,
+    },
     #[error("a worker task failed: {0}")]
     Task(String),
 }

@@ -125,11 +125,19 @@ impl Indexer {
         documents: Vec<TantivyDocument>,
         log_size_after: u64,
     ) -> Result<(), ProcessorError> {
-        debug_assert_eq!(
-            self.added_log_size + documents.len() as u64,
-            log_size_after,
-            "documents must follow the log without gaps"
-        );
+        // A mismatch would put documents at the wrong log positions, or miss some for good:
+        // the next commit payload would claim entries the index does not hold.
+        let expected = self.added_log_size + documents.len() as u64;
+        if expected != log_size_after {
+            return Err(ProcessorError::index(
+                &self.dir,
+                format!(
+                    "documents must follow the log without gaps: the index covers {} entries, {} documents were added, but the log has {log_size_after}",
+                    self.added_log_size,
+                    documents.len()
+                ),
+            ));
+        }
         for document in documents {
             self.writer
                 .add_document(document)

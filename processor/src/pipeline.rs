@@ -28,16 +28,17 @@ use rdkafka::consumer::{
 use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use serde_json::json;
+use sha2::{Digest as _, Sha256};
 use tantivy::schema::TantivyDocument;
 
 use crate::ProcessorError;
 use crate::decoder::{Decoded, Decoder, RawMessage};
-use crate::entry::{EncodedEntry, encode_entry};
+use crate::entry::{EncodedEntry, canonical_json, encode_entry};
 use crate::index_schema::IndexFields;
 use crate::indexer::{Indexer, catch_up};
 use crate::log_appender::{APPEND_RETRY_LIMIT, LogAppender, log_prefix};
 use crate::masker::Masker;
-use crate::siem::{SiemPublisher, SiemRecord, ocsf_record};
+use crate::siem::{PublishReport, SiemPublisher, SiemRecord};
 
 /// Partitions assigned or revoked, as reported by the rebalance callbacks.
 #[derive(Debug)]
@@ -120,8 +121,59 @@ pub struct Stages {
 struct PartitionState {
     appender: LogAppender,
     indexer: Option<Indexer>,
-    /// Whether the position was checked against the log's next offset (one seek at most).
+    /// Whether the position of a new log was checked against the partition's beginning.
     position_checked: bool,
+    /// The offset last sought back to after a gap, until a message at it arrives: a second
+    /// gap at the same offset means the broker no longer has those messages.
+    gap_seek: Option<i64>,
+}
+
+/// A partition's messages of one batch, lined up with its log.
+#[derive(Debug)]
+struct LinedUp {
+    /// Consecutive messages starting at the log's next offset (or anywhere, for a log that
+    /// has recorded none yet).
+    kept: Vec<RawMessage>,
+    /// Messages below the next offset, already in the log (redelivered): skipped.
+    repeated: usize,
+    /// A missing offset: the messages from it on are dropped, to be fetched again.
+    gap: Option<OffsetGap>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OffsetGap {
+    expected: i64,
+    found: i64,
+}
+
+/// Keeps the messages that continue the log without a gap or a repeat, in offset order.
+fn line_up(next_offset: Option<i64>, messages: Vec<RawMessage>) -> LinedUp {
+    let mut expected = next_offset;
+    let mut lined = LinedUp {
+        kept: Vec::with_capacity(messages.len()),
+        repeated: 0,
+        gap: None,
+    };
+    for message in messages {
+        let offset = message.source.offset;
+        match expected {
+            Some(expected) if offset < expected => {
+                lined.repeated += 1;
+                continue;
+            }
+            Some(expected) if offset > expected => {
+                lined.gap = Some(OffsetGap {
+                    expected,
+                    found: offset,
+                });
+                break;
+            }
+            _ => {}
+        }
+        expected = Some(offset + 1);
+        lined.kept.push(message);
+    }
+    lined
 }
 
 /// The running pipeline.
@@ -265,53 +317,86 @@ impl Pipeline {
                 .or_default()
                 .push(message);
         }
-        // Open partitions, drop what the logs already hold, and give each message its index.
+        // Line each partition's messages up with its log: drop what the log already holds,
+        // refuse gaps, and give each message its index.
         let mut work: Vec<(RawMessage, u64)> = Vec::new();
         let mut appends: BTreeMap<i32, (usize, usize, i64)> = BTreeMap::new();
-        for (partition, mut messages) in by_partition {
-            self.open_partition(partition).await?;
+        for (partition, messages) in by_partition {
             let Some(state) = self.partitions.get_mut(&partition) else {
+                // Not assigned here (any more): its owner reads these messages from where its
+                // log ends. Opening a writer for it here could make two writers of one log.
+                metrics::counter!("callproof_processor_failures_total", "stage" => "unassigned")
+                    .increment(messages.len() as u64);
+                tracing::warn!(
+                    partition,
+                    n_messages = messages.len(),
+                    "messages of a partition not assigned to this instance; dropped"
+                );
                 continue;
             };
             let next_offset = state.appender.next_offset();
             let first_offset = messages.first().map(|message| message.source.offset);
             if !state.position_checked {
                 state.position_checked = true;
-                let behind = match (next_offset, first_offset) {
-                    (Some(next), Some(first)) => first > next,
-                    (None, Some(first)) => first > 0,
-                    _ => false,
-                };
-                if behind {
-                    // The group's committed offset is ahead of the log (it should follow
-                    // the log): go back to where the log ends, once.
-                    let target = next_offset.map_or(Offset::Beginning, Offset::Offset);
+                if next_offset.is_none() && first_offset.is_some_and(|first| first > 0) {
+                    // A new log starts at the beginning of its partition; the group's
+                    // committed offset is ahead of it (it should follow the log).
                     tracing::warn!(
                         partition,
-                        ?target,
                         ?first_offset,
                         "consumer position is ahead of the log; seeking back"
                     );
-                    self.consumer
-                        .seek(&self.topic, partition, target, Duration::from_secs(10))?;
+                    self.consumer.seek(
+                        &self.topic,
+                        partition,
+                        Offset::Beginning,
+                        Duration::from_secs(10),
+                    )?;
                     continue;
                 }
             }
-            if let Some(next) = next_offset {
-                let before = messages.len();
-                messages.retain(|message| message.source.offset >= next);
-                let skipped = before - messages.len();
-                if skipped > 0 {
-                    metrics::counter!("callproof_processor_duplicates_skipped_total")
-                        .increment(skipped as u64);
-                    tracing::info!(
-                        partition,
-                        skipped,
-                        next_offset = next,
-                        "skipped messages already in the log"
-                    );
-                }
+            let lined = line_up(next_offset, messages);
+            if lined.repeated > 0 {
+                metrics::counter!("callproof_processor_duplicates_skipped_total")
+                    .increment(lined.repeated as u64);
+                tracing::info!(
+                    partition,
+                    skipped = lined.repeated,
+                    ?next_offset,
+                    "skipped messages already in the log"
+                );
             }
+            if !lined.kept.is_empty() {
+                state.gap_seek = None;
+            }
+            if let Some(gap) = lined.gap {
+                metrics::counter!("callproof_processor_failures_total", "stage" => "offset_gap")
+                    .increment(1);
+                if state.gap_seek == Some(gap.expected) {
+                    // Fetching from the expected offset gave a later one again: the broker no
+                    // longer has the messages in between (retention, compaction). Appending
+                    // past them would hide their loss in the evidence.
+                    return Err(ProcessorError::OffsetGap {
+                        partition,
+                        expected: gap.expected,
+                        found: gap.found,
+                    });
+                }
+                tracing::warn!(
+                    partition,
+                    expected = gap.expected,
+                    found = gap.found,
+                    "consumer position is ahead of the log; seeking back"
+                );
+                self.consumer.seek(
+                    &self.topic,
+                    partition,
+                    Offset::Offset(gap.expected),
+                    Duration::from_secs(10),
+                )?;
+                state.gap_seek = Some(gap.expected);
+            }
+            let messages = lined.kept;
             let Some(last) = messages.last() else {
                 continue;
             };
@@ -349,10 +434,18 @@ impl Pipeline {
             .iter_mut()
             .map(|prepared| std::mem::take(&mut prepared.siem))
             .collect();
-        self.stages
+        let report = self
+            .stages
             .siem
             .publish(&records, APPEND_RETRY_LIMIT)
             .await?;
+        if report != PublishReport::default() {
+            tracing::warn!(
+                stubbed = report.stubbed,
+                dropped = report.dropped,
+                "some SIEM records were too large for the broker; their events are in the log"
+            );
+        }
         metrics::histogram!("callproof_processor_siem_publish_seconds")
             .record(siem_started.elapsed().as_secs_f64());
 
@@ -495,6 +588,7 @@ impl Pipeline {
                 appender,
                 indexer: Some(indexer),
                 position_checked: false,
+                gap_seek: None,
             },
         );
         Ok(())
@@ -583,16 +677,16 @@ fn prepare_all(
                     chunk
                         .iter()
                         .map(|(message, log_index)| prepare(stages, fields, message, *log_index))
-                        .collect::<Result<Vec<_>, _>>()
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
         handles
             .into_iter()
             .map(|handle| {
-                handle.join().unwrap_or_else(|_| {
-                    Err(ProcessorError::Task("a preparing thread panicked".into()))
-                })
+                handle
+                    .join()
+                    .map_err(|_| ProcessorError::Task("a preparing thread panicked".into()))
             })
             .collect()
     });
@@ -604,27 +698,53 @@ fn prepare_all(
 }
 
 /// One message through Decoder and Masker to its entry, index document and SIEM record.
+///
+/// Never fails for one message's sake: an event that cannot be turned into an entry is
+/// recorded like an undecodable message (its payload's hash and size, never its content), so
+/// the log still accounts for every message and the next one is not held up behind it. An
+/// error here would stop the processor, and the restart would meet the same message again.
 fn prepare(
     stages: &Stages,
     fields: &IndexFields,
     message: &RawMessage,
     log_index: u64,
-) -> Result<Prepared, ProcessorError> {
+) -> Prepared {
     let source = message.source.to_value();
+    let partition = message.source.partition;
+    let offset = message.source.offset;
+    let undecodable = |reason: String, stage: &'static str| {
+        tracing::warn!(partition, offset, %reason, "message recorded as undecodable");
+        metrics::counter!("callproof_processor_failures_total", "stage" => stage).increment(1);
+        let payload_sha256 = hex::encode(Sha256::digest(&message.payload));
+        json!({"undecodable": {
+            "reason": reason,
+            "payload_sha256": payload_sha256,
+            "payload_bytes": message.payload.len(),
+        }, "source": source})
+    };
     let (document, key) = match Decoder.decode(&message.payload) {
         Decoded::Event(mut event) => {
             stages.masker.mask(&mut event);
-            let key = event.call_id.clone();
-            let event = serde_json::to_value(&*event)
-                .map_err(|error| ProcessorError::Encode(error.to_string()))?;
-            (json!({"event": event, "source": source}), key)
+            match serde_json::to_value(&*event) {
+                Ok(event_value) => (
+                    json!({"event": event_value, "source": source}),
+                    std::mem::take(&mut event.call_id),
+                ),
+                Err(error) => (
+                    undecodable(
+                        format!("the masked event cannot be encoded: {error}"),
+                        "encode",
+                    ),
+                    String::new(),
+                ),
+            }
         }
         Decoded::Undecodable {
             reason,
             payload_sha256,
             payload_bytes,
         } => {
-            tracing::warn!(partition = message.source.partition, offset = message.source.offset, %reason, "message is not a call event; recorded as undecodable");
+            tracing::warn!(partition, offset, %reason, "message is not a call event; recorded as undecodable");
             metrics::counter!("callproof_processor_failures_total", "stage" => "decode")
                 .increment(1);
             (
@@ -637,21 +757,34 @@ fn prepare(
             )
         }
     };
-    let partition = message.source.partition;
-    let entry = encode_entry(&document)?;
+    let (document, entry) = match encode_entry(&document) {
+        Ok(entry) => (document, entry),
+        Err(error) => {
+            let document = undecodable(error.to_string(), "encode");
+            match encode_entry(&document) {
+                Ok(entry) => (document, entry),
+                // An undecodable entry is a few hundred bytes: it always fits. Should it ever
+                // not, the bytes below still hold the message's place in the log.
+                Err(_) => {
+                    let bytes = canonical_json(&document);
+                    (
+                        document,
+                        EncodedEntry {
+                            bytes,
+                            blobs: Vec::new(),
+                        },
+                    )
+                }
+            }
+        }
+    };
     let origin = format!("{}/{partition}", stages.origin);
-    let record = ocsf_record(&document, partition, log_index, &origin);
-    let siem_payload =
-        serde_json::to_vec(&record).map_err(|error| ProcessorError::Encode(error.to_string()))?;
-    Ok(Prepared {
+    Prepared {
         document: fields.document(&document, partition, log_index),
+        siem: SiemRecord::of_entry(key, &document, partition, log_index, &origin),
         entry,
-        siem: SiemRecord {
-            key,
-            payload: siem_payload,
-        },
         timestamp_ms: message.timestamp_ms,
-    })
+    }
 }
 
 fn now_ms() -> i64 {
@@ -659,4 +792,64 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as i64)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::KafkaSource;
+
+    fn messages(offsets: &[i64]) -> Vec<RawMessage> {
+        offsets
+            .iter()
+            .map(|&offset| RawMessage {
+                source: KafkaSource {
+                    topic: "calls".into(),
+                    partition: 0,
+                    offset,
+                },
+                payload: Vec::new(),
+                timestamp_ms: None,
+            })
+            .collect()
+    }
+
+    fn offsets(lined: &LinedUp) -> Vec<i64> {
+        lined.kept.iter().map(|m| m.source.offset).collect()
+    }
+
+    #[test]
+    fn line_up_skips_what_the_log_holds_and_keeps_the_rest() {
+        let lined = line_up(Some(5), messages(&[3, 4, 5, 6, 7]));
+        assert_eq!(offsets(&lined), [5, 6, 7]);
+        assert_eq!(lined.repeated, 2);
+        assert_eq!(lined.gap, None);
+    }
+
+    #[test]
+    fn line_up_of_a_new_log_starts_anywhere_then_needs_consecutive_offsets() {
+        let lined = line_up(None, messages(&[10, 11, 11, 12, 14, 15]));
+        assert_eq!(offsets(&lined), [10, 11, 12]);
+        assert_eq!(lined.repeated, 1);
+        assert_eq!(
+            lined.gap,
+            Some(OffsetGap {
+                expected: 13,
+                found: 14
+            })
+        );
+    }
+
+    #[test]
+    fn line_up_refuses_a_batch_that_starts_past_the_log() {
+        let lined = line_up(Some(5), messages(&[8, 9]));
+        assert!(lined.kept.is_empty());
+        assert_eq!(
+            lined.gap,
+            Some(OffsetGap {
+                expected: 5,
+                found: 8
+            })
+        );
+    }
 }

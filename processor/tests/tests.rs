@@ -5,6 +5,8 @@ mod support;
 
 mod exactly_once;
 mod masking;
+mod metrics;
 mod reindex;
+mod siem_limits;
 mod startup;
 mod store_failures;

@@ -122,6 +122,17 @@ impl Deployment {
 
     /// The deployment file; `extra` is appended (e.g. `[[masking.custom]]`).
     pub fn config_text(&self, group: &str, metrics_port: u16, extra: &str) -> String {
+        self.config_text_with(group, metrics_port, "", extra)
+    }
+
+    /// The deployment file with more `[kafka.properties]` lines (`"key" = "value"`).
+    pub fn config_text_with(
+        &self,
+        group: &str,
+        metrics_port: u16,
+        kafka_properties: &str,
+        extra: &str,
+    ) -> String {
         format!(
             r#"
 [kafka]
@@ -132,6 +143,7 @@ siem_topic = "{siem}"
 [kafka.properties]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
+{kafka_properties}
 
 [processor]
 group_id = "{group}"
@@ -159,6 +171,24 @@ writer_memory_mb = 20
             key = self.dir.path().join("log.key").display(),
             index = self.index_dir().display(),
         )
+    }
+
+    /// Writes a deployment file in the deployment's group with more `[kafka.properties]`;
+    /// returns it and its metrics port.
+    pub fn write_config_with(
+        &self,
+        name: &str,
+        kafka_properties: &str,
+        extra: &str,
+    ) -> (PathBuf, u16) {
+        let path = self.dir.path().join(name);
+        let port = free_port();
+        std::fs::write(
+            &path,
+            self.config_text_with(&self.group, port, kafka_properties, extra),
+        )
+        .expect("config");
+        (path, port)
     }
 
     pub fn write_config(&self, name: &str, extra: &str) -> PathBuf {
@@ -395,4 +425,65 @@ impl Drop for ProcessorProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Reads every record of a topic with an independent client (Python confluent-kafka): at
+/// least `min_records`, then until none has come for 3 s. JSON values, in partition and offset
+/// order. (Tansu 0.6's high watermark is the base offset of the last batch plus one, not the
+/// end of the partition, so it cannot say when everything was read.)
+pub fn consume_all_with_python(topic: &str, min_records: usize) -> Vec<Value> {
+    let script = r#"
+import sys, time, uuid
+from confluent_kafka import Consumer, TopicPartition
+brokers, topic, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
+consumer = Consumer({"bootstrap.servers": brokers, "group.id": "reader-" + uuid.uuid4().hex,
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
+partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+seen, last, deadline = 0, time.time(), time.time() + 120
+while time.time() < deadline and (seen < expected or time.time() - last < 3):
+    message = consumer.poll(0.5)
+    if message is None or message.error():
+        continue
+    sys.stdout.write(message.value().decode() + "\n")
+    seen, last = seen + 1, time.time()
+consumer.close()
+if seen < expected:
+    sys.exit("read %d records of %s, expected at least %d" % (seen, topic, expected))
+"#;
+    let output = Command::new("python3")
+        .args(["-c", script, &brokers(), topic, &min_records.to_string()])
+        .output()
+        .expect("python3 with confluent_kafka");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("record is JSON"))
+        .collect()
+}
+
+/// The processor's `/metrics` page.
+pub fn scrape_metrics(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+/// The value of the first sample of `/metrics` whose line starts with `prefix`.
+pub fn metric_value(page: &str, prefix: &str) -> Option<f64> {
+    page.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
 }
