@@ -4,9 +4,14 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
 use crate::support::events::call_event;
 use crate::support::{
-    Deployment, assert_exactly_once, produce, producer, spawn_processor, unique_name,
+    Deployment, assert_exactly_once, brokers, consume_all_with_python, produce, producer,
+    spawn_processor, unique_name,
 };
 
 fn events(seed: u64, n_events: usize) -> (Vec<callproof_schemas::CallEvent>, Vec<String>) {
@@ -29,6 +34,41 @@ fn stream(topic: String, events: Vec<callproof_schemas::CallEvent>) -> tokio::ta
     })
 }
 
+/// Waits until a run's log says it opened a partition (joined the group and read its logs'
+/// checkpoints), so that the kill that follows lands while it processes.
+async fn wait_until_opened(log: &std::path::Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(log).is_ok_and(|text| text.contains("partition opened")) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} never opened a partition", log.display());
+}
+
+/// Every event id appears at least once on the SIEM topic (read by an independent client):
+/// records are acknowledged before the append, so a kill can repeat one but never lose one.
+fn assert_siem_has_every_event(deployment: &Deployment, ids: &[String]) {
+    let records = consume_all_with_python(&deployment.siem_topic, ids.len());
+    let published: std::collections::HashSet<&str> = records
+        .iter()
+        .filter_map(|record| record["metadata"]["uid"].as_str())
+        .collect();
+    let missing: Vec<&String> = ids
+        .iter()
+        .filter(|id| !published.contains(id.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} events never reached the SIEM topic, e.g. {:?}",
+        missing.len(),
+        ids.len(),
+        missing.first()
+    );
+    assert!(records.len() >= ids.len());
+}
+
 /// The real binary, SIGKILLed at random points of a live stream of thousands of events and
 /// restarted, ten times. Each start joins a new consumer group: Tansu 0.6 never evicts a
 /// SIGKILLed member from its group (Apache Kafka does, after `session.timeout.ms`), so a
@@ -38,29 +78,57 @@ fn stream(topic: String, events: Vec<callproof_schemas::CallEvent>) -> tokio::ta
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_loses_and_repeats_nothing() {
     const N_EVENTS: usize = 4_000;
+    const N_KILLS: usize = 10;
     let deployment = Deployment::new(4).await;
     let (events, ids) = events(0x5eed_0006, N_EVENTS);
     let producing = stream(deployment.topic.clone(), events);
-    let stderr = deployment.dir.path().join("processor.log");
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x0c1d);
     let started = Instant::now();
-    for kill in 0..10 {
+    let mut logged_at_kills = Vec::new();
+    for kill in 0..N_KILLS {
         let config = deployment.write_config_in_group(
             &format!("run-{kill}.toml"),
             &unique_name("test-group"),
             "",
         );
+        let stderr = deployment.dir.path().join(format!("run-{kill}.log"));
         let mut processor = spawn_processor(&config, &stderr, "info");
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(700..2_500))).await;
+        wait_until_opened(&stderr, Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1_500))).await;
         processor.kill();
+        let logged = deployment.total_logged().await;
         eprintln!(
-            "SIGKILL {kill} at {:?}: {} events logged",
-            started.elapsed(),
-            deployment.total_logged().await
+            "SIGKILL {kill} at {:?}: {logged} events logged",
+            started.elapsed()
         );
+        logged_at_kills.push(logged);
     }
+    // The kills must have interrupted the stream, or this test would prove nothing: most of
+    // them landed with some but not all events logged, and most runs got further than the
+    // one before (which also shows the log never shrinks).
+    let mid_stream = logged_at_kills
+        .iter()
+        .filter(|&&logged| 0 < logged && logged < N_EVENTS as u64)
+        .count();
+    assert!(
+        mid_stream >= N_KILLS / 2,
+        "only {mid_stream} kills landed mid-stream: {logged_at_kills:?}"
+    );
+    assert!(
+        logged_at_kills.windows(2).all(|pair| pair[0] <= pair[1]),
+        "the log shrank: {logged_at_kills:?}"
+    );
+    let progressed = logged_at_kills
+        .windows(2)
+        .filter(|pair| pair[0] < pair[1])
+        .count();
+    assert!(
+        progressed >= N_KILLS / 2,
+        "only {progressed} restarts made progress: {logged_at_kills:?}"
+    );
     producing.await.expect("producer");
     let config = deployment.write_config("final.toml", "");
+    let stderr = deployment.dir.path().join("final.log");
     let mut processor = spawn_processor(&config, &stderr, "info");
     deployment
         .wait_for_logged(N_EVENTS as u64, Duration::from_secs(120))
@@ -85,6 +153,117 @@ async fn sigkill_at_random_points_loses_and_repeats_nothing() {
     positions.sort_unstable();
     positions.dedup();
     assert_eq!(positions.len(), N_EVENTS, "an entry is indexed twice");
+
+    assert_siem_has_every_event(&deployment, &ids);
+}
+
+/// Commits the group's offsets of partitions `0..offsets.len()` and checks the broker kept
+/// them.
+fn commit_group_offsets(deployment: &Deployment, offsets: &[i64]) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", &deployment.group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for (partition, offset) in offsets.iter().enumerate() {
+        list.add_partition_offset(&deployment.topic, partition as i32, Offset::Offset(*offset))
+            .expect("offset");
+    }
+    consumer.commit(&list, CommitMode::Sync).expect("commit");
+    let committed = consumer
+        .committed_offsets(list.clone(), Duration::from_secs(10))
+        .expect("committed offsets");
+    for element in committed.elements() {
+        assert_eq!(
+            element.offset(),
+            Offset::Offset(offsets[element.partition() as usize]),
+            "the broker did not keep the commit of partition {}",
+            element.partition()
+        );
+    }
+}
+
+/// Produces events alternately to partitions 0 and 1, so that each holds a known number, one
+/// message per batch: Tansu 0.6 answers a fetch from an offset inside a batch with nothing
+/// (Apache Kafka returns the batch), so a committed offset must start a batch.
+async fn produce_round_robin(deployment: &Deployment, events: &[callproof_schemas::CallEvent]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "0")
+        .set("batch.num.messages", "1")
+        .create()
+        .expect("producer");
+    let sends: Vec<_> = events
+        .iter()
+        .enumerate()
+        .map(|(position, event)| {
+            (
+                (position % 2) as i32,
+                event.call_id.clone(),
+                callproof_schemas::encode(event).expect("encode"),
+            )
+        })
+        .collect();
+    let deliveries = sends.iter().map(|(partition, key, payload)| {
+        producer.send(
+            FutureRecord::to(&deployment.topic)
+                .partition(*partition)
+                .key(key)
+                .payload(payload),
+            Duration::from_secs(30),
+        )
+    });
+    for result in futures::future::join_all(deliveries).await {
+        result.expect("delivered");
+    }
+}
+
+/// The group's committed offset is only where fetching starts; the log's checkpoint is the
+/// truth. With the group committed ahead of the log (as after a lost store, or a commit that
+/// raced a failed append), a restart in the same group seeks back to where the log ends, both
+/// for a log not yet started and for one already holding entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_offset_ahead_of_the_log_is_sought_back() {
+    let deployment = Deployment::new(2).await;
+    let (events, ids) = events(0x5eed_0008, 600);
+    let config = deployment.write_config("deploy.toml", "");
+    let stderr = deployment.dir.path().join("processor.log");
+    let seeks = || {
+        std::fs::read_to_string(&stderr)
+            .unwrap_or_default()
+            .matches("consumer position is ahead of the log; seeking back")
+            .count()
+    };
+
+    // No log yet (150 messages in each partition), the group half-way through.
+    produce_round_robin(&deployment, &events[..300]).await;
+    commit_group_offsets(&deployment, &[75, 75]);
+    let mut processor = spawn_processor(&config, &stderr, "info");
+    deployment
+        .wait_for_logged(300, Duration::from_secs(60))
+        .await;
+    processor.stop();
+    assert!(seeks() >= 1, "no seek back for the new logs");
+    let seeks_before = seeks();
+
+    // Logs of 150 entries each, 300 messages in each partition, the group at 225.
+    produce_round_robin(&deployment, &events[300..]).await;
+    commit_group_offsets(&deployment, &[225, 225]);
+    let mut processor = spawn_processor(&config, &stderr, "info");
+    deployment
+        .wait_for_logged(600, Duration::from_secs(60))
+        .await;
+    processor.stop();
+    assert!(
+        seeks() > seeks_before,
+        "no seek back for the logs with entries"
+    );
+
+    let logs = deployment.read_logs().await;
+    assert_exactly_once(&logs, &ids);
+    deployment.audit_all();
 }
 
 /// Two instances in one group share the partitions; one of them is stopped and restarted

@@ -61,6 +61,11 @@ async fn reindex_from_the_logs_gives_the_same_search_results() {
         .iter()
         .map(|query| deployment.search(query))
         .collect();
+    // An empty result would compare equal to an empty result after the rebuild, proving
+    // nothing: every query must find something.
+    for (query, hits) in queries.iter().zip(&before) {
+        assert!(!hits.is_empty(), "query {query:?} finds nothing");
+    }
     assert_eq!(before[0].len(), 600);
     assert_eq!(before[1].len(), 1);
     assert_eq!(before[2].len(), 1);
