@@ -140,7 +140,9 @@ pub fn read_bundle(reader: impl Read) -> Result<BundleFiles> {
                 format!("it unpacks to more than {MAX_BUNDLE_BYTES} bytes"),
             ));
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or_default());
+        // The header's size is a claim: reserve at most 1 MiB up front, let reading grow it.
+        let capacity = usize::try_from(size.min(1 << 20)).unwrap_or_default();
+        let mut bytes = Vec::with_capacity(capacity);
         entry
             .by_ref()
             .take(MAX_BUNDLE_FILE_BYTES)

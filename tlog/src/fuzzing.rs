@@ -2,6 +2,7 @@
 //! each feeds arbitrary bytes to one parser and checks that accepted input round-trips.
 //! None of them may panic, whatever the input; a panic is a bug.
 
+use crate::bundle::{BundleFiles, MANIFEST_PATH, Manifest, read_bundle, verify_bundle};
 use crate::checkpoint::Checkpoint;
 use crate::hash::Hash;
 use crate::note::{NoteSigner, NoteVerifier, SignedNote};
@@ -130,6 +131,49 @@ pub fn proof_verification(data: &[u8]) {
     let _ = crate::proof::consistency_proof_nodes(a.min(b), b);
 }
 
+/// Evidence bundles (`callproof-verify bundle`): the archive reader on the input as a
+/// `.tar.gz`, and on the input gzipped here as a plain tar (so that mutations reach the
+/// tar parser rather than stopping at gzip's checksum), with the verifier on whatever
+/// they read; then the manifest parser and the verifier on the input as `manifest.json`.
+pub fn bundle(data: &[u8]) {
+    let Ok(verifier) = TEST_VERIFIER.parse::<NoteVerifier>() else {
+        return;
+    };
+    if let Ok(files) = read_bundle(data) {
+        let _ = verify_bundle(&files, &verifier);
+    }
+    let mut gzipped = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+    if std::io::Write::write_all(&mut gzipped, data).is_ok()
+        && let Ok(gzipped) = gzipped.finish()
+        && let Ok(files) = read_bundle(gzipped.as_slice())
+    {
+        assert!(
+            files
+                .keys()
+                .all(|path| !path.starts_with('/') && !path.split('/').any(|part| part == "..")),
+            "read_bundle let an unsafe path through"
+        );
+        let _ = verify_bundle(&files, &verifier);
+    }
+    if let Ok(manifest) = serde_json::from_slice::<Manifest>(data) {
+        let json = serde_json::to_vec(&manifest).unwrap_or_default();
+        assert_eq!(
+            serde_json::from_slice::<Manifest>(&json).ok().as_ref(),
+            Some(&manifest),
+            "manifest does not round-trip"
+        );
+    }
+    let files = BundleFiles::from([(MANIFEST_PATH.to_owned(), data.to_vec())]);
+    let report = verify_bundle(&files, &verifier);
+    // With no checkpoint in the bundle, no partition can verify.
+    if report.is_valid() {
+        assert_eq!(
+            report.partitions, 0,
+            "a partition verified without a checkpoint"
+        );
+    }
+}
+
 /// Every parser on the same input.
 pub fn all(data: &[u8]) {
     checkpoint(data);
@@ -140,4 +184,5 @@ pub fn all(data: &[u8]) {
     tile_path(data);
     consistency_proof(data);
     proof_verification(data);
+    bundle(data);
 }

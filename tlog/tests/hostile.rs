@@ -35,7 +35,90 @@ fn seeds() -> Vec<Vec<u8>> {
     seeds.push(b"tile/1/x001/x234/067.p/12".to_vec());
     seeds.push(b"tile/entries/000".to_vec());
     seeds.push(b"47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n".to_vec());
+    let (manifest, tar) = evidence_bundle_of_the_golden_log();
+    seeds.push(manifest);
+    seeds.push(gzip(&tar));
+    seeds.push(tar);
     seeds
+}
+
+/// A valid evidence bundle over the golden log (partition 0: entries 0, 3 and 14, the
+/// kept checkpoint of size 3 and the consistency proof from it): its manifest and its
+/// uncompressed tar.
+fn evidence_bundle_of_the_golden_log() -> (Vec<u8>, Vec<u8>) {
+    use callproof_tlog::bundle::{self, Manifest, ManifestPartition};
+    use callproof_tlog::proof::format_consistency_proof;
+    use callproof_tlog::store::LogReader;
+    use object_store::local::LocalFileSystem;
+
+    let (indexes, old_size) = ([0u64, 3, 14], 3u64);
+    let store = std::sync::Arc::new(LocalFileSystem::new_with_prefix(tessera_log()).unwrap());
+    let reader = LogReader::new(store, Default::default(), tessera_verifier());
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    runtime().block_on(async {
+        let latest = reader.checkpoint().await.unwrap();
+        let size = latest.checkpoint.size;
+        for &index in &indexes {
+            let proof = reader.tlog_proof(index, &latest).await.unwrap();
+            let entry = reader.entry(index, size).await.unwrap();
+            files.push((bundle::entry_path(0, index), entry));
+            files.push((bundle::proof_path(0, index), proof.to_bytes()));
+        }
+        let consistency = reader
+            .consistency_proof(old_size, size, size)
+            .await
+            .unwrap();
+        files.push((
+            bundle::consistency_path(0, old_size, size),
+            format_consistency_proof(&consistency).into_bytes(),
+        ));
+        files.push((bundle::checkpoint_path(0), latest.note.clone()));
+    });
+    files.push((
+        bundle::kept_checkpoint_path(0, old_size),
+        std::fs::read(tessera_log().join("checkpoint.3")).unwrap(),
+    ));
+    files.push((bundle::VERIFIER_KEY_PATH.into(), TESSERA_VERIFIER.into()));
+    let manifest = serde_json::to_vec(&Manifest {
+        format: bundle::BUNDLE_FORMAT.into(),
+        from: "2026-01-01T00:00:00Z".into(),
+        to: "2026-02-01T00:00:00Z".into(),
+        generated_at: "2026-02-01T00:00:01Z".into(),
+        partitions: vec![ManifestPartition {
+            partition: 0,
+            checkpoint_size: 15,
+            entries: indexes.to_vec(),
+            checkpoints: vec![old_size],
+            consistency: vec![(old_size, 15)],
+        }],
+    })
+    .unwrap();
+    files.push((bundle::MANIFEST_PATH.into(), manifest.clone()));
+    let mut archive = tar::Builder::new(Vec::new());
+    for (path, bytes) in &files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        archive
+            .append_data(&mut header, path, bytes.as_slice())
+            .unwrap();
+    }
+    let tar = archive.into_inner().unwrap();
+    // The seed must be a bundle that verifies, or the mutations start from a refusal.
+    let read = bundle::read_bundle(gzip(&tar).as_slice()).unwrap();
+    let report = bundle::verify_bundle(&read, &tessera_verifier());
+    assert!(report.is_valid(), "{:?}", report.problems);
+    assert_eq!(
+        (report.entries_verified, report.consistency_proofs_verified),
+        (3, 1)
+    );
+    (manifest, tar)
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut encoder, bytes).unwrap();
+    encoder.finish().unwrap()
 }
 
 fn mutate(rng: &mut StdRng, input: &[u8]) -> Vec<u8> {
@@ -155,4 +238,20 @@ fn truncated_tiles_and_garbage_proofs_are_refused() {
     ] {
         assert!(TlogProof::parse(garbage).is_err(), "{garbage:?}");
     }
+}
+
+/// Regression: the length errors named the needed count where the proof's own belonged.
+#[test]
+fn proof_length_errors_give_the_proofs_count_then_the_needed_one() {
+    let hash = [1u8; 32];
+    let error = verify_inclusion(0, 2, &hash, &[hash; 3], &hash).unwrap_err();
+    assert!(
+        error.to_string().contains("has 3 hashes, but one needs 1"),
+        "{error}"
+    );
+    let error = verify_consistency(3, 4, &[hash; 5], &hash, &hash).unwrap_err();
+    assert!(
+        error.to_string().contains("has 5 hashes, but one needs 3"),
+        "{error}"
+    );
 }
