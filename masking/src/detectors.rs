@@ -309,7 +309,12 @@ fn card_window(text: &[u8], window: &[(usize, usize)]) -> Option<Accepted> {
         // ...and, when in fours, not the middle of a longer number in fours ("FR27 4646
         // 5640 ...", a reference). A short neighbour (CVV, expiry, item number) is fine, and
         // so is any neighbour of 4-6-5 (Amex prints a four-digit CID next to it).
-        if in_fours && continues_grouped(text, start, end, separator) {
+        // Two cards in a row are not one long number: a card that starts right after this
+        // one does not count (the fixpoint pass then masks it, its neighbour now a token).
+        if in_fours
+            && continues_grouped(text, start, end, separator)
+            && !card_follows(text, end, separator)
+        {
             return None;
         }
     }
@@ -335,6 +340,48 @@ fn continues_grouped(text: &[u8], start: usize, end: usize, separator: u8) -> bo
         start >= 2 && text[start - 1] == separator && is_long_group(text[..start - 1].iter().rev());
     let after = text.get(end) == Some(&separator) && is_long_group(text[end + 1..].iter());
     before || after
+}
+
+/// True when the text after `end` is `separator` and then a valid card printed in fours
+/// with the same separator.
+fn card_follows(text: &[u8], end: usize, separator: u8) -> bool {
+    let mut groups = [(0usize, 0usize); 5];
+    let mut n_groups = 0;
+    let mut at = end;
+    while n_groups < groups.len() && text.get(at) == Some(&separator) {
+        let len = text[at + 1..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if len == 0 {
+            break;
+        }
+        groups[n_groups] = (at + 1, len);
+        n_groups += 1;
+        at += 1 + len;
+    }
+    (2..=n_groups).any(|width| {
+        let window = &groups[..width];
+        let lengths_ok =
+            window[..width - 1].iter().all(|g| g.1 == 4) && (1..=4).contains(&window[width - 1].1);
+        let n_digits: usize = window.iter().map(|g| g.1).sum();
+        let next = window[width - 1].0 + window[width - 1].1;
+        lengths_ok
+            && (13..=19).contains(&n_digits)
+            && !text.get(next).is_some_and(u8::is_ascii_alphanumeric)
+            && {
+                let mut digits = [0u8; 19];
+                let mut n = 0;
+                for &byte in text[window[0].0..next]
+                    .iter()
+                    .filter(|b| b.is_ascii_digit())
+                {
+                    digits[n] = byte;
+                    n += 1;
+                }
+                known_issuer(&digits[..n]) && luhn(&digits[..n])
+            }
+    })
 }
 
 /// Whether the letters and digits at the head of `group` are at least four, one a digit.
@@ -759,6 +806,11 @@ mod tests {
         assert_eq!(cards("4111111111111111 123"), ["4111111111111111"]);
         assert_eq!(cards("qty 2 3782 822463 10005 exp"), ["3782 822463 10005"]);
         assert_eq!(cards("3782 822463 10005 1234"), ["3782 822463 10005"]);
+        // The first of two cards in a row (the masker's next pass finds the second).
+        assert_eq!(
+            cards("4111 1111 1111 1111 5500 0000 0000 0004"),
+            ["4111 1111 1111 1111"]
+        );
         assert_eq!(cards("4111-1111-1111-1111 12/26"), ["4111-1111-1111-1111"]);
     }
 
@@ -768,6 +820,8 @@ mod tests {
         assert!(cards("FR76 4111 1111 1111 1111 189").is_empty());
         assert!(cards("ref 1234 4111 1111 1111 1111").is_empty());
         assert!(cards("ref 4111 1111 1111 1111 5678").is_empty());
+        // Followed by a Luhn-failing "card": still one long number.
+        assert!(cards("4111 1111 1111 1111 5500 0000 0000 0005").is_empty());
         // A Luhn-failing card stays unmasked whatever follows it.
         assert!(cards("card 4111 1111 1111 1112 12/26").is_empty());
         assert!(cards("item 3 4111 1111 1111 1112 123").is_empty());

@@ -173,6 +173,11 @@ fn cards_next_to_expiry_cvv_or_item_numbers_are_masked() {
             "item 3 4111 1111 1111 1111",
             "item 3 [REDACTED:CREDIT_CARD]",
         ),
+        // Regression: each card sat next to a group of four digits, so both were refused.
+        (
+            "cards 4111 1111 1111 1111 5500 0000 0000 0004",
+            "cards [REDACTED:CREDIT_CARD] [REDACTED:CREDIT_CARD]",
+        ),
         // A reference grouped in fours is not a card, wherever a Luhn-valid run sits in it.
         (
             "ref 4111 1111 1111 1111 2026",
