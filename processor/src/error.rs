@@ -54,7 +54,7 @@ pub enum ProcessorError {
         source: std::io::Error,
     },
     #[error(
-        "partition {partition} has no message at offset {expected} (the next one is {found}), even after seeking back to it: the broker no longer holds messages the log has not recorded (retention or compaction?); the log is not extended past them"
+        "partition {partition} has no message at offset {expected} (the next one is {found}), even when read from the beginning: the broker no longer holds messages the log has not recorded (retention or compaction?); the log is not extended past them"
     )]
     OffsetGap {
         partition: i32,

@@ -123,9 +123,10 @@ struct PartitionState {
     indexer: Option<Indexer>,
     /// Whether the position of a new log was checked against the partition's beginning.
     position_checked: bool,
-    /// The offset last sought back to after a gap, until a message at it arrives: a second
-    /// gap at the same offset means the broker no longer has those messages.
-    gap_seek: Option<i64>,
+    /// The offset missing after a gap and how many seeks back were made for it, until a
+    /// message at it arrives: a gap that stays after reading from the beginning means the
+    /// broker no longer has those messages.
+    gap_seek: Option<(i64, u8)>,
 }
 
 /// A partition's messages of one batch, lined up with its log.
@@ -372,29 +373,38 @@ impl Pipeline {
             if let Some(gap) = lined.gap {
                 metrics::counter!("callproof_processor_failures_total", "stage" => "offset_gap")
                     .increment(1);
-                if state.gap_seek == Some(gap.expected) {
-                    // Fetching from the expected offset gave a later one again: the broker no
-                    // longer has the messages in between (retention, compaction). Appending
-                    // past them would hide their loss in the evidence.
-                    return Err(ProcessorError::OffsetGap {
-                        partition,
-                        expected: gap.expected,
-                        found: gap.found,
-                    });
-                }
+                // First seek back to the missing offset. Should the same gap come back, seek to
+                // the beginning and skip up to it: a broker may answer a fetch that starts inside
+                // a record batch with the next batch (Tansu 0.6 does), and from the beginning
+                // every batch is read whole.
+                let attempts = match state.gap_seek {
+                    Some((offset, attempts)) if offset == gap.expected => attempts,
+                    _ => 0,
+                };
+                let target = match attempts {
+                    0 => Offset::Offset(gap.expected),
+                    1 => Offset::Beginning,
+                    // Read from the beginning, the partition still skips the expected offset:
+                    // the broker no longer has those messages (retention, compaction).
+                    // Appending past them would hide their loss in the evidence.
+                    _ => {
+                        return Err(ProcessorError::OffsetGap {
+                            partition,
+                            expected: gap.expected,
+                            found: gap.found,
+                        });
+                    }
+                };
                 tracing::warn!(
                     partition,
                     expected = gap.expected,
                     found = gap.found,
+                    ?target,
                     "consumer position is ahead of the log; seeking back"
                 );
-                self.consumer.seek(
-                    &self.topic,
-                    partition,
-                    Offset::Offset(gap.expected),
-                    Duration::from_secs(10),
-                )?;
-                state.gap_seek = Some(gap.expected);
+                self.consumer
+                    .seek(&self.topic, partition, target, Duration::from_secs(10))?;
+                state.gap_seek = Some((gap.expected, attempts + 1));
             }
             let messages = lined.kept;
             let Some(last) = messages.last() else {
@@ -657,27 +667,42 @@ pub fn consumer_config(config: &Config) -> ClientConfig {
 }
 
 /// Decodes, masks and encodes a batch on every core, keeping the order.
+///
+/// Threads take small chunks from a shared counter rather than one big share each: the broker,
+/// librdkafka and tantivy run on the same cores, and with fixed shares the batch would wait for
+/// whichever thread they slowed down most.
 fn prepare_all(
     stages: &Stages,
     work: Vec<(RawMessage, u64)>,
 ) -> Result<Vec<Prepared>, ProcessorError> {
+    const CHUNK: usize = 128;
     let threads = std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(1)
         .clamp(1, 8);
-    let chunk_size = work.len().div_ceil(threads).max(64);
     let fields = IndexFields::new();
-    let chunks: Vec<&[(RawMessage, u64)]> = work.chunks(chunk_size).collect();
-    let results: Vec<Result<Vec<Prepared>, ProcessorError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                let fields = &fields;
+    let chunks: Vec<&[(RawMessage, u64)]> = work.chunks(CHUNK).collect();
+    let next_chunk = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Vec<(usize, Vec<Prepared>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.min(chunks.len()))
+            .map(|_| {
+                let (fields, chunks, next_chunk) = (&fields, &chunks, &next_chunk);
                 scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|(message, log_index)| prepare(stages, fields, message, *log_index))
-                        .collect::<Vec<_>>()
+                    let mut done = Vec::new();
+                    loop {
+                        let position =
+                            next_chunk.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(chunk) = chunks.get(position) else {
+                            return done;
+                        };
+                        let prepared = chunk
+                            .iter()
+                            .map(|(message, log_index)| {
+                                prepare(stages, fields, message, *log_index)
+                            })
+                            .collect::<Vec<_>>();
+                        done.push((position, prepared));
+                    }
                 })
             })
             .collect();
@@ -688,11 +713,13 @@ fn prepare_all(
                     .join()
                     .map_err(|_| ProcessorError::Task("a preparing thread panicked".into()))
             })
-            .collect()
-    });
+            .collect::<Result<_, _>>()
+    })?;
+    let mut by_position: Vec<(usize, Vec<Prepared>)> = results.into_iter().flatten().collect();
+    by_position.sort_unstable_by_key(|(position, _)| *position);
     let mut prepared = Vec::with_capacity(work.len());
-    for result in results {
-        prepared.extend(result?);
+    for (_, chunk) in by_position {
+        prepared.extend(chunk);
     }
     Ok(prepared)
 }

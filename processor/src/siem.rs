@@ -64,7 +64,8 @@ impl SiemRecord {
         origin: &str,
     ) -> SiemRecord {
         let record = ocsf_record(entry, partition, log_index, origin);
-        let mut payload = record.to_string().into_bytes();
+        // Serialising a `Value` cannot fail; `to_vec` skips the `Display` adapter.
+        let mut payload = serde_json::to_vec(&record).unwrap_or_default();
         if payload.len() > SIEM_RECORD_MAX_BYTES {
             metrics::counter!("callproof_processor_siem_records_stubbed_total", "reason" => "record_limit")
                 .increment(1);
@@ -392,19 +393,18 @@ pub fn ocsf_record(entry: &Value, partition: i32, log_index: u64, origin: &str) 
         },
         "dst_endpoint": {"name": function},
         "resources": [{"name": function, "type": "function"}],
-        "unmapped": {
-            "callproof": {
-                "log": log,
-                "kafka": source,
-                "masking": event.get("masking"),
-                "decision": event.get("decision"),
-                "approval": event.get("approval"),
-                "failure": event.get("failure"),
-                "request": request,
-                "response": response,
-            }
-        },
+        "unmapped": {"callproof": null},
     });
+    // Built apart and moved in: `json!` would copy the bodies a second time.
+    let mut callproof = serde_json::Map::with_capacity(8);
+    callproof.insert("log".into(), log);
+    callproof.insert("kafka".into(), source);
+    for key in ["masking", "decision", "approval", "failure"] {
+        callproof.insert(key.into(), event.get(key).cloned().unwrap_or(Value::Null));
+    }
+    callproof.insert("request".into(), request);
+    callproof.insert("response".into(), response);
+    record["unmapped"]["callproof"] = Value::Object(callproof);
     if let Some(code) = response_status {
         record["status_code"] = json!(code.to_string());
         record["api"]["response"] = json!({"code": code});

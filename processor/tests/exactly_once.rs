@@ -34,17 +34,21 @@ fn stream(topic: String, events: Vec<callproof_schemas::CallEvent>) -> tokio::ta
     })
 }
 
-/// Waits until a run's log says it opened a partition (joined the group and read its logs'
-/// checkpoints), so that the kill that follows lands while it processes.
-async fn wait_until_opened(log: &std::path::Path, timeout: Duration) {
+/// Waits until a run's log says it opened `n_partitions` partitions (joined the group, read the
+/// logs' checkpoints and caught the indexes up), so that the kill that follows lands while it
+/// processes new messages.
+async fn wait_until_opened(log: &std::path::Path, n_partitions: usize, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if std::fs::read_to_string(log).is_ok_and(|text| text.contains("partition opened")) {
+        let opened = std::fs::read_to_string(log)
+            .map(|text| text.matches("partition opened").count())
+            .unwrap_or(0);
+        if opened >= n_partitions {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{} never opened a partition", log.display());
+    panic!("{} did not open {n_partitions} partitions", log.display());
 }
 
 /// Every event id appears at least once on the SIEM topic (read by an independent client):
@@ -93,8 +97,8 @@ async fn sigkill_at_random_points_loses_and_repeats_nothing() {
         );
         let stderr = deployment.dir.path().join(format!("run-{kill}.log"));
         let mut processor = spawn_processor(&config, &stderr, "info");
-        wait_until_opened(&stderr, Duration::from_secs(60)).await;
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1_500))).await;
+        wait_until_opened(&stderr, 4, Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..2_000))).await;
         processor.kill();
         let logged = deployment.total_logged().await;
         eprintln!(
@@ -104,8 +108,10 @@ async fn sigkill_at_random_points_loses_and_repeats_nothing() {
         logged_at_kills.push(logged);
     }
     // The kills must have interrupted the stream, or this test would prove nothing: most of
-    // them landed with some but not all events logged, and most runs got further than the
-    // one before (which also shows the log never shrinks).
+    // them landed with some but not all events logged, the log never shrank, and several
+    // restarts got further than the run before. (Not every one: a run re-reads its partitions
+    // from offset 0 in its new group, and one killed before it reached new messages adds
+    // nothing.)
     let mid_stream = logged_at_kills
         .iter()
         .filter(|&&logged| 0 < logged && logged < N_EVENTS as u64)
@@ -123,7 +129,7 @@ async fn sigkill_at_random_points_loses_and_repeats_nothing() {
         .filter(|pair| pair[0] < pair[1])
         .count();
     assert!(
-        progressed >= N_KILLS / 2,
+        progressed >= 3,
         "only {progressed} restarts made progress: {logged_at_kills:?}"
     );
     producing.await.expect("producer");
