@@ -216,7 +216,10 @@ pub(crate) fn decode_value(message: &[u8], reader_schema: &Schema) -> Result<Val
         .find(|(_, known)| known.as_slice() == fingerprint)
         .map(|(schema, _)| schema)
         .ok_or_else(|| DecodeError::UnknownSchema(hex(fingerprint)))?;
-    let value = apache_avro::from_avro_datum(writer_schema, &mut body, Some(reader_schema))
+    // Resolving a schema against itself changes nothing but costs about a tenth of the
+    // processor's CPU (profiled), so data written with the reader's own schema is read as is.
+    let resolve_with = (!std::ptr::eq(writer_schema, reader_schema)).then_some(reader_schema);
+    let value = apache_avro::from_avro_datum(writer_schema, &mut body, resolve_with)
         .map_err(|error| DecodeError::Body(Box::new(error)))?;
     if !body.is_empty() {
         return Err(DecodeError::TrailingBytes(body.len()));
