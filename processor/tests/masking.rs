@@ -1,7 +1,6 @@
 //! Nothing unmasked reaches the object store, the index, the SIEM topic or the logs.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use callproof_schemas::{Approval, EventKind, Failure};
@@ -9,7 +8,7 @@ use rand::SeedableRng;
 use serde_json::Value;
 
 use crate::support::events::{PLANTED, call_event, secret_part};
-use crate::support::{Deployment, produce, producer, spawn_processor};
+use crate::support::{Deployment, produce, producer, read_topic_with_python, spawn_processor};
 
 /// Every event carries every detector's value in its request and response (as JSON fields,
 /// in free text, and as a non-JSON body), path, failure message, decision reason and
@@ -90,40 +89,6 @@ fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// Reads the SIEM topic with an independent client (Python confluent-kafka).
-fn consume_siem_with_python(brokers: &str, topic: &str, expected: usize) -> Vec<Value> {
-    let script = r#"
-import json, sys, time, uuid
-from confluent_kafka import Consumer
-brokers, topic, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
-consumer = Consumer({"bootstrap.servers": brokers, "group.id": "siem-reader-" + uuid.uuid4().hex,
-                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
-consumer.subscribe([topic])
-seen, deadline = 0, time.time() + 60
-while seen < expected and time.time() < deadline:
-    message = consumer.poll(1.0)
-    if message is None or message.error():
-        continue
-    sys.stdout.write(message.value().decode() + "\n")
-    seen += 1
-consumer.close()
-"#;
-    let output = Command::new("python3")
-        .args(["-c", script, brokers, topic, &expected.to_string()])
-        .output()
-        .expect("python3 with confluent_kafka");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_no_secret("the SIEM topic", &output.stdout);
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("SIEM record is JSON"))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_raw_value_reaches_store_index_siem_or_logs() {
     let deployment = Deployment::new(2).await;
@@ -198,11 +163,12 @@ async fn no_raw_value_reaches_store_index_siem_or_logs() {
 
     // The SIEM stream, read by an independent client: OCSF API Activity records that point
     // back to their log entries.
-    let records = consume_siem_with_python(
-        &crate::support::brokers(),
-        &deployment.siem_topic,
-        events.len(),
-    );
+    let raw_records = read_topic_with_python(&deployment.siem_topic, events.len());
+    assert_no_secret("the SIEM topic", raw_records.as_bytes());
+    let records: Vec<Value> = raw_records
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("SIEM record is JSON"))
+        .collect();
     assert_eq!(records.len(), events.len());
     for record in &records {
         assert_eq!(record["class_uid"], 6003);

@@ -432,6 +432,15 @@ impl Drop for ProcessorProcess {
 /// order. (Tansu 0.6's high watermark is the base offset of the last batch plus one, not the
 /// end of the partition, so it cannot say when everything was read.)
 pub fn consume_all_with_python(topic: &str, min_records: usize) -> Vec<Value> {
+    read_topic_with_python(topic, min_records)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("record is JSON"))
+        .collect()
+}
+
+/// What [`consume_all_with_python`] reads, as the raw text of the records, one per line: for
+/// tests that search the bytes on the wire rather than the parsed values.
+pub fn read_topic_with_python(topic: &str, min_records: usize) -> String {
     let script = r#"
 import sys, time, uuid
 from confluent_kafka import Consumer, TopicPartition
@@ -460,10 +469,7 @@ if seen < expected:
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("record is JSON"))
-        .collect()
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// The processor's `/metrics` page.
