@@ -3,6 +3,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Every event goes through several short-lived JSON trees and buffers on two threads:
+/// glibc's allocator spent a third of the processor's CPU on them (see processor/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The callproof processor: masks call events and appends them to signed Merkle logs, an
 /// index and the SIEM stream.
 #[derive(Parser)]
