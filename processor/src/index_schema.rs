@@ -33,6 +33,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::entry::field;
 use tantivy::collector::TopDocs;
 use tantivy::query::QueryParser;
 use tantivy::schema::{
@@ -138,25 +140,24 @@ impl IndexFields {
             document.add_text(self.kind, "undecodable");
             return document;
         };
-        let text = |pointer: &str| event.pointer(pointer).and_then(Value::as_str);
-        for (field, pointer) in [
-            (self.event_id, "/event_id"),
-            (self.call_id, "/call_id"),
-            (self.kind, "/kind"),
-            (self.subject, "/principal/subject"),
-            (self.agent, "/principal/actor/subject"),
-            (self.function, "/function"),
-            (self.reviewer, "/approval/reviewer"),
+        let text = |path: &[&str]| field(event, path).and_then(Value::as_str);
+        for (index_field, path) in [
+            (self.event_id, &["event_id"][..]),
+            (self.call_id, &["call_id"]),
+            (self.kind, &["kind"]),
+            (self.subject, &["principal", "subject"]),
+            (self.agent, &["principal", "actor", "subject"]),
+            (self.function, &["function"]),
+            (self.reviewer, &["approval", "reviewer"]),
         ] {
-            if let Some(value) = text(pointer) {
-                document.add_text(field, value);
+            if let Some(value) = text(path) {
+                document.add_text(index_field, value);
             }
         }
         if let Some(micros) = event.get("time").and_then(Value::as_i64) {
             document.add_date(self.time, DateTime::from_timestamp_micros(micros));
         }
-        for group in event
-            .pointer("/principal/groups")
+        for group in field(event, &["principal", "groups"])
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -164,7 +165,7 @@ impl IndexFields {
         {
             document.add_text(self.groups, group);
         }
-        if let Some(allowed) = event.pointer("/decision/allowed").and_then(Value::as_bool) {
+        if let Some(allowed) = field(event, &["decision", "allowed"]).and_then(Value::as_bool) {
             document.add_text(self.decision, if allowed { "allow" } else { "deny" });
         }
         let detectors: BTreeSet<&str> = event
@@ -177,17 +178,17 @@ impl IndexFields {
         for detector in detectors {
             document.add_text(self.detectors, detector);
         }
-        if let Some(status) = event.pointer("/response/status").and_then(Value::as_i64) {
+        if let Some(status) = field(event, &["response", "status"]).and_then(Value::as_i64) {
             document.add_i64(self.status, status);
         }
-        for pointer in [
-            "/request/body",
-            "/response/body",
-            "/failure/message",
-            "/decision/reason",
-            "/approval/comment",
+        for path in [
+            ["request", "body"],
+            ["response", "body"],
+            ["failure", "message"],
+            ["decision", "reason"],
+            ["approval", "comment"],
         ] {
-            if let Some(value) = text(pointer) {
+            if let Some(value) = text(&path) {
                 document.add_text(self.body, value);
             }
         }
