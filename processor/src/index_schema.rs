@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::entry::field;
+use callproof_schemas::CallEvent;
 use tantivy::collector::TopDocs;
 use tantivy::query::QueryParser;
 use tantivy::schema::{
@@ -130,73 +130,94 @@ impl IndexFields {
         ]
     }
 
-    /// The document of one log entry, resolved (blobs put back). The processor and `reindex`
-    /// both build documents here, so a rebuilt index is the same index.
+    /// The document of one log entry, resolved (blobs put back), for `reindex`: it goes through
+    /// [`IndexFields::event_document`] as the processor does with the event it has just masked,
+    /// so a rebuilt index is the same index.
     pub fn document(&self, entry: &Value, partition: i32, log_index: u64) -> TantivyDocument {
-        let mut document = TantivyDocument::default();
-        document.add_u64(self.partition, u64::try_from(partition).unwrap_or_default());
-        document.add_u64(self.log_index, log_index);
-        let Some(event) = entry.get("event").filter(|event| event.is_object()) else {
-            document.add_text(self.kind, "undecodable");
-            return document;
-        };
-        let text = |path: &[&str]| field(event, path).and_then(Value::as_str);
-        for (index_field, path) in [
-            (self.event_id, &["event_id"][..]),
-            (self.call_id, &["call_id"]),
-            (self.kind, &["kind"]),
-            (self.subject, &["principal", "subject"]),
-            (self.agent, &["principal", "actor", "subject"]),
-            (self.function, &["function"]),
-            (self.reviewer, &["approval", "reviewer"]),
-        ] {
-            if let Some(value) = text(path) {
-                document.add_text(index_field, value);
+        let event = entry
+            .get("event")
+            .filter(|event| event.is_object())
+            .and_then(|event| CallEvent::deserialize(event).ok());
+        match event {
+            Some(event) => self.event_document(&event, partition, log_index),
+            None => self.undecodable_document(partition, log_index),
+        }
+    }
+
+    /// The document of a masked event: what [`IndexFields::document`] gives for its entry.
+    pub fn event_document(
+        &self,
+        event: &CallEvent,
+        partition: i32,
+        log_index: u64,
+    ) -> TantivyDocument {
+        let mut document = self.position_document(partition, log_index);
+        document.add_text(self.event_id, &event.event_id);
+        document.add_text(self.call_id, &event.call_id);
+        document.add_text(self.kind, event.kind.as_str());
+        document.add_text(self.function, &event.function);
+        document.add_date(self.time, DateTime::from_timestamp_micros(event.time));
+        if let Some(principal) = &event.principal {
+            document.add_text(self.subject, &principal.subject);
+            if let Some(actor) = &principal.actor {
+                document.add_text(self.agent, &actor.subject);
+            }
+            for group in &principal.groups {
+                document.add_text(self.groups, group);
             }
         }
-        if let Some(micros) = event.get("time").and_then(Value::as_i64) {
-            document.add_date(self.time, DateTime::from_timestamp_micros(micros));
-        }
-        for group in field(event, &["principal", "groups"])
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
+        if let Some(reviewer) = event
+            .approval
+            .as_ref()
+            .and_then(|approval| approval.reviewer.as_ref())
         {
-            document.add_text(self.groups, group);
+            document.add_text(self.reviewer, reviewer);
         }
-        if let Some(allowed) = field(event, &["decision", "allowed"]).and_then(Value::as_bool) {
-            document.add_text(self.decision, if allowed { "allow" } else { "deny" });
+        if let Some(decision) = &event.decision {
+            document.add_text(
+                self.decision,
+                if decision.allowed { "allow" } else { "deny" },
+            );
         }
         let detectors: BTreeSet<&str> = event
-            .get("masking")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|finding| finding.get("detector").and_then(Value::as_str))
+            .masking
+            .iter()
+            .map(|finding| finding.detector.as_str())
             .collect();
         for detector in detectors {
             document.add_text(self.detectors, detector);
         }
-        if let Some(status) = field(event, &["response", "status"]).and_then(Value::as_i64) {
-            document.add_i64(self.status, status);
+        if let Some(response) = &event.response {
+            document.add_i64(self.status, i64::from(response.status));
         }
-        for path in [
-            ["request", "body"],
-            ["response", "body"],
-            ["failure", "message"],
-            ["decision", "reason"],
-            ["approval", "comment"],
-        ] {
-            if let Some(value) = text(&path) {
-                document.add_text(self.body, value);
-            }
+        let texts = [
+            event.request.as_ref().and_then(|request| request.body.as_ref()),
+            event.response.as_ref().and_then(|response| response.body.as_ref()),
+            event.failure.as_ref().map(|failure| &failure.message),
+            event.decision.as_ref().map(|decision| &decision.reason),
+            event.approval.as_ref().and_then(|approval| approval.comment.as_ref()),
+        ];
+        for text in texts.into_iter().flatten() {
+            document.add_text(self.body, text);
         }
+        document
+    }
+
+    /// The document of a message that was not a call event.
+    pub fn undecodable_document(&self, partition: i32, log_index: u64) -> TantivyDocument {
+        let mut document = self.position_document(partition, log_index);
+        document.add_text(self.kind, "undecodable");
+        document
+    }
+
+    fn position_document(&self, partition: i32, log_index: u64) -> TantivyDocument {
+        let mut document = TantivyDocument::default();
+        document.add_u64(self.partition, u64::try_from(partition).unwrap_or_default());
+        document.add_u64(self.log_index, log_index);
         document
     }
 }
 
-/// The payload of every commit of a partition's index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitPayload {
     pub schema_version: u32,

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 /// Every event goes through several short-lived JSON trees and buffers on two threads:
 /// glibc's allocator spent a third of the processor's CPU on them (see processor/README.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The callproof processor: masks call events and appends them to signed Merkle logs, an
 /// index and the SIEM stream.

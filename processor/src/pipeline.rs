@@ -33,7 +33,9 @@ use tantivy::schema::TantivyDocument;
 
 use crate::ProcessorError;
 use crate::decoder::{Decoded, Decoder, RawMessage};
-use crate::entry::{EncodedEntry, canonical_json, encode_entry};
+use crate::entry::{
+    EncodedEntry, MAX_ENTRY_BYTES, canonical_json, encode_entry, event_entry_bytes,
+};
 use crate::index_schema::IndexFields;
 use crate::indexer::{Indexer, catch_up};
 use crate::log_appender::{APPEND_RETRY_LIMIT, LogAppender, log_prefix};
@@ -736,79 +738,59 @@ fn prepare(
     message: &RawMessage,
     log_index: u64,
 ) -> Prepared {
-    let source = message.source.to_value();
-    let partition = message.source.partition;
-    let offset = message.source.offset;
-    let undecodable = |reason: String, stage: &'static str| {
-        tracing::warn!(partition, offset, %reason, "message recorded as undecodable");
+    let source = &message.source;
+    let partition = source.partition;
+    let origin = format!("{}/{partition}", stages.origin);
+    let undecodable = |reason: String, payload_sha256: String, stage: &'static str| {
+        tracing::warn!(partition, offset = source.offset, %reason, "message recorded as undecodable");
         metrics::counter!("callproof_processor_failures_total", "stage" => stage).increment(1);
-        let payload_sha256 = hex::encode(Sha256::digest(&message.payload));
-        json!({"undecodable": {
+        let document = json!({"undecodable": {
             "reason": reason,
             "payload_sha256": payload_sha256,
             "payload_bytes": message.payload.len(),
-        }, "source": source})
-    };
-    let (document, key) = match Decoder.decode(&message.payload) {
-        Decoded::Event(mut event) => {
-            stages.masker.mask(&mut event);
-            match serde_json::to_value(&*event) {
-                Ok(event_value) => (
-                    json!({"event": event_value, "source": source}),
-                    std::mem::take(&mut event.call_id),
-                ),
-                Err(error) => (
-                    undecodable(
-                        format!("the masked event cannot be encoded: {error}"),
-                        "encode",
-                    ),
-                    String::new(),
-                ),
-            }
+        }, "source": source.to_value()});
+        // An undecodable entry is a few hundred bytes: it always fits.
+        let entry = encode_entry(&document).unwrap_or_else(|_| EncodedEntry {
+            bytes: canonical_json(&document),
+            blobs: Vec::new(),
+        });
+        Prepared {
+            document: fields.undecodable_document(partition, log_index),
+            siem: SiemRecord::of_undecodable(&document, partition, log_index, &origin),
+            entry,
+            timestamp_ms: message.timestamp_ms,
         }
+    };
+    let payload_sha256 = || hex::encode(Sha256::digest(&message.payload));
+    let mut event = match Decoder.decode(&message.payload) {
+        Decoded::Event(event) => event,
         Decoded::Undecodable {
             reason,
             payload_sha256,
-            payload_bytes,
-        } => {
-            tracing::warn!(partition, offset, %reason, "message is not a call event; recorded as undecodable");
-            metrics::counter!("callproof_processor_failures_total", "stage" => "decode")
-                .increment(1);
-            (
-                json!({"undecodable": {
-                    "reason": reason,
-                    "payload_sha256": payload_sha256,
-                    "payload_bytes": payload_bytes,
-                }, "source": source}),
-                String::new(),
-            )
+            ..
+        } => return undecodable(reason, payload_sha256, "decode"),
+    };
+    stages.masker.mask(&mut event);
+    let bytes = event_entry_bytes(&event, source);
+    let entry = if bytes.len() <= MAX_ENTRY_BYTES {
+        EncodedEntry {
+            bytes,
+            blobs: Vec::new(),
+        }
+    } else {
+        // Rare: move the largest values to blobs, which needs the entry as a JSON tree.
+        let document = serde_json::to_value(&*event)
+            .map(|event| json!({"event": event, "source": source.to_value()}))
+            .map_err(|error| ProcessorError::Encode(error.to_string()))
+            .and_then(|document| encode_entry(&document));
+        match document {
+            Ok(entry) => entry,
+            Err(error) => return undecodable(error.to_string(), payload_sha256(), "encode"),
         }
     };
-    let (document, entry) = match encode_entry(&document) {
-        Ok(entry) => (document, entry),
-        Err(error) => {
-            let document = undecodable(error.to_string(), "encode");
-            match encode_entry(&document) {
-                Ok(entry) => (document, entry),
-                // An undecodable entry is a few hundred bytes: it always fits. Should it ever
-                // not, the bytes below still hold the message's place in the log.
-                Err(_) => {
-                    let bytes = canonical_json(&document);
-                    (
-                        document,
-                        EncodedEntry {
-                            bytes,
-                            blobs: Vec::new(),
-                        },
-                    )
-                }
-            }
-        }
-    };
-    let origin = format!("{}/{partition}", stages.origin);
     Prepared {
-        document: fields.document(&document, partition, log_index),
-        siem: SiemRecord::of_entry(key, &document, partition, log_index, &origin),
+        document: fields.event_document(&event, partition, log_index),
+        siem: SiemRecord::of_event(&event, source, partition, log_index, &origin),
         entry,
         timestamp_ms: message.timestamp_ms,
     }

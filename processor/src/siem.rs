@@ -23,12 +23,16 @@ use callproof_config::KafkaConfig;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use callproof_schemas::{
+    Approval, ApprovalDecision, CallEvent, Decision, EventKind, Failure, MaskingFinding, Request,
+    Response,
+};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::ProcessorError;
-use crate::entry::{canonical_json, field};
+use crate::entry::{KafkaSource, canonical_json, field};
 
 /// OCSF schema version the records follow.
 pub const OCSF_VERSION: &str = "1.3.0";
@@ -57,15 +61,38 @@ pub struct SiemRecord {
 }
 
 impl SiemRecord {
-    /// The record of one masked entry document, within the size limits above.
-    pub fn of_entry(
-        key: String,
-        entry: &Value,
+    /// The record of one masked event, within the size limits above.
+    pub fn of_event(
+        event: &CallEvent,
+        source: &KafkaSource,
         partition: i32,
         log_index: u64,
         origin: &str,
     ) -> SiemRecord {
-        let mut payload = ocsf_record_bytes(entry, partition, log_index, origin);
+        let log = LogPosition {
+            partition,
+            index: log_index,
+            origin,
+        };
+        let record = EventRecord::of(event, source, log);
+        let mut payload = Vec::with_capacity(4096);
+        // Serialising borrowed strings, numbers and JSON values into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut payload, &record);
+        SiemRecord::within_limits(event.call_id.clone(), payload, partition, log_index)
+    }
+
+    /// The record of a message that is not a call event (`entry` is its entry document).
+    pub fn of_undecodable(entry: &Value, partition: i32, log_index: u64, origin: &str) -> SiemRecord {
+        let log = LogPosition {
+            partition,
+            index: log_index,
+            origin,
+        };
+        let record = undecodable_record(entry, log, field(entry, &["source", "kafka"]));
+        SiemRecord::within_limits(String::new(), record.to_string().into_bytes(), partition, log_index)
+    }
+
+    fn within_limits(key: String, mut payload: Vec<u8>, partition: i32, log_index: u64) -> SiemRecord {
         if payload.len() > SIEM_RECORD_MAX_BYTES {
             metrics::counter!("callproof_processor_siem_records_stubbed_total", "reason" => "record_limit")
                 .increment(1);
@@ -269,48 +296,35 @@ pub fn stub_record(record: &Value) -> Value {
     Value::Object(stub)
 }
 
-/// A body over [`SIEM_BODY_MAX_BYTES`] replaced by its size and hash. The hash is the SHA-256 of
-/// the body's canonical JSON, which is also its blob's name when the log moved it to one.
-fn omit_large_body(event_part: &Value) -> Option<Value> {
-    let body = event_part.get("body").and_then(Value::as_str)?;
-    if body.len() <= SIEM_BODY_MAX_BYTES {
-        return None;
-    }
-    let mut part = event_part.clone();
-    let sha256 = hex::encode(Sha256::digest(canonical_json(&part["body"])));
-    part["body"] = Value::Null;
-    part["body_omitted"] = json!({
-        "bytes": body.len(),
-        "sha256": sha256,
-        "reason": format!("bodies over {SIEM_BODY_MAX_BYTES} bytes are not copied to the SIEM stream; the log entry holds it"),
-    });
-    Some(part)
-}
-
-/// The OCSF API Activity record of one masked entry document (`{"event", "source"}`).
-pub fn ocsf_record(entry: &Value, partition: i32, log_index: u64, origin: &str) -> Value {
-    serde_json::to_value(OcsfRecord::of(entry, partition, log_index, origin)).unwrap_or_default()
-}
-
-/// The record's JSON bytes, serialised from borrowed parts of the entry: building a `Value`
-/// first copied both bodies and was a fifth of the processor's CPU.
-fn ocsf_record_bytes(entry: &Value, partition: i32, log_index: u64, origin: &str) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(4096);
-    // Serialising borrowed JSON values and strings into a Vec cannot fail.
-    let _ = serde_json::to_writer(
-        &mut bytes,
-        &OcsfRecord::of(entry, partition, log_index, origin),
-    );
-    bytes
-}
-
+/// A request or response as the SIEM record carries it: whole, or with a body over
+/// [`SIEM_BODY_MAX_BYTES`] replaced by its size and hash. The hash is the SHA-256 of the body's
+/// canonical JSON, which is also its blob's name when the log moved it to one.
 #[derive(Serialize)]
 #[serde(untagged)]
-enum OcsfRecord<'a> {
-    Event(Box<EventRecord<'a>>),
-    Undecodable(Value),
+enum Part<'a, T> {
+    Whole(Option<&'a T>),
+    BodyOmitted(Value),
 }
 
+impl<'a, T: Serialize> Part<'a, T> {
+    fn of(part: Option<&'a T>, body: Option<&'a String>) -> Part<'a, T> {
+        let Some(body) = body.filter(|body| body.len() > SIEM_BODY_MAX_BYTES) else {
+            return Part::Whole(part);
+        };
+        let mut value = serde_json::to_value(part).unwrap_or_default();
+        let body_value = Value::String(body.clone());
+        value["body"] = Value::Null;
+        value["body_omitted"] = json!({
+            "bytes": body.len(),
+            "sha256": hex::encode(Sha256::digest(canonical_json(&body_value))),
+            "reason": format!("bodies over {SIEM_BODY_MAX_BYTES} bytes are not copied to the SIEM stream; the log entry holds it"),
+        });
+        Part::BodyOmitted(value)
+    }
+}
+
+/// An OCSF API Activity record, serialised from borrowed parts of the masked event: building
+/// a JSON tree first copied both bodies and was a fifth of the processor's CPU.
 #[derive(Serialize)]
 struct EventRecord<'a> {
     activity_id: i64,
@@ -347,11 +361,11 @@ struct EventRecord<'a> {
 #[derive(Serialize)]
 struct Metadata<'a> {
     version: &'static str,
-    uid: Option<&'a str>,
-    correlation_uid: Option<&'a str>,
-    sequence: Option<&'a Value>,
-    log_name: Option<&'a Value>,
-    log_provider: Option<&'a str>,
+    uid: &'a str,
+    correlation_uid: &'a str,
+    sequence: i32,
+    log_name: &'a str,
+    log_provider: &'a str,
     product: Product,
 }
 
@@ -401,7 +415,7 @@ struct Api<'a> {
 
 #[derive(Serialize)]
 struct Uid<'a> {
-    uid: Option<&'a str>,
+    uid: &'a str,
 }
 
 #[derive(Serialize)]
@@ -434,13 +448,13 @@ struct Unmapped<'a> {
 #[derive(Serialize)]
 struct CallproofDetails<'a> {
     log: LogPosition<'a>,
-    kafka: Option<&'a Value>,
-    masking: Option<&'a Value>,
-    decision: Option<&'a Value>,
-    approval: Option<&'a Value>,
-    failure: Option<&'a Value>,
-    request: Cow<'a, Value>,
-    response: Cow<'a, Value>,
+    kafka: &'a KafkaSource,
+    masking: &'a [MaskingFinding],
+    decision: Option<&'a Decision>,
+    approval: Option<&'a Approval>,
+    failure: Option<&'a Failure>,
+    request: Part<'a, Request>,
+    response: Part<'a, Response>,
 }
 
 #[derive(Serialize)]
@@ -450,55 +464,50 @@ struct LogPosition<'a> {
     origin: &'a str,
 }
 
-impl<'a> OcsfRecord<'a> {
-    fn of(entry: &'a Value, partition: i32, log_index: u64, origin: &'a str) -> OcsfRecord<'a> {
-        let log = LogPosition {
-            partition,
-            index: log_index,
-            origin,
-        };
-        let source = field(entry, &["source", "kafka"]);
-        let Some(event) = entry.get("event").filter(|event| event.is_object()) else {
-            return OcsfRecord::Undecodable(undecodable_record(entry, log, source));
-        };
-        let text = |path: &[&str]| field(event, path).and_then(Value::as_str);
-        let kind = text(&["kind"]).unwrap_or("unknown");
-        let time_ms = event.get("time").and_then(Value::as_i64).unwrap_or(0) / 1000;
-        let response_status = field(event, &["response", "status"]).and_then(Value::as_i64);
-        let (status_id, status) = match kind {
-            "call_completed" => match response_status {
+impl<'a> EventRecord<'a> {
+    fn of(event: &'a CallEvent, source: &'a KafkaSource, log: LogPosition<'a>) -> EventRecord<'a> {
+        let kind = event.kind.as_str();
+        let response_status = event
+            .response
+            .as_ref()
+            .map(|response| i64::from(response.status));
+        let (status_id, status) = match event.kind {
+            EventKind::CallCompleted => match response_status {
                 Some(code) if code >= 400 => (2, "Failure"),
                 _ => (1, "Success"),
             },
-            "call_denied" | "call_failed" | "approval_expired" => (2, "Failure"),
-            "approval_decided" => match text(&["approval", "decision"]) {
-                Some("approve") => (1, "Success"),
-                Some(_) => (2, "Failure"),
-                None => (0, "Unknown"),
-            },
+            EventKind::CallDenied | EventKind::CallFailed | EventKind::ApprovalExpired => {
+                (2, "Failure")
+            }
+            EventKind::ApprovalDecided => {
+                match event.approval.as_ref().and_then(|approval| approval.decision) {
+                    Some(ApprovalDecision::Approve) => (1, "Success"),
+                    Some(ApprovalDecision::Deny) => (2, "Failure"),
+                    None => (0, "Unknown"),
+                }
+            }
             _ => (0, "Unknown"),
         };
-        let (severity_id, severity) = match kind {
-            "call_denied" => (3, "Medium"),
-            "call_failed" | "approval_expired" => (2, "Low"),
+        let (severity_id, severity) = match event.kind {
+            EventKind::CallDenied => (3, "Medium"),
+            EventKind::CallFailed | EventKind::ApprovalExpired => (2, "Low"),
             _ => (1, "Informational"),
         };
-        let function = text(&["function"]).unwrap_or_default();
-        let groups = field(event, &["principal", "groups"])
-            .and_then(Value::as_array)
+        let function = event.function.as_str();
+        let principal = event.principal.as_ref();
+        let groups = principal
             .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(|group| Named { name: Some(group) })
+            .flat_map(|principal| &principal.groups)
+            .map(|group| Named {
+                name: Some(group.as_str()),
+            })
             .collect();
-        let agent = text(&["principal", "actor", "subject"]);
-        let part = |key: &str| {
-            let part = event.get(key).unwrap_or(&Value::Null);
-            omit_large_body(part).map_or(Cow::Borrowed(part), Cow::Owned)
-        };
-        let gateway = text(&["gateway"]);
-        let call_id = text(&["call_id"]);
-        OcsfRecord::Event(Box::new(EventRecord {
+        let actor = principal.and_then(|principal| principal.actor.as_ref());
+        let request = event.request.as_ref();
+        let response = event.response.as_ref();
+        let gateway = event.gateway.as_str();
+        let call_id = event.call_id.as_str();
+        EventRecord {
             activity_id: ACTIVITY_OTHER,
             activity_name: kind,
             category_uid: OCSF_CATEGORY_UID,
@@ -512,38 +521,49 @@ impl<'a> OcsfRecord<'a> {
             status_id,
             status,
             status_code: response_status.map(|code| code.to_string()),
-            status_detail: text(&["decision", "reason"]).or(text(&["failure", "message"])),
-            time: time_ms,
+            status_detail: event
+                .decision
+                .as_ref()
+                .map(|decision| decision.reason.as_str())
+                .or(event.failure.as_ref().map(|failure| failure.message.as_str())),
+            time: event.time / 1000,
             message: format!("{kind} {function}"),
             metadata: Metadata {
                 version: OCSF_VERSION,
-                uid: text(&["event_id"]),
+                uid: &event.event_id,
                 correlation_uid: call_id,
-                sequence: event.get("seq"),
-                log_name: source.and_then(|source| source.get("topic")),
+                sequence: event.seq,
+                log_name: &source.topic,
                 log_provider: gateway,
                 product: PRODUCT,
             },
             actor: OcsfActor {
                 user: User {
-                    uid: text(&["principal", "subject"]),
-                    email_addr: text(&["principal", "email"]),
+                    uid: principal.map(|principal| principal.subject.as_str()),
+                    email_addr: principal.and_then(|principal| principal.email.as_deref()),
                     groups,
                 },
                 idp: Named {
-                    name: text(&["principal", "issuer"]),
+                    name: principal.map(|principal| principal.issuer.as_str()),
                 },
-                app_name: agent,
-                app_uid: agent.map(|_| text(&["principal", "actor", "client_id"])),
+                app_name: actor.map(|actor| actor.subject.as_str()),
+                app_uid: actor.map(|actor| actor.client_id.as_deref()),
             },
             api: Api {
                 operation: function,
-                service: Named { name: gateway },
+                service: Named {
+                    name: Some(gateway),
+                },
                 request: Uid { uid: call_id },
                 response: response_status.map(|code| Code { code }),
             },
             src_endpoint: Named {
-                name: text(&["principal", "client_id"]).or(text(&["principal", "subject"])),
+                name: principal.map(|principal| {
+                    principal
+                        .client_id
+                        .as_deref()
+                        .unwrap_or(principal.subject.as_str())
+                }),
             },
             dst_endpoint: Named {
                 name: Some(function),
@@ -552,26 +572,29 @@ impl<'a> OcsfRecord<'a> {
                 name: function,
                 r#type: "function",
             }],
-            http_request: text(&["request", "method"])
-                .zip(text(&["request", "path"]))
-                .map(|(http_method, path)| HttpRequest {
-                    http_method,
-                    url: UrlPath { path },
-                }),
+            http_request: request.map(|request| HttpRequest {
+                http_method: &request.method,
+                url: UrlPath {
+                    path: &request.path,
+                },
+            }),
             http_response: response_status.map(|code| Code { code }),
             unmapped: Unmapped {
                 callproof: CallproofDetails {
                     log,
                     kafka: source,
-                    masking: event.get("masking"),
-                    decision: event.get("decision"),
-                    approval: event.get("approval"),
-                    failure: event.get("failure"),
-                    request: part("request"),
-                    response: part("response"),
+                    masking: &event.masking,
+                    decision: event.decision.as_ref(),
+                    approval: event.approval.as_ref(),
+                    failure: event.failure.as_ref(),
+                    request: Part::of(request, request.and_then(|request| request.body.as_ref())),
+                    response: Part::of(
+                        response,
+                        response.and_then(|response| response.body.as_ref()),
+                    ),
                 },
             },
-        }))
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 
 use std::sync::LazyLock;
 
-use apache_avro::{Schema, types::Value};
+use apache_avro::headers::HeaderBuilder;
+use apache_avro::{GenericSingleObjectReader, Schema, types::Value};
 use serde_json::Value as Json;
 
 use crate::CallEvent;
@@ -27,11 +28,43 @@ pub static RELEASED_SCHEMAS: LazyLock<Vec<(Schema, [u8; 8])>> = LazyLock::new(||
         .collect()
 });
 
+/// A reader per known writer schema, each holding its schema's resolved names: building them
+/// for every message (what `from_avro_datum` does) was 3 % of the processor's CPU.
+static READERS: LazyLock<Vec<([u8; 8], &'static Schema, GenericSingleObjectReader)>> =
+    LazyLock::new(|| {
+        std::iter::once((&*CURRENT_SCHEMA, *CURRENT_FINGERPRINT))
+            .chain(
+                RELEASED_SCHEMAS
+                    .iter()
+                    .map(|(schema, fingerprint)| (schema, *fingerprint)),
+            )
+            .map(|(schema, fingerprint)| {
+                let reader = builtin_schema_reader(schema, fingerprint);
+                (fingerprint, schema, reader)
+            })
+            .collect()
+    });
+
+/// The single-object header with our own fingerprint (see [`schema_fingerprint`]).
+struct Header([u8; 8]);
+
+impl HeaderBuilder for Header {
+    fn build_header(&self) -> Vec<u8> {
+        [&SINGLE_OBJECT_MARKER[..], &self.0].concat()
+    }
+}
+
 // The schemas are compiled in and covered by tests, so failing to parse one is a build defect,
 // never a runtime condition.
 #[allow(clippy::expect_used)]
 fn parse_builtin_schema(text: &str) -> Schema {
     Schema::parse_str(text).expect("built-in schema must parse")
+}
+
+#[allow(clippy::expect_used)]
+fn builtin_schema_reader(schema: &Schema, fingerprint: [u8; 8]) -> GenericSingleObjectReader {
+    GenericSingleObjectReader::new_with_header_builder(schema.clone(), Header(fingerprint))
+        .expect("built-in schema must resolve")
 }
 
 /// The CRC-64-AVRO (Rabin) fingerprint of a schema's Parsing Canonical Form, little-endian as in
@@ -202,28 +235,31 @@ pub(crate) fn decode_value(message: &[u8], reader_schema: &Schema) -> Result<Val
     if message.len() < HEADER_LEN {
         return Err(DecodeError::TooShort(message.len()));
     }
-    let (header, mut body) = message.split_at(HEADER_LEN);
+    let header = &message[..HEADER_LEN];
     if header[..2] != SINGLE_OBJECT_MARKER {
         return Err(DecodeError::NotSingleObject);
     }
     let fingerprint = &header[2..];
-    let writer_schema = std::iter::once((&*CURRENT_SCHEMA, &*CURRENT_FINGERPRINT))
-        .chain(
-            RELEASED_SCHEMAS
-                .iter()
-                .map(|(schema, fingerprint)| (schema, fingerprint)),
-        )
-        .find(|(_, known)| known.as_slice() == fingerprint)
-        .map(|(schema, _)| schema)
+    let (writer_schema, reader) = READERS
+        .iter()
+        .find(|(known, _, _)| known.as_slice() == fingerprint)
+        .map(|(_, schema, reader)| (*schema, reader))
         .ok_or_else(|| DecodeError::UnknownSchema(hex(fingerprint)))?;
+    let mut rest = message;
+    let value = reader
+        .read_value(&mut rest)
+        .map_err(|error| DecodeError::Body(Box::new(error)))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes(rest.len()));
+    }
     // Resolving a schema against itself changes nothing but costs about a tenth of the
     // processor's CPU (profiled), so data written with the reader's own schema is read as is.
-    let resolve_with = (!std::ptr::eq(writer_schema, reader_schema)).then_some(reader_schema);
-    let value = apache_avro::from_avro_datum(writer_schema, &mut body, resolve_with)
-        .map_err(|error| DecodeError::Body(Box::new(error)))?;
-    if !body.is_empty() {
-        return Err(DecodeError::TrailingBytes(body.len()));
+    if std::ptr::eq(writer_schema, reader_schema) {
+        return Ok(value);
     }
+    let value = value
+        .resolve(reader_schema)
+        .map_err(|error| DecodeError::Body(Box::new(error)))?;
     Ok(value)
 }
 
