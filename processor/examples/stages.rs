@@ -30,7 +30,8 @@ fn main() -> anyhow::Result<()> {
     let payloads: Vec<Vec<u8>> = (0..n)
         .map(|i| callproof_schemas::encode(&events::call_event(&mut rng, i as u64, 1024)))
         .collect::<Result<_, _>>()?;
-    let config = callproof_config::Config::from_toml("[kafka]\nbrokers = \"unused:9092\"\n", "stages.toml")?;
+    let config =
+        callproof_config::Config::from_toml("[kafka]\nbrokers = \"unused:9092\"\n", "stages.toml")?;
     let masker = Masker::new(&config)?;
     let fields = IndexFields::new();
     let mut times = [Duration::ZERO; 6];
@@ -56,7 +57,11 @@ fn main() -> anyhow::Result<()> {
         let t5 = Instant::now();
         std::hint::black_box((&entry, &siem));
         documents.push(index_document);
-        for (slot, (from, to)) in times.iter_mut().zip([(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)]) {
+        for (slot, (from, to)) in
+            times
+                .iter_mut()
+                .zip([(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)])
+        {
             *slot += to - from;
         }
     }
@@ -69,8 +74,21 @@ fn main() -> anyhow::Result<()> {
     }
     writer.commit()?;
     times[5] = t.elapsed();
-    for (name, time) in ["decode", "mask", "entry", "index document", "SIEM record", "tantivy add + commit (1 thread)"].iter().zip(times) {
-        println!("{name:32} {:7.2} µs/event", time.as_secs_f64() * 1e6 / n as f64);
+    for (name, time) in [
+        "decode",
+        "mask",
+        "entry",
+        "index document",
+        "SIEM record",
+        "tantivy add + commit (1 thread)",
+    ]
+    .iter()
+    .zip(times)
+    {
+        println!(
+            "{name:32} {:7.2} µs/event",
+            time.as_secs_f64() * 1e6 / n as f64
+        );
     }
     Ok(())
 }

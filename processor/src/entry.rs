@@ -75,7 +75,7 @@ pub fn blob_path(sha256_hex: &str) -> String {
 }
 
 /// An entry ready to append: its bytes and the blobs it refers to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EncodedEntry {
     pub bytes: Vec<u8>,
     pub blobs: Vec<Blob>,
@@ -149,8 +149,17 @@ pub fn event_entry_bytes(event: &CallEvent, source: &KafkaSource) -> Vec<u8> {
 
 fn event_size_hint(event: &CallEvent) -> usize {
     let body = |body: Option<&String>| body.map_or(0, |body| body.len() + body.len() / 8);
-    1024 + body(event.request.as_ref().and_then(|request| request.body.as_ref()))
-        + body(event.response.as_ref().and_then(|response| response.body.as_ref()))
+    1024 + body(
+        event
+            .request
+            .as_ref()
+            .and_then(|request| request.body.as_ref()),
+    ) + body(
+        event
+            .response
+            .as_ref()
+            .and_then(|response| response.body.as_ref()),
+    )
 }
 
 /// A value written as canonical JSON.

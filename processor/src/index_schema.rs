@@ -191,11 +191,20 @@ impl IndexFields {
             document.add_i64(self.status, i64::from(response.status));
         }
         let texts = [
-            event.request.as_ref().and_then(|request| request.body.as_ref()),
-            event.response.as_ref().and_then(|response| response.body.as_ref()),
+            event
+                .request
+                .as_ref()
+                .and_then(|request| request.body.as_ref()),
+            event
+                .response
+                .as_ref()
+                .and_then(|response| response.body.as_ref()),
             event.failure.as_ref().map(|failure| &failure.message),
             event.decision.as_ref().map(|decision| &decision.reason),
-            event.approval.as_ref().and_then(|approval| approval.comment.as_ref()),
+            event
+                .approval
+                .as_ref()
+                .and_then(|approval| approval.comment.as_ref()),
         ];
         for text in texts.into_iter().flatten() {
             document.add_text(self.body, text);

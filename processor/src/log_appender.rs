@@ -114,20 +114,21 @@ impl LogAppender {
     /// leave a gap nor write an entry twice.
     pub async fn append(
         &mut self,
-        entries: &[EncodedEntry],
+        entries: Vec<EncodedEntry>,
         next_offset: i64,
     ) -> Result<SignedCheckpoint, ProcessorError> {
-        let blobs: Vec<Blob> = entries
-            .iter()
-            .flat_map(|entry| entry.blobs.iter().cloned())
-            .collect();
+        let mut blobs: Vec<Blob> = Vec::new();
+        let mut bytes: Vec<Vec<u8>> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            blobs.extend(entry.blobs);
+            bytes.push(entry.bytes);
+        }
         if !blobs.is_empty() {
             retry(self.partition, "blob write", || {
                 write_blobs(self.store.clone(), blobs.clone())
             })
             .await?;
         }
-        let bytes: Vec<Vec<u8>> = entries.iter().map(|entry| entry.bytes.clone()).collect();
         let extension = [offset_extension(&self.topic, self.partition, next_offset)];
         let partition = self.partition;
         let writer = &mut self.writer;

@@ -179,6 +179,10 @@ fn line_up(next_offset: Option<i64>, messages: Vec<RawMessage>) -> LinedUp {
     lined
 }
 
+/// Messages prepared at a time within a batch: the next chunk is prepared while the one before
+/// it is published and appended.
+const PIPELINE_CHUNK_EVENTS: usize = 2048;
+
 /// The running pipeline.
 pub struct Pipeline {
     stages: Arc<Stages>,
@@ -189,6 +193,9 @@ pub struct Pipeline {
 
 /// One message, processed up to the append.
 struct Prepared {
+    partition: i32,
+    /// The message's Kafka offset.
+    offset: i64,
     entry: EncodedEntry,
     document: TantivyDocument,
     siem: SiemRecord,
@@ -323,7 +330,7 @@ impl Pipeline {
         // Line each partition's messages up with its log: drop what the log already holds,
         // refuse gaps, and give each message its index.
         let mut work: Vec<(RawMessage, u64)> = Vec::new();
-        let mut appends: BTreeMap<i32, (usize, usize, i64)> = BTreeMap::new();
+        let mut n_partitions = 0;
         for (partition, messages) in by_partition {
             let Some(state) = self.partitions.get_mut(&partition) else {
                 // Not assigned here (any more): its owner reads these messages from where its
@@ -408,20 +415,18 @@ impl Pipeline {
                     .seek(&self.topic, partition, target, Duration::from_secs(10))?;
                 state.gap_seek = Some((gap.expected, attempts + 1));
             }
-            let messages = lined.kept;
-            let Some(last) = messages.last() else {
+            if lined.kept.is_empty() {
                 continue;
-            };
-            let next = last.source.offset + 1;
+            }
+            n_partitions += 1;
             let base = state.appender.size();
-            let start = work.len();
             work.extend(
-                messages
+                lined
+                    .kept
                     .into_iter()
                     .enumerate()
                     .map(|(position, message)| (message, base + position as u64)),
             );
-            appends.insert(partition, (start, work.len(), next));
         }
         if work.is_empty() {
             return Ok(());
@@ -434,12 +439,35 @@ impl Pipeline {
                 .sum::<usize>() as f64,
         );
 
-        // Decode, mask, encode: CPU work, on every core.
+        // Decode, mask and encode a chunk on every core while the chunk before it is published,
+        // appended and indexed: those stages mostly wait for the broker and the store.
+        let mut chunks: Vec<Vec<(RawMessage, u64)>> = Vec::new();
+        let mut rest = work.into_iter().peekable();
+        while rest.peek().is_some() {
+            chunks.push(rest.by_ref().take(PIPELINE_CHUNK_EVENTS).collect());
+        }
         let stages = self.stages.clone();
-        let mut prepared = tokio::task::spawn_blocking(move || prepare_all(&stages, work))
-            .await
-            .map_err(ProcessorError::task)??;
+        let prepare =
+            |chunk: Vec<(RawMessage, u64)>| tokio::spawn(prepare_all(stages.clone(), chunk));
+        let mut chunks = chunks.into_iter();
+        let mut preparing = chunks.next().map(prepare);
+        while let Some(handle) = preparing.take() {
+            let prepared = handle.await.map_err(ProcessorError::task)??;
+            preparing = chunks.next().map(prepare);
+            self.finish(prepared).await?;
+        }
+        tracing::debug!(
+            n_events,
+            partitions = n_partitions,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "batch done"
+        );
+        Ok(())
+    }
 
+    /// Publishes, appends and indexes prepared messages (consecutive per partition, continuing
+    /// each partition's log), then commits their offsets to the group.
+    async fn finish(&mut self, mut prepared: Vec<Prepared>) -> Result<(), ProcessorError> {
         // SIEM first: acknowledged before the checkpoint, so at least once.
         let siem_started = Instant::now();
         let records: Vec<SiemRecord> = prepared
@@ -463,27 +491,24 @@ impl Pipeline {
 
         // Append: one checkpoint per partition, all partitions at once.
         let append_started = Instant::now();
-        let mut prepared: Vec<Option<Prepared>> = prepared.into_iter().map(Some).collect();
-        let mut per_partition: Vec<(i32, Vec<Prepared>, i64)> = Vec::new();
-        for (partition, (start, end, next)) in &appends {
-            let items = prepared[*start..*end]
-                .iter_mut()
-                .filter_map(Option::take)
-                .collect();
-            per_partition.push((*partition, items, *next));
+        let mut per_partition: BTreeMap<i32, Vec<Prepared>> = BTreeMap::new();
+        for item in prepared {
+            per_partition.entry(item.partition).or_default().push(item);
         }
         {
             let mut appends_in_flight = Vec::new();
             for (partition, state) in self.partitions.iter_mut() {
-                if let Some((_, items, next)) =
-                    per_partition.iter().find(|(p, _, _)| p == partition)
-                {
-                    let entries: Vec<EncodedEntry> =
-                        items.iter().map(|item| item.entry.clone()).collect();
-                    let next = *next;
-                    appends_in_flight
-                        .push(async move { state.appender.append(&entries, next).await });
-                }
+                let Some(items) = per_partition.get_mut(partition) else {
+                    continue;
+                };
+                let Some(next) = items.last().map(|item| item.offset + 1) else {
+                    continue;
+                };
+                let entries: Vec<EncodedEntry> = items
+                    .iter_mut()
+                    .map(|item| std::mem::take(&mut item.entry))
+                    .collect();
+                appends_in_flight.push(async move { state.appender.append(entries, next).await });
             }
             for result in futures::future::join_all(appends_in_flight).await {
                 result?;
@@ -492,7 +517,7 @@ impl Pipeline {
         metrics::histogram!("callproof_processor_append_seconds")
             .record(append_started.elapsed().as_secs_f64());
         let checkpointed_ms = now_ms();
-        for (partition, items, _) in &per_partition {
+        for (partition, items) in &per_partition {
             for item in items {
                 if let Some(produced) = item.timestamp_ms {
                     metrics::histogram!("callproof_processor_checkpoint_lag_seconds")
@@ -512,7 +537,15 @@ impl Pipeline {
         // thread), committing only when the commit interval has passed.
         let index_started = Instant::now();
         let mut indexing = Vec::new();
-        for (partition, items, _) in per_partition {
+        let mut offsets = TopicPartitionList::new();
+        for (partition, items) in per_partition {
+            if let Some(last) = items.last() {
+                offsets.add_partition_offset(
+                    &self.topic,
+                    partition,
+                    Offset::Offset(last.offset + 1),
+                )?;
+            }
             let Some(state) = self.partitions.get_mut(&partition) else {
                 continue;
             };
@@ -540,19 +573,9 @@ impl Pipeline {
             .record(index_started.elapsed().as_secs_f64());
 
         // The group commit follows the checkpoints.
-        let mut offsets = TopicPartitionList::new();
-        for (partition, (_, _, next)) in &appends {
-            offsets.add_partition_offset(&self.topic, *partition, Offset::Offset(*next))?;
-        }
         if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
             tracing::warn!(%error, "offset commit failed; the log's checkpoints still hold the position");
         }
-        tracing::debug!(
-            n_events,
-            partitions = appends.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "batch done"
-        );
         Ok(())
     }
 
@@ -672,9 +695,10 @@ pub fn consumer_config(config: &Config) -> ClientConfig {
 ///
 /// Threads take small chunks from a shared counter rather than one big share each: the broker,
 /// librdkafka and tantivy run on the same cores, and with fixed shares the batch would wait for
-/// whichever thread they slowed down most.
-fn prepare_all(
-    stages: &Stages,
+/// whichever thread they slowed down most. They are the runtime's blocking threads, which
+/// outlive a batch: new threads per batch started with cold allocator caches and stacks.
+async fn prepare_all(
+    stages: Arc<Stages>,
     work: Vec<(RawMessage, u64)>,
 ) -> Result<Vec<Prepared>, ProcessorError> {
     const CHUNK: usize = 128;
@@ -682,44 +706,36 @@ fn prepare_all(
         .map(usize::from)
         .unwrap_or(1)
         .clamp(1, 8);
-    let fields = IndexFields::new();
-    let chunks: Vec<&[(RawMessage, u64)]> = work.chunks(CHUNK).collect();
-    let next_chunk = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<Vec<(usize, Vec<Prepared>)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads.min(chunks.len()))
-            .map(|_| {
-                let (fields, chunks, next_chunk) = (&fields, &chunks, &next_chunk);
-                scope.spawn(move || {
-                    let mut done = Vec::new();
-                    loop {
-                        let position =
-                            next_chunk.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(chunk) = chunks.get(position) else {
-                            return done;
-                        };
-                        let prepared = chunk
-                            .iter()
-                            .map(|(message, log_index)| {
-                                prepare(stages, fields, message, *log_index)
-                            })
-                            .collect::<Vec<_>>();
-                        done.push((position, prepared));
-                    }
-                })
+    let n_messages = work.len();
+    let work = Arc::new(work);
+    let next_chunk = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handles: Vec<_> = (0..threads.min(n_messages.div_ceil(CHUNK)))
+        .map(|_| {
+            let (stages, work, next_chunk) = (stages.clone(), work.clone(), next_chunk.clone());
+            tokio::task::spawn_blocking(move || {
+                let fields = IndexFields::new();
+                let mut done = Vec::new();
+                loop {
+                    let position = next_chunk.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let start = position * CHUNK;
+                    let Some(chunk) = work.get(start..(start + CHUNK).min(work.len())) else {
+                        return done;
+                    };
+                    let prepared = chunk
+                        .iter()
+                        .map(|(message, log_index)| prepare(&stages, &fields, message, *log_index))
+                        .collect::<Vec<_>>();
+                    done.push((position, prepared));
+                }
             })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .map_err(|_| ProcessorError::Task("a preparing thread panicked".into()))
-            })
-            .collect::<Result<_, _>>()
-    })?;
-    let mut by_position: Vec<(usize, Vec<Prepared>)> = results.into_iter().flatten().collect();
+        })
+        .collect();
+    let mut by_position: Vec<(usize, Vec<Prepared>)> = Vec::new();
+    for handle in handles {
+        by_position.extend(handle.await.map_err(ProcessorError::task)?);
+    }
     by_position.sort_unstable_by_key(|(position, _)| *position);
-    let mut prepared = Vec::with_capacity(work.len());
+    let mut prepared = Vec::with_capacity(n_messages);
     for (_, chunk) in by_position {
         prepared.extend(chunk);
     }
@@ -755,6 +771,8 @@ fn prepare(
             blobs: Vec::new(),
         });
         Prepared {
+            partition,
+            offset: source.offset,
             document: fields.undecodable_document(partition, log_index),
             siem: SiemRecord::of_undecodable(&document, partition, log_index, &origin),
             entry,
@@ -789,6 +807,8 @@ fn prepare(
         }
     };
     Prepared {
+        partition,
+        offset: source.offset,
         document: fields.event_document(&event, partition, log_index),
         siem: SiemRecord::of_event(&event, source, partition, log_index, &origin),
         entry,

@@ -20,13 +20,13 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use callproof_config::KafkaConfig;
-use rdkafka::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use callproof_schemas::{
     Approval, ApprovalDecision, CallEvent, Decision, EventKind, Failure, MaskingFinding, Request,
     Response,
 };
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -82,17 +82,32 @@ impl SiemRecord {
     }
 
     /// The record of a message that is not a call event (`entry` is its entry document).
-    pub fn of_undecodable(entry: &Value, partition: i32, log_index: u64, origin: &str) -> SiemRecord {
+    pub fn of_undecodable(
+        entry: &Value,
+        partition: i32,
+        log_index: u64,
+        origin: &str,
+    ) -> SiemRecord {
         let log = LogPosition {
             partition,
             index: log_index,
             origin,
         };
         let record = undecodable_record(entry, log, field(entry, &["source", "kafka"]));
-        SiemRecord::within_limits(String::new(), record.to_string().into_bytes(), partition, log_index)
+        SiemRecord::within_limits(
+            String::new(),
+            record.to_string().into_bytes(),
+            partition,
+            log_index,
+        )
     }
 
-    fn within_limits(key: String, mut payload: Vec<u8>, partition: i32, log_index: u64) -> SiemRecord {
+    fn within_limits(
+        key: String,
+        mut payload: Vec<u8>,
+        partition: i32,
+        log_index: u64,
+    ) -> SiemRecord {
         if payload.len() > SIEM_RECORD_MAX_BYTES {
             metrics::counter!("callproof_processor_siem_records_stubbed_total", "reason" => "record_limit")
                 .increment(1);
@@ -480,7 +495,11 @@ impl<'a> EventRecord<'a> {
                 (2, "Failure")
             }
             EventKind::ApprovalDecided => {
-                match event.approval.as_ref().and_then(|approval| approval.decision) {
+                match event
+                    .approval
+                    .as_ref()
+                    .and_then(|approval| approval.decision)
+                {
                     Some(ApprovalDecision::Approve) => (1, "Success"),
                     Some(ApprovalDecision::Deny) => (2, "Failure"),
                     None => (0, "Unknown"),
@@ -525,7 +544,10 @@ impl<'a> EventRecord<'a> {
                 .decision
                 .as_ref()
                 .map(|decision| decision.reason.as_str())
-                .or(event.failure.as_ref().map(|failure| failure.message.as_str())),
+                .or(event
+                    .failure
+                    .as_ref()
+                    .map(|failure| failure.message.as_str())),
             time: event.time / 1000,
             message: format!("{kind} {function}"),
             metadata: Metadata {
