@@ -147,15 +147,11 @@ impl Indexer {
         Ok(())
     }
 
-    /// Commits if the commit interval has passed since the last one. Blocking.
-    pub fn commit_if_due(&mut self) -> Result<bool, ProcessorError> {
-        if self.last_commit.elapsed() < self.commit_interval
-            || self.added_log_size == self.committed_log_size
-        {
-            return Ok(false);
-        }
-        self.commit()?;
-        Ok(true)
+    /// Whether the commit interval has passed since the last commit and there is something to
+    /// commit.
+    pub fn commit_due(&self) -> bool {
+        self.last_commit.elapsed() >= self.commit_interval
+            && self.added_log_size != self.committed_log_size
     }
 
     /// Commits what was added, recording the covered log size in the payload. Blocking.

@@ -122,13 +122,45 @@ pub struct Stages {
 
 struct PartitionState {
     appender: LogAppender,
-    indexer: Option<Indexer>,
+    indexer: Option<IndexSlot>,
     /// Whether the position of a new log was checked against the partition's beginning.
     position_checked: bool,
     /// The offset missing after a gap and how many seeks back were made for it, until a
     /// message at it arrives: a gap that stays after reading from the beginning means the
     /// broker no longer has those messages.
     gap_seek: Option<(i64, u8)>,
+}
+
+/// A partition's index writer, or the commit running in the background with it.
+///
+/// A commit writes the segments of everything added since the last one and takes up to a
+/// second; waiting for it held every partition's next checkpoint back (the lag's p99). The
+/// index is derived from the log, so the checkpoint need not wait: the writer is only awaited
+/// when it is next needed.
+enum IndexSlot {
+    Ready(Box<Indexer>),
+    Committing(tokio::task::JoinHandle<(Indexer, Result<(), ProcessorError>)>),
+}
+
+impl IndexSlot {
+    /// Starts a commit of `indexer` in the background.
+    fn commit(mut indexer: Indexer) -> IndexSlot {
+        IndexSlot::Committing(tokio::task::spawn_blocking(move || {
+            let result = indexer.commit();
+            (indexer, result)
+        }))
+    }
+
+    /// The writer, once a commit in progress is done (its error, if it failed).
+    async fn ready(self) -> Result<Indexer, ProcessorError> {
+        match self {
+            IndexSlot::Ready(indexer) => Ok(*indexer),
+            IndexSlot::Committing(handle) => {
+                let (indexer, result) = handle.await.map_err(ProcessorError::task)?;
+                result.map(|()| indexer)
+            }
+        }
+    }
 }
 
 /// A partition's messages of one batch, lined up with its log.
@@ -549,25 +581,28 @@ impl Pipeline {
             let Some(state) = self.partitions.get_mut(&partition) else {
                 continue;
             };
-            let Some(mut indexer) = state.indexer.take() else {
+            let Some(slot) = state.indexer.take() else {
                 continue;
             };
+            let mut indexer = slot.ready().await?;
             let log_size = state.appender.size();
             let documents: Vec<TantivyDocument> =
                 items.into_iter().map(|item| item.document).collect();
             indexing.push(tokio::task::spawn_blocking(move || {
-                let result = indexer
-                    .add(documents, log_size)
-                    .and_then(|()| indexer.commit_if_due().map(|_| ()));
+                let result = indexer.add(documents, log_size);
                 (partition, indexer, result)
             }));
         }
         for handle in indexing {
             let (partition, indexer, result) = handle.await.map_err(ProcessorError::task)?;
-            if let Some(state) = self.partitions.get_mut(&partition) {
-                state.indexer = Some(indexer);
-            }
             result?;
+            if let Some(state) = self.partitions.get_mut(&partition) {
+                state.indexer = Some(if indexer.commit_due() {
+                    IndexSlot::commit(indexer)
+                } else {
+                    IndexSlot::Ready(Box::new(indexer))
+                });
+            }
         }
         metrics::histogram!("callproof_processor_index_seconds")
             .record(index_started.elapsed().as_secs_f64());
@@ -621,7 +656,7 @@ impl Pipeline {
             partition,
             PartitionState {
                 appender,
-                indexer: Some(indexer),
+                indexer: Some(IndexSlot::Ready(Box::new(indexer))),
                 position_checked: false,
                 gap_seek: None,
             },
@@ -635,7 +670,8 @@ impl Pipeline {
             let Some(state) = self.partitions.remove(partition) else {
                 continue;
             };
-            if let Some(mut indexer) = state.indexer {
+            if let Some(slot) = state.indexer {
+                let mut indexer = slot.ready().await?;
                 tokio::task::spawn_blocking(move || indexer.commit())
                     .await
                     .map_err(ProcessorError::task)??;
@@ -649,19 +685,25 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Starts the commits that are due (an idle partition's index gets committed too); a
+    /// commit that has finished hands its writer back, or its error.
     async fn commit_due_indexes(&mut self) -> Result<(), ProcessorError> {
         for state in self.partitions.values_mut() {
-            let Some(mut indexer) = state.indexer.take() else {
-                continue;
+            let slot = match state.indexer.take() {
+                Some(IndexSlot::Committing(handle)) if !handle.is_finished() => {
+                    IndexSlot::Committing(handle)
+                }
+                Some(slot) => {
+                    let indexer = slot.ready().await?;
+                    if indexer.commit_due() {
+                        IndexSlot::commit(indexer)
+                    } else {
+                        IndexSlot::Ready(Box::new(indexer))
+                    }
+                }
+                None => continue,
             };
-            let (indexer, result) = tokio::task::spawn_blocking(move || {
-                let result = indexer.commit_if_due();
-                (indexer, result)
-            })
-            .await
-            .map_err(ProcessorError::task)?;
-            state.indexer = Some(indexer);
-            result?;
+            state.indexer = Some(slot);
         }
         Ok(())
     }
