@@ -596,12 +596,9 @@ impl Pipeline {
         for handle in indexing {
             let (partition, indexer, result) = handle.await.map_err(ProcessorError::task)?;
             result?;
+            let slot = self.start_commit_if_due(indexer);
             if let Some(state) = self.partitions.get_mut(&partition) {
-                state.indexer = Some(if indexer.commit_due() {
-                    IndexSlot::commit(indexer)
-                } else {
-                    IndexSlot::Ready(Box::new(indexer))
-                });
+                state.indexer = Some(slot);
             }
         }
         metrics::histogram!("callproof_processor_index_seconds")
@@ -688,24 +685,39 @@ impl Pipeline {
     /// Starts the commits that are due (an idle partition's index gets committed too); a
     /// commit that has finished hands its writer back, or its error.
     async fn commit_due_indexes(&mut self) -> Result<(), ProcessorError> {
-        for state in self.partitions.values_mut() {
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        for partition in partitions {
+            let Some(state) = self.partitions.get_mut(&partition) else {
+                continue;
+            };
             let slot = match state.indexer.take() {
                 Some(IndexSlot::Committing(handle)) if !handle.is_finished() => {
                     IndexSlot::Committing(handle)
                 }
                 Some(slot) => {
                     let indexer = slot.ready().await?;
-                    if indexer.commit_due() {
-                        IndexSlot::commit(indexer)
-                    } else {
-                        IndexSlot::Ready(Box::new(indexer))
-                    }
+                    self.start_commit_if_due(indexer)
                 }
                 None => continue,
             };
-            state.indexer = Some(slot);
+            if let Some(state) = self.partitions.get_mut(&partition) {
+                state.indexer = Some(slot);
+            }
         }
         Ok(())
+    }
+
+    /// Commits in the background if due, one partition at a time: commits are CPU-heavy, and
+    /// all partitions' at once slowed the batches running beside them for a second.
+    fn start_commit_if_due(&self, indexer: Indexer) -> IndexSlot {
+        let committing = self.partitions.values().any(|state| {
+            matches!(&state.indexer, Some(IndexSlot::Committing(handle)) if !handle.is_finished())
+        });
+        if indexer.commit_due() && !committing {
+            IndexSlot::commit(indexer)
+        } else {
+            IndexSlot::Ready(Box::new(indexer))
+        }
     }
 }
 
