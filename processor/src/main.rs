@@ -3,8 +3,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Every event goes through several short-lived JSON trees and buffers on two threads:
-/// glibc's allocator spent a third of the processor's CPU on them (see processor/README.md).
+/// Every event leaves several short-lived buffers behind on other threads than the one that
+/// made them: glibc's allocator spent a third of the processor's CPU on them. jemalloc rather
+/// than mimalloc, which gave memory back to the kernel between batches and took a quarter of
+/// the CPU refaulting (zeroing) huge pages (see processor/README.md, Benchmark).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
