@@ -183,6 +183,9 @@ impl Config {
                 return Err(invalid(key, "must be positive"));
             }
         }
+        if self.index.path.as_os_str().is_empty() {
+            return Err(invalid("index.path", "must not be empty"));
+        }
         if !(15..=65_536).contains(&self.index.writer_memory_mb) {
             return Err(invalid(
                 "index.writer_memory_mb",

@@ -393,6 +393,25 @@ impl Config {
         if self.kafka.brokers.trim().is_empty() {
             return Err(invalid("kafka.brokers", "must not be empty".into()));
         }
+        for (key, topic) in [
+            ("kafka.calls_topic", &self.kafka.calls_topic),
+            ("kafka.siem_topic", &self.kafka.siem_topic),
+        ] {
+            if !is_topic_name(topic) {
+                return Err(invalid(
+                    key,
+                    "is not a Kafka topic name: 1 to 249 of letters, digits, '.', '_' and '-'"
+                        .into(),
+                ));
+            }
+        }
+        // The processor would read its own SIEM records back as undecodable events, forever.
+        if self.kafka.calls_topic == self.kafka.siem_topic {
+            return Err(invalid(
+                "kafka.siem_topic",
+                "must differ from kafka.calls_topic".into(),
+            ));
+        }
         // The audit guarantees rest on these; they are not for the deployment to weaken.
         for reserved in ["acks", "enable.idempotence", "bootstrap.servers"] {
             if self.kafka.properties.contains_key(reserved) {
@@ -526,6 +545,16 @@ fn resolve_one(
         }),
     };
     result.map_err(|kind| (key_path, kind))
+}
+
+/// Kafka's own rule for topic names (`.` and `..` are refused by the broker as well).
+fn is_topic_name(name: &str) -> bool {
+    (1..=249).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
 }
 
 pub fn is_function_name(name: &str) -> bool {

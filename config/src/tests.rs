@@ -209,6 +209,19 @@ fn processor_sections_load_with_defaults_and_refuse_bad_values() {
             "index.writer_memory_mb` must be between",
         ),
         ("[log]\norigin = \"a\"\n", "log.signing_key` is missing"),
+        ("[index]\npath = \"\"\n", "index.path` must not be empty"),
+        (
+            "[kafka]\nbrokers = \"b:9092\"\ncalls_topic = \"\"\n",
+            "kafka.calls_topic` is not a Kafka topic name",
+        ),
+        (
+            "[kafka]\nbrokers = \"b:9092\"\nsiem_topic = \"siem events\"\n",
+            "kafka.siem_topic` is not a Kafka topic name",
+        ),
+        (
+            "[kafka]\nbrokers = \"b:9092\"\nsiem_topic = \"callproof.calls.v1\"\n",
+            "kafka.siem_topic` must differ from kafka.calls_topic",
+        ),
     ];
     for (source, expected) in cases {
         let error = error_of(source);

@@ -593,7 +593,7 @@ fn write_scalar(value: &Value, out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -607,7 +607,7 @@ mod tests {
 
     /// Every optional part present, and every kind of value, so that a field written out of
     /// order or missed would show.
-    fn full_event() -> CallEvent {
+    pub(crate) fn full_event() -> CallEvent {
         CallEvent {
             event_id: "e-1".into(),
             call_id: "c-\"1\"\n".into(),

@@ -35,6 +35,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use callproof_schemas::CallEvent;
+
+use crate::entry::field;
 use tantivy::collector::TopDocs;
 use tantivy::query::QueryParser;
 use tantivy::schema::{
@@ -130,83 +132,63 @@ impl IndexFields {
         ]
     }
 
-    /// The document of one log entry, resolved (blobs put back), for `reindex`: it goes through
-    /// [`IndexFields::event_document`] as the processor does with the event it has just masked,
-    /// so a rebuilt index is the same index.
+    /// The document of one log entry, resolved (blobs put back), for `reindex`: it takes the
+    /// same [`Indexed`] values the processor takes from the event it has just masked
+    /// ([`IndexFields::event_document`]), so a rebuilt index is the same index. Lenient: a field
+    /// an entry lacks is left out of its document.
     pub fn document(&self, entry: &Value, partition: i32, log_index: u64) -> TantivyDocument {
-        let event = entry
-            .get("event")
-            .filter(|event| event.is_object())
-            .and_then(|event| CallEvent::deserialize(event).ok());
-        match event {
-            Some(event) => self.event_document(&event, partition, log_index),
+        match entry.get("event").filter(|event| event.is_object()) {
+            Some(event) => self.indexed_document(&Indexed::of_value(event), partition, log_index),
             None => self.undecodable_document(partition, log_index),
         }
     }
 
-    /// The document of a masked event: what [`IndexFields::document`] gives for its entry.
+    /// The document of a masked event.
     pub fn event_document(
         &self,
         event: &CallEvent,
         partition: i32,
         log_index: u64,
     ) -> TantivyDocument {
+        self.indexed_document(&Indexed::of_event(event), partition, log_index)
+    }
+
+    fn indexed_document(
+        &self,
+        indexed: &Indexed<'_>,
+        partition: i32,
+        log_index: u64,
+    ) -> TantivyDocument {
         let mut document = self.position_document(partition, log_index);
-        document.add_text(self.event_id, &event.event_id);
-        document.add_text(self.call_id, &event.call_id);
-        document.add_text(self.kind, event.kind.as_str());
-        document.add_text(self.function, &event.function);
-        document.add_date(self.time, DateTime::from_timestamp_micros(event.time));
-        if let Some(principal) = &event.principal {
-            document.add_text(self.subject, &principal.subject);
-            if let Some(actor) = &principal.actor {
-                document.add_text(self.agent, &actor.subject);
+        for (field, value) in [
+            (self.event_id, indexed.event_id),
+            (self.call_id, indexed.call_id),
+            (self.kind, indexed.kind),
+            (self.subject, indexed.subject),
+            (self.agent, indexed.agent),
+            (self.function, indexed.function),
+            (self.reviewer, indexed.reviewer),
+        ] {
+            if let Some(value) = value {
+                document.add_text(field, value);
             }
-            for group in &principal.groups {
-                document.add_text(self.groups, group);
-            }
         }
-        if let Some(reviewer) = event
-            .approval
-            .as_ref()
-            .and_then(|approval| approval.reviewer.as_ref())
-        {
-            document.add_text(self.reviewer, reviewer);
+        if let Some(micros) = indexed.time_micros {
+            document.add_date(self.time, DateTime::from_timestamp_micros(micros));
         }
-        if let Some(decision) = &event.decision {
-            document.add_text(
-                self.decision,
-                if decision.allowed { "allow" } else { "deny" },
-            );
+        for group in &indexed.groups {
+            document.add_text(self.groups, group);
         }
-        let detectors: BTreeSet<&str> = event
-            .masking
-            .iter()
-            .map(|finding| finding.detector.as_str())
-            .collect();
-        for detector in detectors {
+        if let Some(allowed) = indexed.allowed {
+            document.add_text(self.decision, if allowed { "allow" } else { "deny" });
+        }
+        for detector in &indexed.detectors {
             document.add_text(self.detectors, detector);
         }
-        if let Some(response) = &event.response {
-            document.add_i64(self.status, i64::from(response.status));
+        if let Some(status) = indexed.status {
+            document.add_i64(self.status, status);
         }
-        let texts = [
-            event
-                .request
-                .as_ref()
-                .and_then(|request| request.body.as_ref()),
-            event
-                .response
-                .as_ref()
-                .and_then(|response| response.body.as_ref()),
-            event.failure.as_ref().map(|failure| &failure.message),
-            event.decision.as_ref().map(|decision| &decision.reason),
-            event
-                .approval
-                .as_ref()
-                .and_then(|approval| approval.comment.as_ref()),
-        ];
-        for text in texts.into_iter().flatten() {
+        for text in indexed.texts.into_iter().flatten() {
             document.add_text(self.body, text);
         }
         document
@@ -224,6 +206,114 @@ impl IndexFields {
         document.add_u64(self.partition, u64::try_from(partition).unwrap_or_default());
         document.add_u64(self.log_index, log_index);
         document
+    }
+}
+
+/// What the index takes from an event, borrowed from the event or from its entry's JSON.
+struct Indexed<'a> {
+    event_id: Option<&'a str>,
+    call_id: Option<&'a str>,
+    kind: Option<&'a str>,
+    function: Option<&'a str>,
+    time_micros: Option<i64>,
+    subject: Option<&'a str>,
+    agent: Option<&'a str>,
+    groups: Vec<&'a str>,
+    reviewer: Option<&'a str>,
+    allowed: Option<bool>,
+    detectors: BTreeSet<&'a str>,
+    status: Option<i64>,
+    /// Full text: request body, response body, failure message, decision reason, approval
+    /// comment.
+    texts: [Option<&'a str>; 5],
+}
+
+impl<'a> Indexed<'a> {
+    fn of_event(event: &'a CallEvent) -> Indexed<'a> {
+        let principal = event.principal.as_ref();
+        let approval = event.approval.as_ref();
+        Indexed {
+            event_id: Some(&event.event_id),
+            call_id: Some(&event.call_id),
+            kind: Some(event.kind.as_str()),
+            function: Some(&event.function),
+            time_micros: Some(event.time),
+            subject: principal.map(|principal| principal.subject.as_str()),
+            agent: principal
+                .and_then(|principal| principal.actor.as_ref())
+                .map(|actor| actor.subject.as_str()),
+            groups: principal
+                .into_iter()
+                .flat_map(|principal| &principal.groups)
+                .map(String::as_str)
+                .collect(),
+            reviewer: approval.and_then(|approval| approval.reviewer.as_deref()),
+            allowed: event.decision.as_ref().map(|decision| decision.allowed),
+            detectors: event
+                .masking
+                .iter()
+                .map(|finding| finding.detector.as_str())
+                .collect(),
+            status: event
+                .response
+                .as_ref()
+                .map(|response| i64::from(response.status)),
+            texts: [
+                event
+                    .request
+                    .as_ref()
+                    .and_then(|request| request.body.as_deref()),
+                event
+                    .response
+                    .as_ref()
+                    .and_then(|response| response.body.as_deref()),
+                event
+                    .failure
+                    .as_ref()
+                    .map(|failure| failure.message.as_str()),
+                event
+                    .decision
+                    .as_ref()
+                    .map(|decision| decision.reason.as_str()),
+                approval.and_then(|approval| approval.comment.as_deref()),
+            ],
+        }
+    }
+
+    fn of_value(event: &'a Value) -> Indexed<'a> {
+        let text = |path: &[&str]| field(event, path).and_then(Value::as_str);
+        Indexed {
+            event_id: text(&["event_id"]),
+            call_id: text(&["call_id"]),
+            kind: text(&["kind"]),
+            function: text(&["function"]),
+            time_micros: event.get("time").and_then(Value::as_i64),
+            subject: text(&["principal", "subject"]),
+            agent: text(&["principal", "actor", "subject"]),
+            groups: field(event, &["principal", "groups"])
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect(),
+            reviewer: text(&["approval", "reviewer"]),
+            allowed: field(event, &["decision", "allowed"]).and_then(Value::as_bool),
+            detectors: event
+                .get("masking")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|finding| finding.get("detector").and_then(Value::as_str))
+                .collect(),
+            status: field(event, &["response", "status"]).and_then(Value::as_i64),
+            texts: [
+                text(&["request", "body"]),
+                text(&["response", "body"]),
+                text(&["failure", "message"]),
+                text(&["decision", "reason"]),
+                text(&["approval", "comment"]),
+            ],
+        }
     }
 }
 
@@ -322,4 +412,42 @@ pub fn search(indexes: &[(i32, Index)], query: &str, limit: usize) -> tantivy::R
     }
     hits.sort_by(|a, b| b.cmp(a));
     Ok(hits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::tests::full_event;
+    use tantivy::Document as _;
+
+    /// `reindex` builds documents from stored entries, the pipeline from the masked event: both
+    /// must index the same values.
+    #[test]
+    fn an_entry_and_its_event_give_the_same_document() {
+        let fields = IndexFields::new();
+        let mut sparse = full_event();
+        sparse.principal = None;
+        sparse.approval = None;
+        sparse.decision = None;
+        sparse.masking.clear();
+        for event in [full_event(), sparse] {
+            let entry = serde_json::json!({"event": serde_json::to_value(&event).unwrap()});
+            let from_entry = fields.document(&entry, 3, 17).to_json(&fields.schema);
+            let from_event = fields.event_document(&event, 3, 17).to_json(&fields.schema);
+            assert_eq!(from_entry, from_event);
+            assert!(from_event.contains("\"call_id\""), "{from_event}");
+        }
+        let full = fields
+            .event_document(&full_event(), 3, 17)
+            .to_json(&fields.schema);
+        for expected in [
+            "\"agent\"",
+            "\"reviewer\"",
+            "\"deny\"",
+            "\"EMAIL\"",
+            "\"support\"",
+        ] {
+            assert!(full.contains(expected), "{expected} missing from {full}");
+        }
+    }
 }
