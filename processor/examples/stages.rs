@@ -13,7 +13,7 @@ use callproof_processor::decoder::{Decoded, Decoder};
 use callproof_processor::entry::{KafkaSource, event_entry_bytes};
 use callproof_processor::index_schema::IndexFields;
 use callproof_processor::masker::Masker;
-use callproof_processor::siem::SiemRecord;
+use callproof_processor::siem::{LogPosition, SiemRecord};
 use rand::SeedableRng;
 
 /// The processor binary's allocator, so that the figures are the binary's.
@@ -53,7 +53,12 @@ fn main() -> anyhow::Result<()> {
         let t3 = Instant::now();
         let index_document = fields.event_document(&event, 0, i as u64);
         let t4 = Instant::now();
-        let siem = SiemRecord::of_event(&event, &source, 0, i as u64, "o/0");
+        let log = LogPosition {
+            partition: 0,
+            index: i as u64,
+            origin: "o/0",
+        };
+        let siem = SiemRecord::of_event(&event, &source, log);
         let t5 = Instant::now();
         std::hint::black_box((&entry, &siem));
         documents.push(index_document);

@@ -40,7 +40,7 @@ use crate::index_schema::IndexFields;
 use crate::indexer::{Indexer, catch_up};
 use crate::log_appender::{APPEND_RETRY_LIMIT, LogAppender, log_prefix};
 use crate::masker::Masker;
-use crate::siem::{PublishReport, SiemPublisher, SiemRecord};
+use crate::siem::{LogPosition, PublishReport, SiemPublisher, SiemRecord};
 
 /// Partitions assigned or revoked, as reported by the rebalance callbacks.
 #[derive(Debug)]
@@ -811,6 +811,11 @@ fn prepare(
     let source = &message.source;
     let partition = source.partition;
     let origin = format!("{}/{partition}", stages.origin);
+    let log = LogPosition {
+        partition,
+        index: log_index,
+        origin: &origin,
+    };
     let undecodable = |reason: String, payload_sha256: String, stage: &'static str| {
         tracing::warn!(partition, offset = source.offset, %reason, "message recorded as undecodable");
         metrics::counter!("callproof_processor_failures_total", "stage" => stage).increment(1);
@@ -828,7 +833,7 @@ fn prepare(
             partition,
             offset: source.offset,
             document: fields.undecodable_document(partition, log_index),
-            siem: SiemRecord::of_undecodable(&document, partition, log_index, &origin),
+            siem: SiemRecord::of_undecodable(&document, log),
             entry,
             timestamp_ms: message.timestamp_ms,
         }
@@ -864,7 +869,7 @@ fn prepare(
         partition,
         offset: source.offset,
         document: fields.event_document(&event, partition, log_index),
-        siem: SiemRecord::of_event(&event, source, partition, log_index, &origin),
+        siem: SiemRecord::of_event(&event, source, log),
         entry,
         timestamp_ms: message.timestamp_ms,
     }

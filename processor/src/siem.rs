@@ -62,52 +62,22 @@ pub struct SiemRecord {
 
 impl SiemRecord {
     /// The record of one masked event, within the size limits above.
-    pub fn of_event(
-        event: &CallEvent,
-        source: &KafkaSource,
-        partition: i32,
-        log_index: u64,
-        origin: &str,
-    ) -> SiemRecord {
-        let log = LogPosition {
-            partition,
-            index: log_index,
-            origin,
-        };
+    pub fn of_event(event: &CallEvent, source: &KafkaSource, log: LogPosition<'_>) -> SiemRecord {
         let record = EventRecord::of(event, source, log);
         let mut payload = Vec::with_capacity(4096);
         // Serialising borrowed strings, numbers and JSON values into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut payload, &record);
-        SiemRecord::within_limits(event.call_id.clone(), payload, partition, log_index)
+        SiemRecord::within_limits(event.call_id.clone(), payload, log)
     }
 
     /// The record of a message that is not a call event (`entry` is its entry document).
-    pub fn of_undecodable(
-        entry: &Value,
-        partition: i32,
-        log_index: u64,
-        origin: &str,
-    ) -> SiemRecord {
-        let log = LogPosition {
-            partition,
-            index: log_index,
-            origin,
-        };
+    pub fn of_undecodable(entry: &Value, log: LogPosition<'_>) -> SiemRecord {
         let record = undecodable_record(entry, log, field(entry, &["source", "kafka"]));
-        SiemRecord::within_limits(
-            String::new(),
-            record.to_string().into_bytes(),
-            partition,
-            log_index,
-        )
+        SiemRecord::within_limits(String::new(), record.to_string().into_bytes(), log)
     }
 
-    fn within_limits(
-        key: String,
-        mut payload: Vec<u8>,
-        partition: i32,
-        log_index: u64,
-    ) -> SiemRecord {
+    fn within_limits(key: String, mut payload: Vec<u8>, log: LogPosition<'_>) -> SiemRecord {
+        let (partition, log_index) = (log.partition, log.index);
         if payload.len() > SIEM_RECORD_MAX_BYTES {
             metrics::counter!("callproof_processor_siem_records_stubbed_total", "reason" => "record_limit")
                 .increment(1);
@@ -472,11 +442,13 @@ struct CallproofDetails<'a> {
     response: Part<'a, Response>,
 }
 
-#[derive(Serialize)]
-struct LogPosition<'a> {
-    partition: i32,
-    index: u64,
-    origin: &'a str,
+/// Where a record's event is in the logs: what a SIEM needs to fetch its inclusion proof.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LogPosition<'a> {
+    pub partition: i32,
+    pub index: u64,
+    /// The partition log's origin (`<log origin>/<partition>`).
+    pub origin: &'a str,
 }
 
 impl<'a> EventRecord<'a> {
