@@ -12,6 +12,10 @@
 //!    index, SIEM); events/s from its start to the checkpoint covering the last event;
 //! 4. lag: events produced at `--lag-rate` per second for `--lag-seconds` while the processor
 //!    runs; lag = checkpoint time − produce time per event (checkpoints polled every 5 ms).
+//!
+//! Beside each rate it reports the cores used (CPU seconds per wall second, from `/proc`) by
+//! the consumer or the processor and by a local Tansu broker: whether a phase was bound by
+//! CPU or by waiting.
 
 #[path = "../tests/support/events.rs"]
 #[allow(dead_code)]
@@ -114,11 +118,14 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // Baseline: consume only, same topic, same client library.
+    let broker = broker_pid();
+    let baseline_cpu = CpuMeter::start(&[Some(std::process::id()), broker]);
     let baseline_rate = {
         let topic = topic.clone();
         let n_events = args.events;
         tokio::task::spawn_blocking(move || consume_only(&topic, n_events)).await??
     };
+    let baseline_cores = baseline_cpu.cores();
     eprintln!("baseline consume-only: {baseline_rate:.0} events/s");
 
     // The processor on the backlog.
@@ -157,6 +164,7 @@ writer_memory_mb = 128
     let config_path = dir.path().join("bench.toml");
     std::fs::write(&config_path, config)?;
     let started = Instant::now();
+    let broker_cpu = CpuMeter::start(&[broker]);
     let mut child = Command::new(&binary)
         .arg("--config")
         .arg(&config_path)
@@ -166,6 +174,7 @@ writer_memory_mb = 128
         .with_context(|| format!("cannot start {}", binary.display()))?;
     let mut first_at = None;
     let mut first_size = 0;
+    let mut processor_cpu_seconds = None;
     loop {
         let total: u64 = checkpoint_sizes(&store, args.partitions).values().sum();
         if total > 0 && first_at.is_none() {
@@ -175,6 +184,8 @@ writer_memory_mb = 128
         if total >= args.events as u64 {
             break;
         }
+        // The processor's CPU time is read while it still runs, as late as possible.
+        processor_cpu_seconds = cpu_seconds(child.id()).or(processor_cpu_seconds);
         if started.elapsed() > Duration::from_secs(600) {
             let _ = child.kill();
             bail!(
@@ -188,6 +199,8 @@ writer_memory_mb = 128
         std::thread::sleep(Duration::from_millis(20));
     }
     let elapsed = started.elapsed();
+    let broker_cores = broker_cpu.cores();
+    let processor_cores = processor_cpu_seconds.map(|cpu| cpu / elapsed.as_secs_f64());
     let processor_rate = args.events as f64 / elapsed.as_secs_f64();
     let steady_rate = first_at
         .map(|first| (args.events as u64 - first_size) as f64 / (elapsed - first).as_secs_f64())
@@ -224,10 +237,77 @@ writer_memory_mb = 128
         processor_rate / baseline_rate
     );
     println!(
+        "| CPU during the baseline (cores) | consumer {}, broker {} |",
+        cores(baseline_cores[0]),
+        cores(baseline_cores[1])
+    );
+    println!(
+        "| CPU during the backlog (cores) | processor {}, broker {} |",
+        cores(processor_cores),
+        cores(broker_cores[0])
+    );
+    println!(
         "| lag produce → checkpoint at {} events/s | p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} events) |",
         args.lag_rate, lag.0, lag.1, lag.2, lag.3
     );
     Ok(())
+}
+
+/// CPU time (user + system) of a process so far, from `/proc/<pid>/stat`. Linux reports it
+/// in clock ticks of 1/100 s (`USER_HZ`, fixed at 100 on the architectures Linux runs here).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) / 100.0)
+}
+
+/// The broker's pid when exactly one `tansu` process runs here (the broker is local), so that
+/// the CPU it spends can be reported beside the processor's.
+fn broker_pid() -> Option<u32> {
+    let mut found = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            (comm.trim() == "tansu").then_some(pid)
+        });
+    let pid = found.next()?;
+    found.next().is_none().then_some(pid)
+}
+
+/// Cores used by some processes over a phase: CPU seconds over wall seconds.
+struct CpuMeter {
+    started: Instant,
+    at_start: Vec<(Option<u32>, Option<f64>)>,
+}
+
+impl CpuMeter {
+    fn start(pids: &[Option<u32>]) -> CpuMeter {
+        CpuMeter {
+            started: Instant::now(),
+            at_start: pids
+                .iter()
+                .map(|pid| (*pid, pid.and_then(cpu_seconds)))
+                .collect(),
+        }
+    }
+
+    fn cores(&self) -> Vec<Option<f64>> {
+        let wall = self.started.elapsed().as_secs_f64();
+        self.at_start
+            .iter()
+            .map(|(pid, start)| Some((cpu_seconds((*pid)?)? - (*start)?) / wall))
+            .collect()
+    }
+}
+
+fn cores(cores: Option<f64>) -> String {
+    cores.map_or_else(|| "unknown".to_string(), |cores| format!("{cores:.2}"))
 }
 
 async fn create_topics(topics: &[(&str, i32)]) -> anyhow::Result<()> {
