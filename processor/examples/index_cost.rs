@@ -33,9 +33,12 @@ struct Args {
     events: usize,
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// The variants to measure (all by default), e.g. `--variant no-body` to profile one.
+    #[arg(long = "variant", value_enum)]
+    variants: Vec<Variant>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum Variant {
     Full,
     BodyFreqs,
@@ -59,11 +62,15 @@ fn main() -> anyhow::Result<()> {
         masker.mask(&mut event);
         masked.push(event);
     }
-    let mut results: Vec<(Variant, Vec<f64>)> =
-        [Variant::Full, Variant::BodyFreqs, Variant::NoBody]
-            .into_iter()
-            .map(|variant| (variant, Vec::new()))
-            .collect();
+    let variants = if args.variants.is_empty() {
+        vec![Variant::Full, Variant::BodyFreqs, Variant::NoBody]
+    } else {
+        args.variants.clone()
+    };
+    let mut results: Vec<(Variant, Vec<f64>)> = variants
+        .into_iter()
+        .map(|variant| (variant, Vec::new()))
+        .collect();
     for _ in 0..args.runs {
         for (variant, micros) in &mut results {
             let documents: Vec<TantivyDocument> = masked
