@@ -17,6 +17,8 @@
 //! the consumer or the processor and by a local Tansu broker: whether a phase was bound by
 //! CPU or by waiting.
 
+#[path = "support/cpu.rs"]
+mod cpu;
 #[path = "../tests/support/events.rs"]
 #[allow(dead_code)]
 mod events;
@@ -29,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use cpu::cpu_seconds;
 use rand::SeedableRng;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -251,18 +254,6 @@ writer_memory_mb = 128
         args.lag_rate, lag.0, lag.1, lag.2, lag.3
     );
     Ok(())
-}
-
-/// CPU time (user + system) of a process so far, from `/proc/<pid>/stat`. Linux reports it
-/// in clock ticks of 1/100 s (`USER_HZ`, fixed at 100 on the architectures Linux runs here).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let user: f64 = fields.get(11)?.parse().ok()?;
-    let system: f64 = fields.get(12)?.parse().ok()?;
-    Some((user + system) / 100.0)
 }
 
 /// The broker's pid when exactly one `tansu` process runs here (the broker is local), so that

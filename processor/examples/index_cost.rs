@@ -7,6 +7,8 @@
 //!
 //! `cargo run --release -p callproof-processor --example index_cost -- --events 20000`
 
+#[path = "support/cpu.rs"]
+mod cpu;
 #[path = "../tests/support/events.rs"]
 #[allow(dead_code)]
 mod events;
@@ -91,14 +93,14 @@ fn main() -> anyhow::Result<()> {
             let dir = tempfile::tempdir()?;
             let index = tantivy::Index::create_in_dir(dir.path(), schema)?;
             let mut writer: tantivy::IndexWriter = index.writer_with_num_threads(1, 128 << 20)?;
-            let cpu_before = process_cpu_seconds()?;
+            let cpu_before = own_cpu_seconds()?;
             let started = Instant::now();
             for document in documents {
                 writer.add_document(document)?;
             }
             writer.commit()?;
             writer.wait_merging_threads()?;
-            let cpu = process_cpu_seconds()? - cpu_before;
+            let cpu = own_cpu_seconds()? - cpu_before;
             micros.push(cpu * 1e6 / args.events as f64);
             eprintln!(
                 "{variant:?}: {:.1} µs CPU per event ({:.2} s wall)",
@@ -151,20 +153,6 @@ fn body_without_positions(fields: &IndexFields) -> anyhow::Result<Schema> {
     Ok(builder.build())
 }
 
-/// CPU time (user + system) of this process so far, from `/proc/self/stat`, in clock ticks
-/// of 1/100 s (`USER_HZ`).
-fn process_cpu_seconds() -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let after_name = &stat[stat
-        .rfind(')')
-        .context("no command name in /proc/self/stat")?
-        + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |position: usize| -> anyhow::Result<f64> {
-        Ok(fields
-            .get(position)
-            .context("short /proc/self/stat")?
-            .parse()?)
-    };
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
+fn own_cpu_seconds() -> anyhow::Result<f64> {
+    cpu::cpu_seconds(std::process::id()).context("cannot read this process's CPU time")
 }
