@@ -122,13 +122,16 @@ async fn main() -> anyhow::Result<()> {
 
     // Baseline: consume only, same topic, same client library.
     let broker = broker_pid();
-    let baseline_cpu = CpuMeter::start(&[Some(std::process::id()), broker]);
+    let (consumer_cpu, broker_cpu) = (
+        CpuMeter::start(Some(std::process::id())),
+        CpuMeter::start(broker),
+    );
     let baseline_rate = {
         let topic = topic.clone();
         let n_events = args.events;
         tokio::task::spawn_blocking(move || consume_only(&topic, n_events)).await??
     };
-    let baseline_cores = baseline_cpu.cores();
+    let baseline_cores = (consumer_cpu.cores(), broker_cpu.cores());
     eprintln!("baseline consume-only: {baseline_rate:.0} events/s");
 
     // The processor on the backlog.
@@ -167,7 +170,7 @@ writer_memory_mb = 128
     let config_path = dir.path().join("bench.toml");
     std::fs::write(&config_path, config)?;
     let started = Instant::now();
-    let broker_cpu = CpuMeter::start(&[broker]);
+    let broker_cpu = CpuMeter::start(broker);
     let mut child = Command::new(&binary)
         .arg("--config")
         .arg(&config_path)
@@ -241,13 +244,13 @@ writer_memory_mb = 128
     );
     println!(
         "| CPU during the baseline (cores) | consumer {}, broker {} |",
-        cores(baseline_cores[0]),
-        cores(baseline_cores[1])
+        cores(baseline_cores.0),
+        cores(baseline_cores.1)
     );
     println!(
         "| CPU during the backlog (cores) | processor {}, broker {} |",
         cores(processor_cores),
-        cores(broker_cores[0])
+        cores(broker_cores)
     );
     println!(
         "| lag produce → checkpoint at {} events/s | p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} events) |",
@@ -271,29 +274,26 @@ fn broker_pid() -> Option<u32> {
     found.next().is_none().then_some(pid)
 }
 
-/// Cores used by some processes over a phase: CPU seconds over wall seconds.
+/// Cores a process used over a phase: CPU seconds over wall seconds (`None` for a process
+/// not found or gone).
 struct CpuMeter {
     started: Instant,
-    at_start: Vec<(Option<u32>, Option<f64>)>,
+    pid: Option<u32>,
+    cpu_at_start: Option<f64>,
 }
 
 impl CpuMeter {
-    fn start(pids: &[Option<u32>]) -> CpuMeter {
+    fn start(pid: Option<u32>) -> CpuMeter {
         CpuMeter {
             started: Instant::now(),
-            at_start: pids
-                .iter()
-                .map(|pid| (*pid, pid.and_then(cpu_seconds)))
-                .collect(),
+            pid,
+            cpu_at_start: pid.and_then(cpu_seconds),
         }
     }
 
-    fn cores(&self) -> Vec<Option<f64>> {
+    fn cores(&self) -> Option<f64> {
         let wall = self.started.elapsed().as_secs_f64();
-        self.at_start
-            .iter()
-            .map(|(pid, start)| Some((cpu_seconds((*pid)?)? - (*start)?) / wall))
-            .collect()
+        Some((cpu_seconds(self.pid?)? - self.cpu_at_start?) / wall)
     }
 }
 
