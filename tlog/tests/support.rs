@@ -9,12 +9,9 @@ use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 
-/// The shared test vectors, outside the project (`../shared/testdata`).
+/// The test vectors of transparency-dev, with their licenses (`tests/testdata/README.md`).
 pub fn testdata() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/testdata"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/testdata"))
 }
 
 pub fn tessera_log() -> PathBuf {
