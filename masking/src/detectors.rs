@@ -11,6 +11,7 @@ use std::str::FromStr;
 use base64::Engine as _;
 
 use crate::checksum::{luhn, mod97};
+use crate::phone::{self, Shape};
 
 /// A validated match: the span to mask (which may be narrower than the pattern's match,
 /// e.g. only the token after `Bearer `) and its confidence before context words.
@@ -96,14 +97,26 @@ pub(crate) const BUILTINS: &[BuiltinSpec] = &[
     BuiltinSpec {
         name: "PHONE",
         pattern: concat!(
-            // International: + country code, 8 to 15 digits with the usual separators.
-            r"\+[1-9][0-9]{0,3}(?:[ .-]?(?:\([0-9]{1,4}\)|[0-9]{1,6})){1,7}",
-            // North American: (212) 555-0123, 212-555-0123, 212.555.0123, 1-212-555-0123.
-            r"|(?:1[ .-]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}(?-u:\b)",
-            // Ten bare digits: only with a context word.
-            r"|(?-u:\b)[2-9][0-9]{2}[2-9][0-9]{6}(?-u:\b)",
-            // National trunk-prefix formats: 020 7946 0958, 030-12345678.
-            r"|(?-u:\b)0[1-9][0-9]{1,4}[ -][0-9]{3,8}(?:[ -][0-9]{3,4})?(?-u:\b)",
+            // International: + or 00, country code, 8 to 15 digits with the usual separators,
+            // "(0)" for the trunk prefix: +44 (0)20 7946 0018, 0049 30 1234567.
+            r"(?:\+|(?-u:\b)00)[1-9][0-9]{0,3}(?:[ .\-/]?(?:\([0-9]{1,4}\)|[0-9]{1,6})){1,7}",
+            r"(?:[ ]?(?:[xX]|[eE][xX][tT]\.?)[ ]?[0-9]{1,6}(?-u:\b))?",
+            // North American shape: (212) 555-0123, 212-555-0123, 1 (555) 012-3456 x12.
+            r"|(?:(?-u:\b)1[ .-]?)?(?:\([0-9]{3}\)[ .-]?|(?-u:\b)[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}",
+            r"(?:[ ]?(?:[xX]|[eE][xX][tT]\.?)[ ]?[0-9]{1,6})?(?-u:\b)",
+            // Trunk prefix in parentheses: (020) 7946 0018, (0161) 4960066, (08)-8690-7366.
+            r"|\(0[0-9]{1,5}\)[ .\-/]?[0-9]{2,8}(?:[ .\-/][0-9]{2,8}){0,3}(?-u:\b)",
+            // Trunk prefix, grouped: 020 7946 0018, 04 15 39 15 00, 030/1234567, 07700 900123.
+            r"|(?-u:\b)0[1-9][0-9]{0,4}",
+            r"(?:[ .\-/][0-9]{3,8}(?:[ .\-/][0-9]{2,8}){0,3}|(?:[ .\-/][0-9]{2}){3,4})(?-u:\b)",
+            // Trunk prefix, bare: 02079460018.
+            r"|(?-u:\b)0[1-9][0-9]{7,10}(?-u:\b)",
+            // No trunk prefix, grouped with spaces: 612 34 56 78, 98765 43210, 22 331 67 41.
+            r"|(?-u:\b)[1-9][0-9]{1,4}(?: [0-9]{2,5}){1,4}(?-u:\b)",
+            // Nine to eleven bare digits: 2125550123, 9876543210 (only with a context word).
+            r"|(?-u:\b)[1-9][0-9]{8,10}(?-u:\b)",
+            // A local number without area code: 4177 7631, 4177-7631 (only with context).
+            r"|(?-u:\b)[0-9]{4}[ .-]?[0-9]{4}(?-u:\b)",
         ),
         validate: phone,
         context: &[
@@ -594,50 +607,98 @@ fn email(text: &str, start: usize, end: usize) -> Option<Accepted> {
     })
 }
 
+/// Confidence of a phone candidate that needs a context word (or a phone-like JSON key) to be
+/// masked: bare digits, thousands-shaped groups, numbers no plan knows.
+const PHONE_NEEDS_CONTEXT: f32 = 0.3;
+
 fn phone(text: &str, start: usize, end: usize) -> Option<Accepted> {
     let bytes = text.as_bytes();
     let candidate = &bytes[start..end];
-    if is_embedded(bytes, start, end) {
+    if is_embedded(bytes, start, end) || is_in_identifier(bytes, start, end) {
         return None;
     }
-    let n_digits = candidate.iter().filter(|b| b.is_ascii_digit()).count();
-    let first_digit = candidate.iter().find(|b| b.is_ascii_digit()).copied();
-    if candidate
-        .iter()
-        .filter(|b| b.is_ascii_digit())
-        .all(|&b| Some(b) == first_digit)
-    {
+    let shape = Shape::parse(candidate)?;
+    if shape.is_one_digit_repeated() || shape.is_date() {
         return None;
     }
-    let n_open = candidate.iter().filter(|&&b| b == b'(').count();
-    let n_close = candidate.iter().filter(|&&b| b == b')').count();
-    if n_open != n_close || n_open > 1 {
-        return None;
-    }
-    // Doubled separators ("1--2", "1 . 2") are tables and ranges, not phone numbers.
-    let is_separator = |b: &u8| matches!(b, b' ' | b'.' | b'-');
-    if candidate
-        .windows(2)
-        .any(|w| is_separator(&w[0]) && is_separator(&w[1]))
-    {
-        return None;
-    }
-    let confidence = if candidate[0] == b'+' {
+    let n_digits = shape.n_digits;
+    let digits = shape.digits();
+    let confidence = if shape.plus {
         if !(8..=15).contains(&n_digits) {
             return None;
         }
         0.8
-    } else if candidate[0] == b'0' {
-        if !(9..=12).contains(&n_digits) {
+    } else if let Some(international) = digits.strip_prefix("00") {
+        if !(8..=15).contains(&international.len()) {
             return None;
         }
-        0.45
-    } else if n_digits == 10 && candidate.iter().all(u8::is_ascii_digit) {
-        0.3
+        // 0018305565636 is as likely a zero-padded number or an EAN, and 0033 5774 3796 2416
+        // a reference grouped in fours, as numbers dialled from abroad.
+        if shape.n_groups > 1 && phone::is_valid_international(international) {
+            0.7
+        } else {
+            PHONE_NEEDS_CONTEXT
+        }
     } else {
-        0.7
+        if !(8..=12).contains(&n_digits) {
+            return None;
+        }
+        let is_valid = || n_digits >= 9 && phone::is_valid_national(digits);
+        let trunk = digits.starts_with('0');
+        match shape.nanp_groups() {
+            // A valid NANP shape: area code and exchange both start with 2-9.
+            Some((area, exchange)) if area >= b'2' && exchange >= b'2' => 0.7,
+            _ if shape.n_groups == 1 => PHONE_NEEDS_CONTEXT,
+            // Parentheses around an area code: (555) 012-3456, (020) 7946 0018.
+            _ if shape.paren_group.is_some() => {
+                if is_valid() {
+                    0.7
+                } else {
+                    0.6
+                }
+            }
+            _ if trunk => {
+                if is_valid() {
+                    0.6
+                } else {
+                    0.45
+                }
+            }
+            _ if !shape.is_thousands()
+                && phone::is_valid_national_as_grouped(digits, shape.groups()) =>
+            {
+                0.6
+            }
+            _ => PHONE_NEEDS_CONTEXT,
+        }
+    };
+    // One piece of a longer run of digit groups ("3727 071378 11152", a reference or a card
+    // that failed its checks) is a phone number only if a context word says so.
+    let confidence = if next_to_digit_group(bytes, start, end) {
+        confidence.min(PHONE_NEEDS_CONTEXT)
+    } else {
+        confidence
     };
     accept(start, end, confidence)
+}
+
+/// True when the number is joined to a word by `-`, `/`, `_` or `#`: a piece of an
+/// identifier such as `ORD-20240115-000123`, `INV/2024/000123` or a UUID
+/// (`03517681-a0cf-...`).
+fn is_in_identifier(text: &[u8], start: usize, end: usize) -> bool {
+    let is_joiner = |b: u8| matches!(b, b'-' | b'/' | b'_' | b'#');
+    let before =
+        start >= 2 && is_joiner(text[start - 1]) && text[start - 2].is_ascii_alphanumeric();
+    let after = text.get(end).is_some_and(|&b| is_joiner(b))
+        && text.get(end + 1).is_some_and(u8::is_ascii_alphanumeric);
+    before || after
+}
+
+/// True when a space and another group of digits come right before or after the match.
+fn next_to_digit_group(text: &[u8], start: usize, end: usize) -> bool {
+    let before = start >= 2 && text[start - 1] == b' ' && text[start - 2].is_ascii_digit();
+    let after = text.get(end) == Some(&b' ') && text.get(end + 1).is_some_and(u8::is_ascii_digit);
+    before || after
 }
 
 /// Confidence of a compressed IPv6 candidate with one or two groups: a context word

@@ -17,6 +17,7 @@ mod detectors;
 mod error;
 mod fields;
 mod masker;
+mod phone;
 
 pub use config::{CustomDetector, MaskingConfig, Replacement, Validator};
 pub use error::MaskingError;

@@ -35,6 +35,8 @@ const MAX_DEPTH_LIMIT: usize = 1024;
 const CONTEXT_WINDOW: usize = 48;
 const CONTEXT_BOOST: f32 = 0.35;
 const CONTEXT_PENALTY: f32 = 0.35;
+/// Confidence of a phone-shaped value under a phone-like key.
+const PHONE_KEY_CONFIDENCE: f32 = 0.9;
 /// Masking passes over one string. Replacing a value can un-glue a neighbour that was
 /// rejected as part of a longer number; the next pass then masks it, so the result is a
 /// fixpoint. Each pass replaces at least one span, so few passes are ever needed.
@@ -49,6 +51,8 @@ pub struct Masker {
     token: Regex,
     /// Index of `CREDIT_CARD` in `detectors`, used for JSON numbers.
     credit_card: Option<usize>,
+    /// Index of `PHONE` in `detectors`: any phone-shaped value of a phone-like key is masked.
+    phone: Option<usize>,
     threshold: f32,
     scan_keys: bool,
     max_depth: usize,
@@ -199,6 +203,11 @@ impl Masker {
         let token = Regex::new(&token_pattern)
             .map_err(|error| invalid("replacement", &error.to_string()))?;
         let credit_card = detectors.iter().position(|d| &*d.name == "CREDIT_CARD");
+        let phone = detectors.iter().position(|d| &*d.name == "PHONE");
+        if phone.is_some() {
+            // Compile the numbering plans now, not on the first request that needs them.
+            crate::phone::warm_up();
+        }
         debug_assert!(detectors.len() <= MAX_DETECTORS);
 
         Ok(Masker {
@@ -206,6 +215,7 @@ impl Masker {
             prefilter,
             token,
             credit_card,
+            phone,
             threshold: config.threshold,
             scan_keys: config.scan_keys,
             max_depth: config.max_depth,
@@ -302,6 +312,9 @@ impl Masker {
     /// Spans to replace, sorted and non-overlapping; empty (unallocated) when none. The flag
     /// is true when every pattern match became a span (none was rejected or overlapped).
     fn find_spans(&self, text: &str, context_key: Option<&str>) -> (Vec<Candidate>, bool) {
+        if let Some(span) = self.phone_value(text, context_key) {
+            return (vec![span], true);
+        }
         if !self.prefilter.is_match(text) {
             return (Vec::new(), true);
         }
@@ -315,7 +328,11 @@ impl Masker {
         let matched = self.prefilter.matches(text);
         for index in matched.into_iter() {
             if index == token_index {
-                candidates.extend(self.token.find_iter(text).map(|m| Candidate {
+                let genuine = self
+                    .token
+                    .find_iter(text)
+                    .filter(|m| is_genuine_token(m.as_str()));
+                candidates.extend(genuine.map(|m| Candidate {
                     detector: None,
                     start: m.start(),
                     end: m.end(),
@@ -349,21 +366,33 @@ impl Masker {
         (spans, settled)
     }
 
+    /// The whole value, when it is phone-shaped and its JSON key names a phone number
+    /// (`phone`, `mobile`, `tel`, `fax`, ...): there, bare digits and local formats that need
+    /// a context word in free text are phone numbers too.
+    fn phone_value(&self, text: &str, context_key: Option<&str>) -> Option<Candidate> {
+        let phone = self.phone?;
+        let (start, end) = crate::phone::whole_value(text)?;
+        if !context_key.is_some_and(crate::phone::is_phone_key)
+            || PHONE_KEY_CONFIDENCE < self.threshold
+        {
+            return None;
+        }
+        Some(Candidate {
+            detector: Some(phone),
+            start,
+            end,
+            confidence: PHONE_KEY_CONFIDENCE,
+        })
+    }
+
     fn write_token(&self, out: &mut String, detector_index: usize, value: &str) {
         let detector = &self.detectors[detector_index];
         let name = &detector.name;
         match (detector.replacement, &self.hmac) {
             (Replacement::Hmac, Some(hmac)) => {
-                let mut mac = hmac.clone();
-                mac.update(name.as_bytes());
-                mac.update(&[0]);
-                mac.update(normalize(value, detector.normalize).as_bytes());
-                let digest = mac.finalize().into_bytes();
+                let normalized = normalize(value, detector.normalize);
                 let _ = write!(out, "[HMAC:{name}:");
-                for byte in digest.iter() {
-                    let _ = write!(out, "{byte:02x}");
-                }
-                out.truncate(out.len() - (64 - self.hmac_token_len));
+                out.push_str(&hmac_digest(hmac, name, &normalized, self.hmac_token_len));
                 out.push(']');
             }
             (Replacement::Partial, _) => {
@@ -474,7 +503,7 @@ impl Detector {
         let closest = |haystack: &[u8]| {
             context
                 .find_iter(haystack)
-                .filter(|m| starts_word(haystack, m.start()))
+                .filter(|m| starts_word(haystack, m.start()) && ends_short_word(haystack, m))
                 .last()
                 .map(|m| m.pattern().as_usize() < self.n_positive)
         };
@@ -527,6 +556,28 @@ fn starts_word(haystack: &[u8], at: usize) -> bool {
             !before.is_ascii_alphabetic()
                 || (before.is_ascii_lowercase() && haystack[at].is_ascii_uppercase())
         }
+    }
+}
+
+/// A context word of up to three letters must also end a word, or be followed by a plural
+/// `s` that does: "tel" in "tel:" or "tels", not in "telemetry"; "ip" in "ips", not in
+/// "ipsum"; "pan" not in "panel". Longer words may start a longer one ("phone" in "phones",
+/// "card" in "cardholder").
+fn ends_short_word(haystack: &[u8], m: &aho_corasick::Match) -> bool {
+    if m.end() - m.start() > 3 {
+        return true;
+    }
+    // A lower-case letter continues the word; so does an upper-case one after an upper-case
+    // match ("TELEMETRY"), but not after a lower-case one ("telNumber").
+    let last_is_upper = haystack[m.end() - 1].is_ascii_uppercase();
+    let continues = |at: usize| {
+        haystack
+            .get(at)
+            .is_some_and(|&b| b.is_ascii_lowercase() || (last_is_upper && b.is_ascii_uppercase()))
+    };
+    match haystack.get(m.end()) {
+        Some(b's' | b'S') => !continues(m.end() + 1),
+        _ => !continues(m.end()),
     }
 }
 
@@ -620,6 +671,8 @@ fn compile_custom(
 /// Text inside a token is never matched again, which (with the fixpoint loop in `mask_str`)
 /// makes masking idempotent. So the pattern must be exact: a looser one would let input such
 /// as `[HMAC:X:4111111111111111]` pass as a token and hide a real card from the detectors.
+/// Matches are checked once more by `is_genuine_token`: an HMAC digest of decimal digits
+/// only is not ours.
 fn token_pattern(detectors: &[Detector], config: &MaskingConfig) -> String {
     let with_mode = |mode: Replacement| {
         alternation(
@@ -646,6 +699,48 @@ fn token_pattern(detectors: &[Detector], config: &MaskingConfig) -> String {
     }
     pattern.push_str(r")\]");
     pattern
+}
+
+/// The hex digest of an HMAC token: the first `len` hex digits of HMAC-SHA-256 over the
+/// detector name, a zero byte and the normalized value.
+///
+/// A digest of decimal digits only would read like a phone number, an SSN or a card number,
+/// so `is_genuine_token` does not trust such a token (a caller could otherwise hide
+/// `[HMAC:PHONE:2125550123]` in plain sight). The few values whose digest starts with `len`
+/// decimal digits (2 % at 8 digits, 1 % at 10) are keyed again with a round counter until one
+/// holds a letter: still deterministic, so equal values keep equal tokens.
+fn hmac_digest(hmac: &Hmac<Sha256>, name: &str, normalized: &str, len: usize) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(64);
+    for round in 0..=u8::MAX {
+        let mut mac = hmac.clone();
+        mac.update(name.as_bytes());
+        mac.update(&[0]);
+        mac.update(normalized.as_bytes());
+        if round > 0 {
+            mac.update(&[0, round]);
+        }
+        hex.clear();
+        for byte in mac.finalize().into_bytes() {
+            hex.push(char::from(HEX[usize::from(byte >> 4)]));
+            hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+        hex.truncate(len);
+        if hex.bytes().any(|b| b.is_ascii_alphabetic()) {
+            break;
+        }
+    }
+    hex
+}
+
+/// Whether a match of the token pattern is one this engine can have written: an HMAC digest
+/// holds at least one hex letter (see `hmac_digest`). `[HMAC:PHONE:2125550123]` is text.
+fn is_genuine_token(token: &str) -> bool {
+    let Some(rest) = token.strip_prefix("[HMAC:") else {
+        return true;
+    };
+    let digest = rest.rsplit_once(':').map_or("", |(_, digest)| digest);
+    digest.bytes().any(|b| b.is_ascii_alphabetic())
 }
 
 /// `A|B|C` of detector names, for a regex.

@@ -47,3 +47,56 @@ fn corpus_is_deterministic() {
             .all(|(a, b)| a.expected == b.expected && a.secrets == b.secrets)
     );
 }
+
+/// Recall on the Faker phone corpus (`tests/phones/`): every number under a phone-like key,
+/// all but Faker's few `000…` values (no country's plan has them) after a context word, and,
+/// bare in free text with nothing saying "phone", at least the floor measured for each
+/// locale (README.md explains what is left: bare digits, thousands-shaped groups, local
+/// numbers without area code, numbers no plan knows). Every near miss stays as it was.
+#[test]
+fn phones_as_faker_writes_them_and_near_misses() {
+    const BARE_FLOORS: [(&str, f64); 11] = [
+        ("de_DE", 0.75),
+        ("en_AU", 0.75),
+        ("en_CA", 0.85),
+        ("en_GB", 0.90),
+        ("en_IN", 0.30),
+        ("en_US", 0.85),
+        ("es_ES", 1.0),
+        ("fr_FR", 0.75),
+        ("it_IT", 0.45),
+        ("nl_NL", 0.90),
+        ("pl_PL", 0.55),
+    ];
+    let masker = Masker::new(&MaskingConfig::default()).unwrap();
+    let scores = corpus::evaluate_phones(&masker);
+    println!("{scores}");
+    for miss in &scores.misses {
+        println!("  {miss}");
+    }
+    assert_eq!(scores.by_locale.len(), BARE_FLOORS.len());
+    for (locale, floor) in BARE_FLOORS {
+        let under_key = scores.recall(Some(locale), 1);
+        assert_eq!(
+            under_key, 1.0,
+            "{locale}: recall under a phone key {under_key:.3}"
+        );
+        let with_word = scores.recall(Some(locale), 2);
+        assert!(
+            with_word >= 0.99,
+            "{locale}: recall after a context word {with_word:.3}"
+        );
+        let bare = scores.recall(Some(locale), 3);
+        assert!(
+            bare >= floor,
+            "{locale}: recall bare in text {bare:.3} < {floor}"
+        );
+    }
+    let [n_near_misses, left_in_text, left_under_keys] = scores.near_misses;
+    assert!(n_near_misses >= 600);
+    assert_eq!(left_in_text, n_near_misses, "near misses masked in text");
+    assert_eq!(
+        left_under_keys, n_near_misses,
+        "near misses masked under keys"
+    );
+}

@@ -200,3 +200,86 @@ fn short_ipv6_lookalikes_need_a_context_word() {
     let (masked, _) = masker().mask_text("from 2001:db8::8a2e:370:7334");
     assert_eq!(masked, "from [REDACTED:IP_ADDRESS]");
 }
+
+// Regression (issue 14): UK trunk-prefix numbers were missed in free text, and North
+// American numbers whose exchange starts with 0 or 1 even under a `phone` key.
+#[test]
+fn phones_in_national_formats_are_found() {
+    let masker = masker();
+    for text in [
+        "call 020 7946 0018 today",
+        "office (020) 7946 0018",
+        "mobile 07700 900123",
+        "tel. 02079460018",
+        "see 020 7946 0018",
+        "see (020) 7946 0018",
+        "see (555) 012-3456",
+        "see 0161 496 0000",
+        "see 04 15 39 15 00",
+        "see 030 12345678",
+        "see 98765 43210",
+        "see 612 34 56 78",
+        "see 0412 345 678",
+        "see +44 (0)20 7946 0018",
+        "see 0044 20 7946 0018",
+        "see 212-555-0123 x1234",
+    ] {
+        let (masked, findings) = masker.mask_text(text);
+        assert!(
+            !masked.bytes().any(|b| b.is_ascii_digit()),
+            "{text} -> {masked}"
+        );
+        assert_eq!(findings, [finding("PHONE", "", 1)], "{text}");
+    }
+    for key in [
+        "phone",
+        "mobile",
+        "tel",
+        "telephone",
+        "phone_number",
+        "fax",
+        "workPhone",
+    ] {
+        for value in [
+            "(555) 012-3456",
+            "555-012-3456",
+            "5550123456",
+            "4177 7631",
+            "02079460018",
+        ] {
+            let mut doc = json!({ key: value });
+            let findings = masker
+                .mask_json(&mut doc, &FieldRules::empty(), true)
+                .unwrap();
+            assert_eq!(doc, json!({ key: "[REDACTED:PHONE]" }), "{key}: {value}");
+            assert_eq!(findings, [finding("PHONE", &format!("/{key}"), 1)]);
+        }
+    }
+}
+
+#[test]
+fn phone_near_misses_stay() {
+    let masker = masker();
+    for text in [
+        "order ORD-20240115-000123 shipped",
+        "created 2024-01-15 10:30:00",
+        "on 15.01.2024 and 01/15/2024",
+        "total 1 234 567 EUR",
+        "amount 233 516 020",
+        "ts 1705312200123",
+        "isbn 978-3-16-148410-0",
+        "version 10.2.33.4",
+        "INV-2024-000123",
+        "ref 2024 0115 0001",
+    ] {
+        let (masked, findings) = masker.mask_text(text);
+        assert_eq!(masked, text);
+        assert!(findings.is_empty(), "{text}: {findings:?}");
+    }
+    // Under a key that is not about phones, a bare number is not a phone number.
+    let mut doc = json!({"telemetry_id": "5550123456", "order_id": "02079460018"});
+    let findings = masker
+        .mask_json(&mut doc, &FieldRules::empty(), true)
+        .unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
+}

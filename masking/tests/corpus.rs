@@ -782,7 +782,7 @@ fn phone(rng: &mut StdRng) -> (String, bool) {
     let area = rng.gen_range(200..1000);
     let exchange = rng.gen_range(200..1000);
     let line = rng.gen_range(0..10000);
-    match rng.gen_range(0..7) {
+    match rng.gen_range(0..16) {
         0 => (format!("+1 {area} {exchange} {line:04}"), false),
         1 => (
             format!(
@@ -799,6 +799,41 @@ fn phone(rng: &mut StdRng) -> (String, bool) {
         3 => (format!("({area}) {exchange}-{line:04}"), false),
         4 => (format!("{area}-{exchange}-{line:04}"), false),
         5 => (format!("{area}{exchange}{line:04}"), true),
+        // National formats of the UK, the EU's large countries, India and Australia, and a
+        // North American number whose exchange starts with 0 or 1.
+        7 => (
+            format!("(020) 7{} {}", digits(rng, 3), digits(rng, 4)),
+            false,
+        ),
+        8 => (
+            format!("07{} {}", rng.gen_range(400..1000), digits(rng, 6)),
+            false,
+        ),
+        9 => (format!("02079{}", digits(rng, 6)), true),
+        10 => (
+            format!(
+                "0{} {} {} {} {}",
+                rng.gen_range(1..6),
+                rng.gen_range(10..100),
+                digits(rng, 2),
+                digits(rng, 2),
+                digits(rng, 2)
+            ),
+            false,
+        ),
+        11 => (
+            format!("030 {}", rng.gen_range(20_000_000..100_000_000)),
+            false,
+        ),
+        12 => (
+            format!("({area}) {:03}-{line:04}", rng.gen_range(0..200)),
+            false,
+        ),
+        13 => (format!("9{} {}", digits(rng, 4), digits(rng, 5)), false),
+        14 => (
+            format!("04{} {} {}", digits(rng, 2), digits(rng, 3), digits(rng, 3)),
+            false,
+        ),
         _ => (
             format!(
                 "020 {} {}",
@@ -978,6 +1013,195 @@ impl fmt::Display for Scores {
             f,
             "\nlabelled values left verbatim in the output: {} of {}",
             self.leaks, self.n_labelled
+        )
+    }
+}
+
+/// Phone numbers as Faker's phone providers write them for eleven locales, and near misses
+/// (dates, times, amounts, order ids, ISBNs, ...) generated beside them; written once by
+/// `tests/phones/generate.py` (fixed seed) and committed, so no Python runs at test time.
+pub const FAKER_PHONES: &str = include_str!("phones/faker_phones.tsv");
+
+/// Keys a phone number is filed under; each value is tested under every one in turn.
+pub const PHONE_KEYS: [&str; 8] = [
+    "phone",
+    "mobile",
+    "tel",
+    "telephone",
+    "phone_number",
+    "fax",
+    "contactPhone",
+    "mobile-phone",
+];
+
+/// Phrases with a context word in front of a number in free text.
+const PHONE_PHRASES: [&str; 7] = [
+    "call me on",
+    "phone:",
+    "Tel.",
+    "mobile",
+    "fax",
+    "reach me by phone at",
+    "WhatsApp",
+];
+
+/// Keys near misses are filed under: none says "phone".
+const NEAR_MISS_KEYS: [&str; 6] = ["created_at", "amount", "order_id", "ref", "isbn", "value"];
+
+/// One line of `FAKER_PHONES`.
+pub struct FakerValue {
+    pub locale: &'static str,
+    pub is_phone: bool,
+    pub value: &'static str,
+}
+
+pub fn faker_values() -> Vec<FakerValue> {
+    FAKER_PHONES
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let mut columns = line.splitn(3, '\t');
+            let (locale, kind, value) = (
+                columns.next().unwrap(),
+                columns.next().unwrap(),
+                columns.next().unwrap(),
+            );
+            assert!(kind == "phone" || kind == "near_miss", "{line}");
+            FakerValue {
+                locale,
+                is_phone: kind == "phone",
+                value,
+            }
+        })
+        .collect()
+}
+
+/// Phones found per locale, in three settings, and near misses left alone.
+#[derive(Default)]
+pub struct PhoneScores {
+    /// locale -> (numbers, found under a phone key, found after a context word, found bare).
+    pub by_locale: BTreeMap<&'static str, [u64; 4]>,
+    /// (near misses, left verbatim and unreported in text, under a non-phone key).
+    pub near_misses: [u64; 3],
+    /// What was missed or masked wrongly, for the failure message.
+    pub misses: Vec<String>,
+}
+
+/// True when `output` masks `value` completely (no digit of it left) and reports it.
+fn masked_whole(output: &str, findings: &[callproof_masking::Finding]) -> bool {
+    !output.bytes().any(|b| b.is_ascii_digit()) && findings.iter().any(|f| f.detector == "PHONE")
+}
+
+pub fn evaluate_phones(masker: &Masker) -> PhoneScores {
+    let mut scores = PhoneScores::default();
+    for (i, entry) in faker_values().into_iter().enumerate() {
+        if entry.is_phone {
+            let row = scores.by_locale.entry(entry.locale).or_default();
+            row[0] += 1;
+            // Under a phone-like key, the whole value.
+            let key = PHONE_KEYS[i % PHONE_KEYS.len()];
+            let mut doc = serde_json::json!({ key: entry.value });
+            let findings = masker
+                .mask_json(&mut doc, &FieldRules::empty(), true)
+                .unwrap();
+            if masked_whole(doc[key].as_str().unwrap_or_default(), &findings) {
+                row[1] += 1;
+            } else {
+                scores
+                    .misses
+                    .push(format!("{} under `{key}`: {}", entry.locale, entry.value));
+            }
+            // In free text after a context word.
+            let phrase = PHONE_PHRASES[i % PHONE_PHRASES.len()];
+            let text = format!("{phrase} {} tomorrow", entry.value);
+            let (masked, findings) = masker.mask_text(&text);
+            if masked_whole(&masked, &findings) {
+                row[2] += 1;
+            } else {
+                scores.misses.push(format!(
+                    "{} after `{phrase}`: {}",
+                    entry.locale, entry.value
+                ));
+            }
+            // Bare in free text: no word says what it is.
+            let text = format!("see {} tomorrow", entry.value);
+            let (masked, findings) = masker.mask_text(&text);
+            if masked_whole(&masked, &findings) {
+                row[3] += 1;
+            }
+        } else {
+            scores.near_misses[0] += 1;
+            let text = format!("see {} now", entry.value);
+            let (masked, findings) = masker.mask_text(&text);
+            if masked == text && findings.is_empty() {
+                scores.near_misses[1] += 1;
+            } else {
+                scores
+                    .misses
+                    .push(format!("near miss masked in text: {}", entry.value));
+            }
+            let key = NEAR_MISS_KEYS[i % NEAR_MISS_KEYS.len()];
+            let mut doc = serde_json::json!({ key: entry.value });
+            let findings = masker
+                .mask_json(&mut doc, &FieldRules::empty(), true)
+                .unwrap();
+            if doc[key] == entry.value && findings.is_empty() {
+                scores.near_misses[2] += 1;
+            } else {
+                scores
+                    .misses
+                    .push(format!("near miss masked under `{key}`: {}", entry.value));
+            }
+        }
+    }
+    scores
+}
+
+impl PhoneScores {
+    /// Recall of one setting (1 = under a key, 2 = after a context word, 3 = bare) over
+    /// `locale`, or over every locale for `None`.
+    pub fn recall(&self, locale: Option<&str>, setting: usize) -> f64 {
+        let (found, n) = self
+            .by_locale
+            .iter()
+            .filter(|(l, _)| locale.is_none_or(|locale| locale == **l))
+            .fold((0, 0), |(found, n), (_, row)| {
+                (found + row[setting], n + row[0])
+            });
+        ratio(found, n)
+    }
+}
+
+/// The phone table of `masking/README.md`.
+impl fmt::Display for PhoneScores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "| locale | numbers | under a phone key | after a context word | bare in text |"
+        )?;
+        writeln!(f, "|---|---:|---:|---:|---:|")?;
+        for (locale, row) in &self.by_locale {
+            writeln!(
+                f,
+                "| {locale} | {} | {:.3} | {:.3} | {:.3} |",
+                row[0],
+                ratio(row[1], row[0]),
+                ratio(row[2], row[0]),
+                ratio(row[3], row[0])
+            )?;
+        }
+        let n: u64 = self.by_locale.values().map(|row| row[0]).sum();
+        writeln!(
+            f,
+            "| **all** | {n} | {:.3} | {:.3} | {:.3} |",
+            self.recall(None, 1),
+            self.recall(None, 2),
+            self.recall(None, 3)
+        )?;
+        let [n_near, in_text, under_key] = self.near_misses;
+        writeln!(
+            f,
+            "\nnear misses left verbatim: {in_text} of {n_near} in text, {under_key} of {n_near} under other keys"
         )
     }
 }

@@ -283,3 +283,60 @@ fn only_the_exact_tokens_of_this_configuration_are_trusted() {
     let (masked, _) = masker.mask_text(&glued);
     assert!(!masked.contains("4111-1111"), "{masked}");
 }
+
+// Regression: with `hmac_token_len` equal to a value's length, `[HMAC:PHONE:2125550123]` had
+// exactly the shape of a token this engine writes (ten lowercase hex digits) and the phone
+// number inside it passed unmasked. A genuine digest now always holds a hex letter.
+#[test]
+fn digits_in_a_token_shaped_wrapper_are_masked() {
+    let spoofs = [
+        ("[HMAC:PHONE:2125550123]", 10, "2125550123", "PHONE"),
+        ("[HMAC:PHONE:+44 20 7946 0018]", 10, "7946", "PHONE"),
+        ("[HMAC:PHONE:02079460018]", 11, "02079460018", "PHONE"),
+        ("[HMAC:US_SSN:123456789]", 9, "123456789", "US_SSN"),
+        (
+            "[HMAC:CREDIT_CARD:4111111111111111]",
+            16,
+            "4111111111111111",
+            "CREDIT_CARD",
+        ),
+    ];
+    for (spoof, hmac_token_len, value, detector) in spoofs {
+        let masker = Masker::new(&MaskingConfig {
+            hmac_token_len: hmac_token_len.max(8),
+            ..config(Replacement::Hmac)
+        })
+        .unwrap();
+        let (masked, findings) = masker.mask_text(spoof);
+        assert!(!masked.contains(value), "{spoof} -> {masked}");
+        assert!(
+            findings.iter().any(|f| f.detector == detector),
+            "{spoof}: {findings:?}"
+        );
+        let (again, findings) = masker.mask_text(&masked);
+        assert_eq!(again, masked);
+        assert!(findings.is_empty(), "{findings:?}");
+    }
+}
+
+/// Every HMAC token holds a hex letter, so none reads as digits, and masking stays
+/// idempotent for the values whose first digest was all decimal digits (about 2 in 100 at
+/// eight hex digits, so a few dozen of these 2,000).
+#[test]
+fn hmac_tokens_always_hold_a_hex_letter() {
+    let masker = Masker::new(&MaskingConfig {
+        hmac_token_len: 8,
+        ..config(Replacement::Hmac)
+    })
+    .unwrap();
+    for n in 0..2000 {
+        let text = format!("call +1 212 555 {n:04}");
+        let (masked, _) = masker.mask_text(&text);
+        let digest = &masked[masked.rfind(':').unwrap() + 1..masked.len() - 1];
+        assert_eq!(digest.len(), 8, "{masked}");
+        assert!(digest.bytes().any(|b| b.is_ascii_alphabetic()), "{masked}");
+        let (again, findings) = masker.mask_text(&masked);
+        assert_eq!(again, masked);
+        assert!(findings.is_empty());
+    }
+}
