@@ -27,6 +27,11 @@ pub enum ConfigErrorKind {
     },
     #[error("`{key}` {reason}")]
     Invalid { key: String, reason: String },
+    #[error("the `[{section}]` section is required by {binary}")]
+    MissingSection {
+        section: String,
+        binary: &'static str,
+    },
 }
 
 impl ConfigError {

@@ -1,8 +1,10 @@
 //! The evidence API's section: `[evidence]`.
 //!
-//! The evidence API also reads `[oidc]` (who its callers are), `[storage]` (the logs, read-only),
-//! `[index]` (the processor's index, opened read-only) and `[functions.*]` (the policies in force,
-//! for the SOC 2 report). It never needs the log's signing key: `verifier_key` is the public half.
+//! The evidence API also reads `[oidc]` (who its callers are), `storage.url` (the logs, read with
+//! its own `evidence.storage_options`), `[index]` (the processor's index, opened read-only) and
+//! `[functions.*]` (the policies in force, for the SOC 2 report). It never holds the log's
+//! signing key (`verifier_key` is the public half), the store's write credentials or the
+//! functions' credentials (see [`crate::Service`]).
 
 use std::net::SocketAddr;
 
@@ -36,6 +38,11 @@ pub struct EvidenceConfig {
     /// The most hits one search page returns.
     #[serde(default = "default_max_page_size")]
     pub max_page_size: usize,
+    /// The evidence API's own options for the store at `storage.url` (read-only credentials, endpoint,
+    /// region), by `object_store` key as `storage.options`, which it never reads: those are the
+    /// processor's write credentials. Values may be `${ENV}` references and never print.
+    #[serde(default)]
+    pub storage_options: std::collections::BTreeMap<String, crate::Secret>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -52,11 +59,21 @@ fn default_max_page_size() -> usize {
 }
 
 impl Config {
-    /// Reads `evidence.verifier_key_file` into `evidence.verifier_key`.
-    pub(crate) fn resolve_evidence_files(&mut self) -> Result<(), KeyError> {
+    /// Resolves `evidence.storage_options` and reads `evidence.verifier_key_file` into
+    /// `evidence.verifier_key`.
+    pub(crate) fn resolve_evidence_files(
+        &mut self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), KeyError> {
         let Some(evidence) = &mut self.evidence else {
             return Ok(());
         };
+        for (name, value) in &mut evidence.storage_options {
+            let key_path = format!("evidence.storage_options.{name}");
+            value
+                .resolve(&key_path, env)
+                .map_err(|kind| (key_path, kind))?;
+        }
         let key_path = "evidence.verifier_key".to_string();
         let invalid = |reason: String| {
             (
@@ -142,7 +159,8 @@ mod tests {
     const KEY: &str = "example.com/log+1a2b3c4d+AQsV8bnJmO9QA3fWq0fKqKh7JdVmb9cNE8lqEGpu6UTh";
 
     fn load(source: &str) -> Result<Config, crate::ConfigError> {
-        Config::from_toml_with_env(source, "deploy.toml", &|_| None)
+        let source = format!("{source}[oidc]\nissuer = \"http://i\"\naudiences = [\"a\"]\n");
+        Config::from_toml_with_env(&source, "deploy.toml", crate::Service::Evidence, &|_| None)
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub struct IngressConfig {
     pub max_in_flight: usize,
 }
 
+/// The longest `kafka.delivery_timeout_ms`: 15 minutes, librdkafka's own bound would allow
+/// more, but a caller held that long has long given up.
+pub const MAX_DELIVERY_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+
 /// The largest `ingress.max_in_flight`: far above what one process serves, and well inside what
 /// a semaphore can count.
 pub const MAX_IN_FLIGHT_LIMIT: usize = 1_000_000;
@@ -134,7 +138,7 @@ fn default_http_timeout_ms() -> u64 {
 /// accepted HS256 could be fed tokens "signed" with the issuer's public key.
 pub const SUPPORTED_ALGORITHMS: [&str; 6] = ["RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA"];
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Bootstrap servers, comma-separated.
@@ -144,8 +148,22 @@ pub struct KafkaConfig {
     /// How long the gateway waits for the broker to acknowledge an event before it refuses the
     /// call with 503.
     pub delivery_timeout_ms: u64,
-    /// Extra librdkafka properties (security.protocol, sasl.*, ...), passed through as written.
+    /// Extra librdkafka properties (security.protocol, ssl.*, sasl.*, ...), passed through as
+    /// written once `${ENV}` references are resolved. They may hold credentials
+    /// (`sasl.password`), so their values never print.
     pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("calls_topic", &self.calls_topic)
+            .field("siem_topic", &self.siem_topic)
+            .field("delivery_timeout_ms", &self.delivery_timeout_ms)
+            .field("properties", &self.properties.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl Default for KafkaConfig {
@@ -319,6 +337,11 @@ impl Config {
         // and the masking key through the environment.
         self.kafka.brokers = crate::secret::expand_env("kafka.brokers", &self.kafka.brokers, env)
             .map_err(|kind| ("kafka.brokers".to_string(), kind))?;
+        for (name, value) in &mut self.kafka.properties {
+            let key_path = format!("kafka.properties.{name}");
+            *value = crate::secret::expand_env(&key_path, value, env)
+                .map_err(|kind| (key_path.clone(), kind))?;
+        }
         if let Some(hmac_key) = &self.masking.hmac_key {
             self.masking.hmac_key = Some(
                 crate::secret::expand_env("masking.hmac_key", hmac_key, env)
@@ -326,7 +349,7 @@ impl Config {
             );
         }
         self.resolve_processor_secrets(env)?;
-        self.resolve_evidence_files()?;
+        self.resolve_evidence_files(env)?;
         Ok(())
     }
 
@@ -348,6 +371,12 @@ impl Config {
         if ingress.max_request_bytes == 0 {
             return Err(invalid(
                 "ingress.max_request_bytes",
+                "must be positive".into(),
+            ));
+        }
+        if ingress.max_response_bytes == 0 {
+            return Err(invalid(
+                "ingress.max_response_bytes",
                 "must be positive".into(),
             ));
         }
@@ -373,6 +402,12 @@ impl Config {
                     "must name at least one audience".into(),
                 ));
             }
+            if oidc.http_timeout_ms == 0 {
+                return Err(invalid("oidc.http_timeout_ms", "must be positive".into()));
+            }
+            if oidc.jwks_cache_secs == 0 {
+                return Err(invalid("oidc.jwks_cache_secs", "must be positive".into()));
+            }
             if oidc.algorithms.is_empty() {
                 return Err(invalid("oidc.algorithms", "must not be empty".into()));
             }
@@ -392,6 +427,14 @@ impl Config {
         }
         if self.kafka.brokers.trim().is_empty() {
             return Err(invalid("kafka.brokers", "must not be empty".into()));
+        }
+        // librdkafka's own bounds for `message.timeout.ms`; 0 would mean "wait forever", the
+        // opposite of failing closed.
+        if !(1..=MAX_DELIVERY_TIMEOUT_MS).contains(&self.kafka.delivery_timeout_ms) {
+            return Err(invalid(
+                "kafka.delivery_timeout_ms",
+                format!("must be between 1 and {MAX_DELIVERY_TIMEOUT_MS}"),
+            ));
         }
         for (key, topic) in [
             ("kafka.calls_topic", &self.kafka.calls_topic),
@@ -586,7 +629,8 @@ approver_groups = ["treasury"]
 
     fn load(extra: &str) -> Result<Config, crate::ConfigError> {
         let source = format!("{FUNCTION}{extra}");
-        Config::from_toml_with_env(&source, "deploy.toml", &|_| {
+        let source = format!("{source}[oidc]\nissuer = \"http://i\"\naudiences = [\"a\"]\n");
+        Config::from_toml_with_env(&source, "deploy.toml", crate::Service::Ingress, &|_| {
             Some("https://hooks.example.com/T000/secret-path".into())
         })
     }
@@ -622,6 +666,7 @@ approver_groups = ["treasury"]
         let empty = Config::from_toml(
             "[functions.f]\nupstream = \"http://x\"\napproval = { approver_groups = [] }\n",
             "deploy.toml",
+            crate::Service::Ingress,
         )
         .unwrap_err();
         assert!(empty.to_string().contains("approver_groups"), "{empty}");

@@ -31,8 +31,21 @@ fn env(name: &str) -> Option<String> {
     (name == "CUSTOMER_TOKEN").then(|| "token-from-env".to_string())
 }
 
+/// Loads `source` as the gateway does, with an `[oidc]` section (which it requires) appended
+/// when the source has none, so that line numbers stay those of `source`.
 fn load(source: &str) -> Result<Config, ConfigError> {
-    Config::from_toml_with_env(source, "deploy.toml", &env)
+    let source = if source.contains("[oidc]") {
+        source.to_string()
+    } else {
+        format!(
+            "{source}\n[oidc]\nissuer = \"http://127.0.0.1:9000\"\naudiences = [\"callproof\"]\n"
+        )
+    };
+    Config::from_toml_with_env(&source, "deploy.toml", Service::Ingress, &env)
+}
+
+fn load_as(service: Service, source: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_with_env(source, "deploy.toml", service, &env)
 }
 
 #[test]
@@ -66,6 +79,17 @@ fn secrets_never_print() {
     assert!(!printed.contains("token-from-env"));
     assert!(!printed.contains("literal-password"));
     assert!(printed.contains("[secret]"));
+}
+
+#[test]
+fn kafka_properties_resolve_the_environment_and_never_print() {
+    let source = "[kafka.properties]\n\"security.protocol\" = \"sasl_ssl\"\n\"sasl.password\" = \"${CUSTOMER_TOKEN}\"\n";
+    let config = load(source).unwrap();
+    assert_eq!(config.kafka.properties["sasl.password"], "token-from-env");
+    assert_eq!(config.kafka.properties["security.protocol"], "sasl_ssl");
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("token-from-env"), "{printed}");
+    assert!(printed.contains("sasl.password"), "{printed}");
 }
 
 #[test]
@@ -154,6 +178,26 @@ fn bad_values_are_refused_with_reason() {
             "ingress.max_in_flight` must be between 1 and",
         ),
         ("[kafka.properties]\nacks = \"1\"\n", "must not set `acks`"),
+        (
+            "[ingress]\nmax_response_bytes = 0\n",
+            "ingress.max_response_bytes` must be positive",
+        ),
+        (
+            "[oidc]\nissuer = \"http://i\"\naudiences = [\"a\"]\nhttp_timeout_ms = 0\n",
+            "oidc.http_timeout_ms` must be positive",
+        ),
+        (
+            "[oidc]\nissuer = \"http://i\"\naudiences = [\"a\"]\njwks_cache_secs = 0\n",
+            "oidc.jwks_cache_secs` must be positive",
+        ),
+        (
+            "[kafka]\ndelivery_timeout_ms = 0\n",
+            "kafka.delivery_timeout_ms` must be between 1 and",
+        ),
+        (
+            "[kafka.properties]\n\"sasl.password\" = \"${UNSET_KAFKA_PASSWORD}\"\n",
+            "`kafka.properties.sasl.password` refers to environment variable `UNSET_KAFKA_PASSWORD`",
+        ),
     ];
     for (source, expected) in cases {
         let error = error_of(source);
@@ -171,23 +215,30 @@ fn committed_examples_load() {
             continue;
         }
         let path = path.display().to_string();
-        // The quick start and compose keep their keys under .data/ and keys/, made on their
-        // first run: give the test its own.
+        // The quick start and compose keep their keys under .data/, keys/ and verifier/, made
+        // on their first run: give the test its own.
         let data = tempfile::tempdir().unwrap();
         std::fs::write(data.path().join("log-signing.key"), "PRIVATE+KEY+test").unwrap();
         std::fs::write(data.path().join("log-verifier.key"), "test+00000000+AA==").unwrap();
         let source = std::fs::read_to_string(&path)
             .unwrap()
             .replace("\".data/", &format!("\"{}/", data.path().display()))
-            .replace("\"keys/", &format!("\"{}/", data.path().display()));
-        Config::from_toml_with_env(&source, &path, &|_| Some("example-secret".into()))
-            .unwrap_or_else(|error| panic!("{error}"));
+            .replace("\"keys/", &format!("\"{}/", data.path().display()))
+            .replace("\"verifier/", &format!("\"{}/", data.path().display()));
+        for service in [Service::Ingress, Service::Processor, Service::Evidence] {
+            Config::from_toml_with_env(&source, &path, service, &|_| Some("example-secret".into()))
+                .unwrap_or_else(|error| panic!("{service:?}: {error}"));
+        }
     }
 }
 
 #[test]
 fn processor_sections_load_with_defaults_and_refuse_bad_values() {
-    let config = load("[log]\nsigning_key = \"${CUSTOMER_TOKEN}\"\n").unwrap();
+    let config = load_as(
+        Service::Processor,
+        "[log]\nsigning_key = \"${CUSTOMER_TOKEN}\"\n",
+    )
+    .unwrap();
     assert_eq!(config.processor.group_id, "callproof-processor");
     assert_eq!(config.processor.batch_max_events, 5_000);
     assert!(config.storage.url.starts_with("file:///"));
@@ -224,7 +275,7 @@ fn processor_sections_load_with_defaults_and_refuse_bad_values() {
         ),
     ];
     for (source, expected) in cases {
-        let error = error_of(source);
+        let error = load_as(Service::Processor, source).unwrap_err().to_string();
         assert!(error.contains(expected), "{source:?}: {error}");
         assert!(error.starts_with("deploy.toml:"), "{error}");
     }
