@@ -1,4 +1,5 @@
-//! Prints the accuracy table of README.md: `cargo run -p callproof-masking --example accuracy`.
+//! Prints the accuracy and phone tables of README.md:
+//! `cargo run -p callproof-masking --example accuracy`.
 
 #[path = "../tests/corpus.rs"]
 mod corpus;
@@ -10,4 +11,5 @@ fn main() {
     let masker = Masker::new(&MaskingConfig::default()).expect("default config is valid");
     println!("{} records (seed {:#x})\n", records.len(), corpus::SEED);
     println!("{}", corpus::evaluate(&masker, &records));
+    println!("{}", corpus::evaluate_phones(&masker));
 }

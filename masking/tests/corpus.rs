@@ -1083,7 +1083,7 @@ pub struct PhoneScores {
     pub by_locale: BTreeMap<&'static str, [u64; 4]>,
     /// (near misses, left verbatim and unreported in text, under a non-phone key).
     pub near_misses: [u64; 3],
-    /// What was missed or masked wrongly, for the failure message.
+    /// What was missed (bare numbers too) or masked wrongly, printed by the test.
     pub misses: Vec<String>,
 }
 
@@ -1128,6 +1128,10 @@ pub fn evaluate_phones(masker: &Masker) -> PhoneScores {
             let (masked, findings) = masker.mask_text(&text);
             if masked_whole(&masked, &findings) {
                 row[3] += 1;
+            } else {
+                scores
+                    .misses
+                    .push(format!("{} bare: {}", entry.locale, entry.value));
             }
         } else {
             scores.near_misses[0] += 1;
