@@ -132,24 +132,6 @@ impl Plan {
                 .any(|t| t.matches(national, &self.general.lengths))
     }
 
-    /// Whether `digits`, as written inside the country, is a valid number here: after the
-    /// trunk prefix where the plan has one (Italy keeps its leading 0; Spain and Poland have
-    /// no trunk prefix). Without it only where people leave it out: North America (`1`) and
-    /// India, whose mobile numbers are written as ten digits. A German or British number
-    /// is never written without its `0` at home, and their plans are loose enough that
-    /// twelve random digits often fit them.
-    fn is_valid_national(&self, digits: &str) -> bool {
-        match self.national_prefix.as_deref() {
-            Some(prefix) => match digits.strip_prefix(prefix) {
-                Some(national) => self.is_valid(national),
-                None => self.prefix_optional && self.is_valid(digits),
-            },
-            None => self.is_valid(digits),
-        }
-    }
-}
-
-impl Plan {
     /// Whether `national` (a valid significant number) written in digit groups of `groups`
     /// lengths is grouped as one of this plan's national formats groups it.
     fn is_grouped_as_at_home(&self, national: &str, groups: &[u8]) -> bool {
@@ -168,6 +150,22 @@ impl Plan {
                 })
         })
     }
+
+    /// Whether `digits`, as written inside the country, is a valid number here: after the
+    /// trunk prefix where the plan has one (Italy keeps its leading 0; Spain and Poland have
+    /// no trunk prefix). Without it only where people leave it out: North America (`1`) and
+    /// India, whose mobile numbers are written as ten digits. A German or British number
+    /// is never written without its `0` at home, and their plans are loose enough that
+    /// twelve random digits often fit them.
+    fn is_valid_national(&self, digits: &str) -> bool {
+        match self.national_prefix.as_deref() {
+            Some(prefix) => match digits.strip_prefix(prefix) {
+                Some(national) => self.is_valid(national),
+                None => self.prefix_optional && self.is_valid(digits),
+            },
+            None => self.is_valid(digits),
+        }
+    }
 }
 
 fn plans() -> &'static [Plan] {
@@ -175,7 +173,7 @@ fn plans() -> &'static [Plan] {
     PLANS.get_or_init(|| REGIONS.iter().filter_map(|r| Plan::load(r)).collect())
 }
 
-/// Loads the plans now rather than on the first phone-shaped candidate (a few milliseconds).
+/// Compiles the plans now rather than on the first phone-shaped candidate (once per process).
 pub(crate) fn warm_up() {
     plans();
 }
@@ -216,21 +214,17 @@ pub(crate) fn is_valid_international(digits: &str) -> bool {
 /// A candidate parsed into its parts: digits, digit groups, parentheses, extension.
 pub(crate) struct Shape {
     /// Written with a leading `+`.
-    pub plus: bool,
+    pub(crate) plus: bool,
     /// The digits, the `(0)` trunk marker and the extension left out.
     digits: [u8; MAX_DIGITS + 5],
-    pub n_digits: usize,
+    pub(crate) n_digits: usize,
     /// Lengths of the digit groups (the extension left out).
     groups: [u8; 16],
-    pub n_groups: usize,
+    pub(crate) n_groups: usize,
     /// Index of the group written in parentheses, if any.
-    pub paren_group: Option<usize>,
-    /// `(0)` after the country code: the trunk prefix, shown but not dialled from abroad.
-    pub trunk_in_parens: bool,
+    pub(crate) paren_group: Option<usize>,
     /// The separator bytes used between groups (`b' '`, `b'-'`, `b'.'`, `b'/'`).
     separators: [bool; 4],
-    /// Digits of an extension (`x123`, `ext. 123`).
-    pub n_extension_digits: usize,
 }
 
 const SEPARATORS: [u8; 4] = [b' ', b'-', b'.', b'/'];
@@ -246,9 +240,7 @@ impl Shape {
             groups: [0; 16],
             n_groups: 0,
             paren_group: None,
-            trunk_in_parens: false,
             separators: [false; 4],
-            n_extension_digits: 0,
         };
         let mut at = 0;
         if candidate.first() == Some(&b'+') {
@@ -292,7 +284,6 @@ impl Shape {
                         && shape.groups[group] == 1
                         && shape.digits[shape.n_digits - 1] == b'0'
                     {
-                        shape.trunk_in_parens = true;
                         shape.n_digits -= 1;
                         shape.n_groups -= 1;
                     } else {
@@ -318,7 +309,6 @@ impl Shape {
                     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
                         return None;
                     }
-                    shape.n_extension_digits = digits.len();
                     break;
                 }
                 _ => {
@@ -493,9 +483,9 @@ mod tests {
             "02079460018", // GB London
             "07911123456", // GB mobile
             "03012345678", // DE Berlin
-            "0612345678",  // FR mobile
-            "0612345678",  // NL mobile
-            "0612345678",  // FR
+            "0612345678",  // FR and NL mobile
+            "0142685300",  // FR Paris
+            "0201234567",  // NL Amsterdam
             "3123456789",  // IT mobile
             "0212345678",  // IT Milan
             "612345678",   // ES mobile
