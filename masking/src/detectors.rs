@@ -694,11 +694,29 @@ fn is_in_identifier(text: &[u8], start: usize, end: usize) -> bool {
     before || after
 }
 
-/// True when a space and another group of digits come right before or after the match.
+/// True when a space and another group of digits come right before or after the match, or
+/// the match continues a code printed in blocks of four (`NL78 BLLE 0311 0803 44`, an IBAN
+/// whose check failed).
 fn next_to_digit_group(text: &[u8], start: usize, end: usize) -> bool {
     let before = start >= 2 && text[start - 1] == b' ' && text[start - 2].is_ascii_digit();
     let after = text.get(end) == Some(&b' ') && text.get(end + 1).is_some_and(u8::is_ascii_digit);
-    before || after
+    before || after || continues_code_in_fours(&text[..start])
+}
+
+/// Whether `before` ends with two blocks of four upper-case letters or digits, each followed
+/// by a space, the first holding a digit: `NL78 BLLE `.
+fn continues_code_in_fours(before: &[u8]) -> bool {
+    let Some(head) = before.len().checked_sub(10) else {
+        return false;
+    };
+    let blocks = &before[head..];
+    let is_code = |b: &u8| b.is_ascii_uppercase() || b.is_ascii_digit();
+    blocks[4] == b' '
+        && blocks[9] == b' '
+        && blocks[..4].iter().all(is_code)
+        && blocks[5..9].iter().all(is_code)
+        && blocks[..4].iter().any(u8::is_ascii_digit)
+        && (head == 0 || !before[head - 1].is_ascii_alphanumeric())
 }
 
 /// Confidence of a compressed IPv6 candidate with one or two groups: a context word

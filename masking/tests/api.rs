@@ -271,6 +271,7 @@ fn phone_near_misses_stay() {
         "version 10.2.33.4",
         "INV-2024-000123",
         "ref 2024 0115 0001",
+        "iban NL78 BLLE 0311 0803 44 (check digits wrong)",
     ] {
         let (masked, findings) = masker.mask_text(text);
         assert_eq!(masked, text);
