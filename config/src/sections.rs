@@ -408,6 +408,13 @@ impl Config {
             if oidc.jwks_cache_secs == 0 {
                 return Err(invalid("oidc.jwks_cache_secs", "must be positive".into()));
             }
+            // Zero would let every token with a made-up key id cause a fetch from the issuer.
+            if oidc.jwks_min_refresh_secs == 0 {
+                return Err(invalid(
+                    "oidc.jwks_min_refresh_secs",
+                    "must be positive".into(),
+                ));
+            }
             if oidc.algorithms.is_empty() {
                 return Err(invalid("oidc.algorithms", "must not be empty".into()));
             }

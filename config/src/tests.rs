@@ -191,6 +191,10 @@ fn bad_values_are_refused_with_reason() {
             "oidc.jwks_cache_secs` must be positive",
         ),
         (
+            "[oidc]\nissuer = \"http://i\"\naudiences = [\"a\"]\njwks_min_refresh_secs = 0\n",
+            "oidc.jwks_min_refresh_secs` must be positive",
+        ),
+        (
             "[kafka]\ndelivery_timeout_ms = 0\n",
             "kafka.delivery_timeout_ms` must be between 1 and",
         ),

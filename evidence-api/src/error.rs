@@ -19,6 +19,11 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    #[error(
+        "request headers are larger than {} bytes",
+        callproof_oidc::MAX_HEADER_BYTES
+    )]
+    HeadersTooLarge,
     /// The log does not verify, so the API refuses to vouch for what it would serve.
     #[error("{0}")]
     IntegrityFailure(String),
@@ -37,6 +42,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::IntegrityFailure(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -49,6 +55,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => "unauthenticated",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
+            ApiError::HeadersTooLarge => "headers_too_large",
             ApiError::IntegrityFailure(_) => "integrity_failure",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal { .. } => "internal",

@@ -22,13 +22,18 @@ pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use anyhow::Context;
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use callproof_config::{Config, FunctionConfig};
 use callproof_oidc::Authenticator;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub use auth::Auditor;
 pub use error::ApiError;
@@ -48,6 +53,7 @@ pub struct AppState {
     functions: BTreeMap<String, FunctionConfig>,
     max_export_events: usize,
     max_page_size: usize,
+    metrics: PrometheusHandle,
 }
 
 impl AppState {
@@ -78,7 +84,13 @@ impl App {
             .verifier_key
             .as_deref()
             .context("`evidence.verifier_key` is required")?;
-        let store = callproof_processor::storage::open_store(&config.storage)
+        // The store at `storage.url`, with the evidence API's own (read-only) options: it never
+        // holds `storage.options`, the processor's write credentials.
+        let storage = callproof_config::StorageConfig {
+            url: config.storage.url.clone(),
+            options: evidence.storage_options.clone(),
+        };
+        let store = callproof_processor::storage::open_store(&storage)
             .map_err(|error| anyhow::anyhow!("`[storage]`: {error}"))?;
         let logs = Logs::new(store, verifier_key).map_err(anyhow::Error::msg)?;
         let index_root = config.index.path.clone();
@@ -100,6 +112,7 @@ impl App {
             functions: config.functions.clone(),
             max_export_events: evidence.max_export_events,
             max_page_size: evidence.max_page_size,
+            metrics: prometheus_handle()?,
         };
         Ok(App {
             state: Arc::new(state),
@@ -130,9 +143,77 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/logs/{partition}/tile/{*path}", get(api::raw_tile))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound("no such endpoint".to_string()) })
         .with_state(state)
+        .layer(axum::middleware::from_fn(count_requests))
+        .layer(axum::middleware::from_fn(refuse_oversized_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// The outcomes `/metrics` shows from the start, at zero until they happen: a scrape (or an
+/// alert on a rate) should not have to wait for the first refusal to know the series exists.
+const STATUS_CLASSES: [&str; 4] = ["2xx", "4xx", "5xx", "other"];
+
+/// The metrics recorder is process-wide; tests build several apps in one process.
+fn prometheus_handle() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    for class in STATUS_CLASSES {
+        metrics::counter!("callproof_evidence_requests_total", "status" => class).increment(0);
+    }
+    for reason in ["headers_too_large", "unauthenticated", "forbidden"] {
+        metrics::counter!("callproof_evidence_requests_refused_total", "reason" => reason)
+            .increment(0);
+    }
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> String {
+    app.metrics.render()
+}
+
+/// Counts every answer by status class and the refusals by reason, and times them.
+async fn count_requests(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status();
+    let class = match status.as_u16() {
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    };
+    metrics::counter!("callproof_evidence_requests_total", "status" => class).increment(1);
+    let refusal = match status {
+        axum::http::StatusCode::UNAUTHORIZED => Some("unauthenticated"),
+        axum::http::StatusCode::FORBIDDEN => Some("forbidden"),
+        _ => None,
+    };
+    if let Some(reason) = refusal {
+        metrics::counter!("callproof_evidence_requests_refused_total", "reason" => reason)
+            .increment(1);
+    }
+    metrics::histogram!("callproof_evidence_request_seconds")
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Answers 431 to a request whose headers exceed [`callproof_oidc::MAX_HEADER_BYTES`], before it
+/// is routed or any of it decoded.
+async fn refuse_oversized_headers(request: Request, next: Next) -> Response {
+    if callproof_oidc::headers_within_limit(request.headers()) {
+        return next.run(request).await;
+    }
+    metrics::counter!("callproof_evidence_requests_total", "status" => "4xx").increment(1);
+    metrics::counter!("callproof_evidence_requests_refused_total", "reason" => "headers_too_large")
+        .increment(1);
+    ApiError::HeadersTooLarge.into_response()
 }
 
 /// Serves the API until ctrl-c or SIGTERM.

@@ -20,13 +20,14 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing(args.json_logs);
-    let config = match callproof_config::Config::load(&args.config) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("callproof-evidence: {error}");
-            return ExitCode::from(2);
-        }
-    };
+    let config =
+        match callproof_config::Config::load(&args.config, callproof_config::Service::Evidence) {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("callproof-evidence: {error}");
+                return ExitCode::from(2);
+            }
+        };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

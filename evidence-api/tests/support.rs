@@ -66,8 +66,9 @@ pub fn event(call_id: &str, seq: i32, kind: EventKind, time: i64, subject: &str)
     }
 }
 
-/// The calls of the scenario: complete, denied, approved, self-approved, with a sequence gap,
-/// and one whose request is too large for an entry (its body goes to a blob).
+/// The calls of the scenario: complete, refused, approved, self-approved, approval denied,
+/// approval expired, still open, with a sequence gap, and one whose request is too large for
+/// an entry (its body goes to a blob).
 pub fn scenario(start: i64) -> Vec<CallEvent> {
     use EventKind::*;
     let mut time = start;
@@ -100,16 +101,14 @@ pub fn scenario(start: i64) -> Vec<CallEvent> {
         latency_micros: 1_200,
     });
     events.extend(ok);
-    let mut denied = vec![
-        event("call-denied", 0, CallReceived, next(), "bo"),
-        event("call-denied", 1, CallDenied, next(), "bo"),
-    ];
-    denied[1].decision = Some(Decision {
+    // A refusal is recorded by its call_denied alone, as the gateway does.
+    let mut denied = event("call-denied", 0, CallDenied, next(), "bo");
+    denied.decision = Some(Decision {
         allowed: false,
         policy_id: Some("support-read".into()),
         reason: "group marketing may not call get_customer".into(),
     });
-    events.extend(denied);
+    events.push(denied);
     for (call_id, caller, reviewer) in [
         ("call-approved", "ana", "rita"),
         ("call-self", "sam", "sam"),
@@ -121,6 +120,12 @@ pub fn scenario(start: i64) -> Vec<CallEvent> {
             event(call_id, 3, CallForwarded, next(), caller),
             event(call_id, 4, CallCompleted, next(), caller),
         ];
+        // As the gateway records a decision: `decision.allowed` says whether it approved.
+        approval[2].decision = Some(Decision {
+            allowed: true,
+            policy_id: Some("functions.get_customer.approval".into()),
+            reason: format!("{reviewer} approved the call"),
+        });
         approval[2].approval = Some(Approval {
             approvers: vec!["approvers".into()],
             quorum: 1,
@@ -138,6 +143,11 @@ pub fn scenario(start: i64) -> Vec<CallEvent> {
         event("call-refused", 1, ApprovalRequested, next(), "ana"),
         event("call-refused", 2, ApprovalDecided, next(), "ana"),
     ];
+    refused[2].decision = Some(Decision {
+        allowed: false,
+        policy_id: Some("functions.get_customer.approval".into()),
+        reason: "rita denied the call".into(),
+    });
     refused[2].approval = Some(Approval {
         approvers: vec!["approvers".into()],
         quorum: 1,
@@ -213,6 +223,7 @@ writer_memory_mb = 20
 
 [functions.get_customer]
 upstream = "http://127.0.0.1:9/customer"
+credential = {{ kind = "bearer", token = "${{CALLPROOF_TEST_UNSET_FUNCTION_TOKEN}}" }}
 
 [functions.get_customer.policy]
 allow_groups = ["support"]
@@ -226,8 +237,14 @@ verifier_key = "{verifier_key}"
             store = dir.path().join("store").display(),
             index = dir.path().join("index").display(),
         );
-        let config = callproof_config::Config::from_toml(&config_text, "evidence-test.toml")
-            .expect("config");
+        let load = |service| {
+            callproof_config::Config::from_toml(&config_text, "evidence-test.toml", service)
+                .expect("config")
+        };
+        // One file for both, as a deployment may have it: the evidence API must start without
+        // the processor's signing key and without the functions' credentials, which name
+        // variables that are not set.
+        let config = load(callproof_config::Service::Evidence);
 
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
@@ -251,7 +268,7 @@ verifier_key = "{verifier_key}"
         // The real pipeline, until every event is indexed; then a clean stop, so the store
         // and the index stay still for the tests.
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let processor_config = config.clone();
+        let processor_config = load(callproof_config::Service::Processor);
         let processor = tokio::spawn(async move {
             callproof_processor::run(processor_config, None, async {
                 let _ = stopped.await;
@@ -384,4 +401,19 @@ pub fn flip_byte(path: &Path, position: usize) -> Vec<u8> {
     changed[position] ^= 0x01;
     std::fs::write(path, &changed).expect("write");
     original
+}
+
+/// Packs files into a `.tar.gz`, as a bundle.
+pub fn pack(files: &callproof_tlog::bundle::BundleFiles) -> Vec<u8> {
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut archive = tar::Builder::new(encoder);
+    for (path, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        archive
+            .append_data(&mut header, path, bytes.as_slice())
+            .expect("append");
+    }
+    archive.into_inner().expect("tar").finish().expect("gzip")
 }

@@ -6,8 +6,9 @@ mod support;
 
 use std::collections::BTreeSet;
 
+use callproof_tlog::bundle::BundleFiles;
 use serde_json::Value;
-use support::{Deployment, flip_byte, now_micros, scenario, verify};
+use support::{Deployment, flip_byte, now_micros, pack, scenario, verify};
 
 fn error_code(body: &[u8]) -> String {
     let value: Value = serde_json::from_slice(body).unwrap_or_default();
@@ -39,6 +40,36 @@ async fn auditors_search_replay_prove_report_and_export_and_tampering_is_named()
         (status, error_code(&body).as_str()),
         (401, "unauthenticated")
     );
+    // Oversized input is refused before it is decoded: a token over the limit with 401, headers
+    // over theirs with 431; /metrics counts both from a series present since start.
+    let long_token = "a".repeat(callproof_oidc::MAX_TOKEN_BYTES + 1);
+    let (status, body) = d.get_with("/v1/search", Some(&long_token)).await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (401, "unauthenticated")
+    );
+    let huge_token = "a".repeat(callproof_oidc::MAX_HEADER_BYTES + 1);
+    let (status, body) = d.get_with("/v1/search", Some(&huge_token)).await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (431, "headers_too_large")
+    );
+    let (status, metrics) = d.get_with("/metrics", None).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert_eq!(status, 200);
+    // Other tests of this process may have been refused too: the series must exist, the count
+    // of oversized headers be at least this one.
+    assert!(
+        !metrics
+            .contains(r#"callproof_evidence_requests_refused_total{reason="headers_too_large"} 0"#),
+        "{metrics}"
+    );
+    for series in [
+        r#"callproof_evidence_requests_refused_total{reason="headers_too_large"} "#,
+        r#"callproof_evidence_requests_refused_total{reason="forbidden"} "#,
+    ] {
+        assert!(metrics.contains(series), "{series} not in {metrics}");
+    }
     let support_token = d.issuer.token("bo", &["support"]);
     let (status, body) = d.get_with("/v1/integrity", Some(&support_token)).await;
     assert_eq!((status, error_code(&body).as_str()), (403, "forbidden"));
@@ -247,11 +278,14 @@ async fn auditors_search_replay_prove_report_and_export_and_tampering_is_named()
     };
     assert_eq!(report["events"], events.len());
     assert_eq!(
-        figure(&section("CC6.2 / CC6.3"), "calls denied")["value"],
+        figure(
+            &section("CC6.2 / CC6.3"),
+            "calls refused (no valid token, policy, limits: call_denied)"
+        )["value"],
         1
     );
     let cc81 = section("CC8.1");
-    assert_eq!(figure(&cc81, "approved")["value"], 2);
+    assert_eq!(figure(&cc81, "approved by a reviewer")["value"], 2);
     assert_eq!(
         figure(&cc81, "self-approved calls (reviewer is the caller)")["value"],
         1
@@ -261,21 +295,80 @@ async fn auditors_search_replay_prove_report_and_export_and_tampering_is_named()
         "{cc81}"
     );
     let cc72 = section("CC7.2");
-    // The open call has no final event; the refused one ended with its denial.
+    // The open call has no final event and the gapped one misses event 1; the refusal, the
+    // denied approval and the expired one are complete calls.
     let cc72_exceptions = cc72["exceptions"].to_string();
-    assert!(cc72_exceptions.contains("call-open"), "{cc72}");
-    assert!(!cc72_exceptions.contains("call-refused"), "{cc72}");
+    for incomplete in ["call-open", "call-gap"] {
+        assert!(cc72_exceptions.contains(incomplete), "{incomplete}: {cc72}");
+        assert!(
+            cc72_exceptions.contains(&format!("/v1/calls/{incomplete}")),
+            "each exception links its timeline: {cc72}"
+        );
+    }
+    for complete in ["call-denied", "call-refused", "call-expired", "call-ok"] {
+        assert!(!cc72_exceptions.contains(complete), "{complete}: {cc72}");
+    }
+    assert_eq!(
+        figure(
+            &cc72,
+            "calls begun without their final event in the period, or with events missing"
+        )["value"],
+        2
+    );
+    assert_eq!(
+        report["calls"], 9,
+        "every call of the scenario began in the period"
+    );
     assert_eq!(figure(&cc81, "denied by a reviewer")["value"], 1);
     assert_eq!(figure(&cc81, "expired undecided")["value"], 1);
-    for section in report["sections"].as_array().unwrap() {
-        for figure in section["figures"].as_array().unwrap() {
-            assert!(figure["search"].is_string(), "no search behind {figure}");
-        }
-    }
     assert!(
-        cc72["figures"].to_string().contains("\"verified\":true"),
+        cc72["figures"]
+            .to_string()
+            .contains("\"verified_when_generated\":true"),
         "{cc72}"
     );
+    // Each figure that counts lists exactly what it counts: run the search it links and
+    // count its hits, or their distinct calls, principals or agents.
+    let mut n_checked = 0;
+    for section in report["sections"].as_array().unwrap() {
+        for figure in section["figures"].as_array().unwrap() {
+            let search = figure["search"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no search behind {figure}"));
+            let Some(counts) = figure["counts"].as_str() else {
+                continue;
+            };
+            let mut hits_seen: Vec<Value> = Vec::new();
+            let mut next = Some(format!("{search}&limit=100"));
+            while let Some(link) = next {
+                let page = d.json(&link).await;
+                hits_seen.extend(hits(&page).iter().cloned());
+                next = page["next"].as_str().map(str::to_string);
+            }
+            let distinct = |field: &str| {
+                hits_seen
+                    .iter()
+                    .filter_map(|hit| hit[field].as_str())
+                    .collect::<BTreeSet<_>>()
+                    .len()
+            };
+            let counted = match counts {
+                "events" => hits_seen.len(),
+                "calls" => distinct("call_id"),
+                "principals" => distinct("principal"),
+                "agents" => distinct("agent"),
+                other => panic!("unknown count {other:?}"),
+            };
+            assert_eq!(
+                figure["value"].as_u64(),
+                Some(counted as u64),
+                "{}: {search} finds {counted} {counts}",
+                figure["label"]
+            );
+            n_checked += 1;
+        }
+    }
+    assert!(n_checked >= 20, "only {n_checked} figures checked");
     assert!(
         figure(&section("C1.1"), "events with EMAIL masked")["search"]
             .as_str()
@@ -294,6 +387,20 @@ async fn auditors_search_replay_prove_report_and_export_and_tampering_is_named()
         html.contains("<h2>CC6.1") && html.contains("call-self"),
         "{html}"
     );
+    assert!(
+        !html.contains("{&quot;") && !html.contains("[&quot;") && !html.contains("{\""),
+        "values are shown as text, not JSON: {html}"
+    );
+    assert!(
+        html.contains("<a href=\"/v1/calls/call-open\">timeline</a>"),
+        "{html}"
+    );
+
+    // A denied approval ends its call.
+    let refused = d.json("/v1/calls/call-refused").await;
+    assert_eq!(refused["complete"], true, "{refused}");
+    let denied_call = d.json("/v1/calls/call-denied").await;
+    assert_eq!(denied_call["complete"], true, "{denied_call}");
 
     // The evidence bundle verifies offline.
     let (status, bundle) = d.get(&format!("/v1/export?{}", d.period_query())).await;
@@ -306,6 +413,72 @@ async fn auditors_search_replay_prove_report_and_export_and_tampering_is_named()
         output.contains(&format!("{} entries", events.len())),
         "{output}"
     );
+    // The bundle's report is the API's report of the same period, but for when it was made.
+    let files = callproof_tlog::bundle::read_bundle(bundle.as_slice()).unwrap();
+    let mut bundled: Value = serde_json::from_slice(&files["report.json"]).unwrap();
+    let mut served = report.clone();
+    bundled["generated_at"] = Value::Null;
+    served["generated_at"] = Value::Null;
+    assert_eq!(bundled, served);
+
+    // Whatever is taken out of the bundle or changed in it is named.
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let part = &manifest["partitions"][0];
+    let p = part["partition"].as_i64().unwrap();
+    let middle =
+        (part["entries_from"].as_u64().unwrap() + part["entries_to"].as_u64().unwrap()) / 2;
+    let tamper_cases: Vec<(&str, Box<dyn Fn(&mut BundleFiles)>, String)> = vec![
+        (
+            "an entry, its proof and its manifest line removed",
+            Box::new(move |files: &mut BundleFiles| {
+                files.remove(&format!("logs/{p}/entries/{middle}"));
+                files.remove(&format!("logs/{p}/proofs/{middle}"));
+                let mut manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+                manifest["partitions"][0]["entries"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|index| index.as_u64() != Some(middle));
+                files.insert(
+                    "manifest.json".into(),
+                    serde_json::to_vec_pretty(&manifest).unwrap(),
+                );
+            }),
+            format!("partition {p} index {middle}: logs/{p}/entries/{middle}: missing"),
+        ),
+        (
+            "report.html rewritten",
+            Box::new(|files: &mut BundleFiles| {
+                let html = String::from_utf8(files["report.html"].clone()).unwrap();
+                let html = html.replace(
+                    "<td>approved by a reviewer</td><td>2</td>",
+                    "<td>approved by a reviewer</td><td>3</td>",
+                );
+                files.insert("report.html".into(), html.into_bytes());
+            }),
+            "report.html: is not the page of the report the entries give".to_string(),
+        ),
+        (
+            "a figure of report.json changed",
+            Box::new(|files: &mut BundleFiles| {
+                let json = String::from_utf8(files["report.json"].clone()).unwrap();
+                let json = json.replacen("\"value\": 1,", "\"value\": 0,", 1);
+                files.insert("report.json".into(), json.into_bytes());
+            }),
+            "report.json: CC".to_string(),
+        ),
+    ];
+    for (what, tamper, expected) in tamper_cases {
+        let mut files = files.clone();
+        tamper(&mut files);
+        let tampered = d.write("tampered-bundle.tar.gz", &pack(&files));
+        let (code, output) = verify(&["bundle", "--key", key, tampered.to_str().unwrap()]);
+        assert_eq!(code, 1, "{what}: {output}");
+        assert!(
+            output.contains(&expected),
+            "{what}: {expected:?} not in {output}"
+        );
+    }
+
     let integrity = d.json("/v1/integrity").await;
     assert_eq!(integrity["valid"], true, "{integrity}");
 

@@ -27,6 +27,11 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("too many calls in flight; retry later")]
     TooManyRequests,
+    #[error(
+        "request headers are larger than {} bytes",
+        callproof_oidc::MAX_HEADER_BYTES
+    )]
+    HeadersTooLarge,
     #[error("{0}")]
     UpstreamFailed(String),
     #[error("the audit log cannot record this call, so it was not made")]
@@ -61,6 +66,7 @@ impl ApiError {
             ApiError::UnknownFunction(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::AuditUnavailable | ApiError::Unavailable(_) | ApiError::IssuerUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -82,6 +88,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::TooManyRequests => "too_many_requests",
+            ApiError::HeadersTooLarge => "headers_too_large",
             ApiError::UpstreamFailed(_) => "upstream_failed",
             ApiError::AuditUnavailable => "audit_unavailable",
             ApiError::UpstreamTimeout { .. } => "upstream_timeout",

@@ -23,7 +23,14 @@ pub enum PublishError {
     Encode(#[from] callproof_schemas::EncodeError),
     #[error("the broker did not acknowledge the event: {0}")]
     Kafka(#[from] KafkaError),
+    #[error("the broker did not acknowledge the event within {0:?}")]
+    Timeout(Duration),
 }
+
+/// How much longer than `kafka.delivery_timeout_ms` a publish may take before the gateway gives
+/// up on it: librdkafka looks for expired messages about once a second, so its own timeout
+/// fires up to that late (observed: 4–10 s for a 3 s timeout with the broker down).
+pub const DELIVERY_TIMEOUT_MARGIN: Duration = Duration::from_millis(1_000);
 
 /// Publishes call events and knows whether the broker is reachable.
 pub struct EventPublisher {
@@ -80,7 +87,13 @@ impl EventPublisher {
                     .map_err(|(error, _message)| error)
             }
         });
-        let result = try_join_all(deliveries).await;
+        // The caller is answered within the bound whatever librdkafka does: a message still
+        // queued after it has not been acknowledged, so the call is refused either way.
+        let bound = self.delivery_timeout + DELIVERY_TIMEOUT_MARGIN;
+        let result = match tokio::time::timeout(bound, try_join_all(deliveries)).await {
+            Ok(result) => result.map_err(PublishError::from),
+            Err(_) => Err(PublishError::Timeout(bound)),
+        };
         metrics::histogram!("callproof_ingress_event_publish_seconds")
             .record(started.elapsed().as_secs_f64());
         match result {
@@ -88,7 +101,7 @@ impl EventPublisher {
             Err(error) => {
                 metrics::counter!("callproof_ingress_event_publish_failures_total").increment(1);
                 tracing::error!(%error, "the broker did not acknowledge call events");
-                Err(error.into())
+                Err(error)
             }
         }
     }
@@ -212,4 +225,42 @@ pub fn now_micros() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::config::ClientConfig;
+
+    use super::EventPublisher;
+
+    /// librdkafka is built with OpenSSL (TLS, SCRAM) and SASL PLAIN and OAUTHBEARER: without
+    /// them `security.protocol = "ssl"` fails at start ("OpenSSL not available at build time").
+    #[test]
+    fn the_kafka_client_supports_tls_and_sasl() {
+        let native = ClientConfig::new().create_native_config().unwrap();
+        let features = native.get("builtin.features").unwrap();
+        for feature in ["ssl", "sasl_plain", "sasl_scram", "sasl_oauthbearer"] {
+            assert!(
+                features.split(',').any(|built| built == feature),
+                "librdkafka lacks {feature}: {features}"
+            );
+        }
+    }
+
+    /// The documented example, TLS to Kafka included, gives a producer the gateway can start.
+    #[test]
+    fn the_example_deployment_makes_a_producer() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/callproof.toml");
+        let source = std::fs::read_to_string(path).unwrap();
+        let config = callproof_config::Config::from_toml_with_env(
+            &source,
+            path,
+            callproof_config::Service::Ingress,
+            &|_| Some("example-secret".to_string()),
+        )
+        .unwrap();
+        assert_eq!(config.kafka.properties["security.protocol"], "ssl");
+        EventPublisher::new(&config.kafka, &config.ingress.instance_id)
+            .unwrap_or_else(|error| panic!("{error}"));
+    }
 }

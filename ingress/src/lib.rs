@@ -153,6 +153,10 @@ fn prometheus_handle() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
+    // Present from the start at zero, so that a rate or an alert on them needs no first event.
+    metrics::counter!("callproof_ingress_event_publish_failures_total").increment(0);
+    metrics::counter!("callproof_ingress_requests_refused_total", "reason" => "headers_too_large")
+        .increment(0);
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
@@ -170,7 +174,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound("no such endpoint".to_string()) })
         .with_state(state)
+        .layer(axum::middleware::from_fn(refuse_oversized_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Answers 431 to a request whose headers exceed [`callproof_oidc::MAX_HEADER_BYTES`], before it
+/// is routed: nothing of it is decoded, so it is no call and records no event.
+async fn refuse_oversized_headers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if callproof_oidc::headers_within_limit(request.headers()) {
+        return next.run(request).await;
+    }
+    metrics::counter!("callproof_ingress_requests_refused_total", "reason" => "headers_too_large")
+        .increment(1);
+    ApiError::HeadersTooLarge.into_response()
 }
 
 async fn readyz(State(app): State<Arc<AppState>>) -> impl IntoResponse {

@@ -58,6 +58,30 @@ pub enum AuthError {
     MissingClaim(String),
     #[error("the identity provider's keys cannot be fetched")]
     IssuerUnavailable,
+    #[error("token is longer than {MAX_TOKEN_BYTES} bytes")]
+    TooLarge,
+}
+
+/// The longest bearer token accepted, in bytes. Tokens of real issuers take 1–4 KiB, a few
+/// dozen groups included; a longer one is refused before anything of it is decoded, so that a
+/// validly signed token of hundreds of kilobytes cannot make every request parse and verify it.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// The most bytes of request headers (names and values together) the HTTP services accept; a
+/// request with more is answered 431 before it is routed. It leaves room for a token of
+/// [`MAX_TOKEN_BYTES`] and the usual headers of proxies and browsers.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Whether `headers` fit in [`MAX_HEADER_BYTES`].
+pub fn headers_within_limit(headers: &http::HeaderMap) -> bool {
+    let mut total = 0usize;
+    for (name, value) in headers {
+        total += name.as_str().len() + value.len();
+        if total > MAX_HEADER_BYTES {
+            return false;
+        }
+    }
+    true
 }
 
 /// Cached keys keep verifying while the issuer is unreachable until the cache is this many times
@@ -145,6 +169,9 @@ impl Authenticator {
 
     /// Verifies `token` and returns who it names.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TooLarge);
+        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|error| AuthError::Malformed(describe_malformed(&error)))?;
         if !self.algorithms.contains(&header.alg) {
@@ -431,7 +458,11 @@ pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
             "authorization header is not `Bearer <token>`".into(),
         ));
     }
-    Ok(token.trim())
+    let token = token.trim();
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthError::TooLarge);
+    }
+    Ok(token)
 }
 
 #[cfg(test)]

@@ -50,8 +50,11 @@ enum Variant {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let config =
-        callproof_config::Config::from_toml("[kafka]\nbrokers = \"unused:9092\"\n", "cost.toml")?;
+    let config = callproof_config::Config::from_toml(
+        "[kafka]\nbrokers = \"unused:9092\"\n[log]\nsigning_key = \"unused\"\n",
+        "cost.toml",
+        callproof_config::Service::Processor,
+    )?;
     let masker = Masker::new(&config)?;
     let fields = IndexFields::new();
     let mut masked = Vec::with_capacity(args.events);

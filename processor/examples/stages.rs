@@ -30,8 +30,11 @@ fn main() -> anyhow::Result<()> {
     let payloads: Vec<Vec<u8>> = (0..n)
         .map(|i| callproof_schemas::encode(&events::call_event(&mut rng, i as u64, 1024)))
         .collect::<Result<_, _>>()?;
-    let config =
-        callproof_config::Config::from_toml("[kafka]\nbrokers = \"unused:9092\"\n", "stages.toml")?;
+    let config = callproof_config::Config::from_toml(
+        "[kafka]\nbrokers = \"unused:9092\"\n[log]\nsigning_key = \"unused\"\n",
+        "stages.toml",
+        callproof_config::Service::Processor,
+    )?;
     let masker = Masker::new(&config)?;
     let fields = IndexFields::new();
     let mut times = [Duration::ZERO; 6];

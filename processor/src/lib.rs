@@ -115,12 +115,20 @@ async fn check_brokers(config: &Config) -> Result<(), ProcessorError> {
             brokers: brokers.clone(),
             reason,
         };
-        let consumer: BaseConsumer = client_config
-            .create()
+        let consumer: BaseConsumer<LastError> = client_config
+            .create_with_context(LastError::default())
             .map_err(|error| unreachable(error.to_string()))?;
         let metadata = consumer
             .fetch_metadata(Some(&topic), timeout)
-            .map_err(|error| unreachable(error.to_string()))?;
+            .map_err(|error| {
+                // "Broker transport failure" says nothing of why: librdkafka's own report of the
+                // connection (a TLS handshake refused, say) does.
+                let reason = consumer
+                    .context()
+                    .take()
+                    .unwrap_or_else(|| error.to_string());
+                unreachable(reason)
+            })?;
         let found = metadata
             .topics()
             .iter()
@@ -138,6 +146,40 @@ async fn check_brokers(config: &Config) -> Result<(), ProcessorError> {
     .map_err(ProcessorError::task)?
 }
 
+/// Keeps the last error librdkafka reported on its connections, to say why brokers could not
+/// be reached.
+#[derive(Default)]
+struct LastError(std::sync::Mutex<Option<String>>);
+
+impl LastError {
+    fn take(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|mut last| last.take())
+    }
+}
+
+impl rdkafka::ClientContext for LastError {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka client error");
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(reason.to_string());
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LastError {}
+
+/// Every `stage` label of `callproof_processor_failures_total`.
+const FAILURE_STAGES: [&str; 8] = [
+    "consume",
+    "decode",
+    "encode",
+    "append",
+    "store",
+    "siem",
+    "unassigned",
+    "offset_gap",
+];
+
 /// Serves `/metrics` (Prometheus) and `/healthz` on `address`; installs the global recorder.
 pub async fn serve_metrics(address: SocketAddr) -> Result<(), ProcessorError> {
     let failed = |reason: String| ProcessorError::Metrics {
@@ -149,6 +191,11 @@ pub async fn serve_metrics(address: SocketAddr) -> Result<(), ProcessorError> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|error| failed(error.to_string()))?;
+    // Present from the start at zero, so that a rate or an alert on them needs no first failure.
+    for stage in FAILURE_STAGES {
+        metrics::counter!("callproof_processor_failures_total", "stage" => stage).increment(0);
+    }
+    metrics::counter!("callproof_processor_duplicates_skipped_total").increment(0);
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|error| failed(error.to_string()))?;

@@ -63,7 +63,7 @@ fn main() -> ExitCode {
         eprintln!("callproof-processor: --config FILE is required");
         return ExitCode::from(2);
     };
-    let config = match callproof_config::Config::load(path) {
+    let config = match callproof_config::Config::load(path, callproof_config::Service::Processor) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("callproof-processor: {error}");

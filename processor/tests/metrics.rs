@@ -81,4 +81,12 @@ async fn metrics_show_lag_batches_latencies_and_failures() {
         value(r#"callproof_processor_failures_total{stage="decode"}"#),
         1.0
     );
+    // Failures that did not happen are there too, at zero, from the start.
+    for absent in [
+        r#"callproof_processor_failures_total{stage="store"}"#,
+        r#"callproof_processor_failures_total{stage="offset_gap"}"#,
+        "callproof_processor_duplicates_skipped_total",
+    ] {
+        assert_eq!(value(absent), 0.0, "{absent}");
+    }
 }

@@ -3,4 +3,5 @@
 //! independent clients.
 
 mod gateway;
+mod kafka_tls;
 mod quickstart;

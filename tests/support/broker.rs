@@ -24,8 +24,18 @@ pub fn unique_name(prefix: &str) -> String {
 
 /// Creates a topic and waits until its partitions can be used.
 pub async fn create_topic(brokers: &str, name: &str, partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    create_topic_with(brokers, name, partitions, &[]).await
+}
+
+/// As [`create_topic`], through a client with more librdkafka `properties` (TLS, say).
+pub async fn create_topic_with(
+    brokers: &str,
+    name: &str,
+    partitions: i32,
+    properties: &[(&str, String)],
+) -> anyhow::Result<()> {
+    let client = client_config(brokers, properties);
+    let admin: AdminClient<DefaultClientContext> = client
         .create()
         .context("cannot create the Kafka admin client")?;
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
@@ -40,15 +50,21 @@ pub async fn create_topic(brokers: &str, name: &str, partitions: i32) -> anyhow:
             bail!("cannot create topic {topic}: {code}");
         }
     }
-    let brokers = brokers.to_string();
     let name = name.to_string();
-    tokio::task::spawn_blocking(move || wait_for_partitions(&brokers, &name, partitions)).await?
+    tokio::task::spawn_blocking(move || wait_for_partitions(client, &name, partitions)).await?
 }
 
-fn wait_for_partitions(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+fn client_config(brokers: &str, properties: &[(&str, String)]) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", brokers);
+    for (key, value) in properties {
+        client.set(*key, value);
+    }
+    client
+}
+
+fn wait_for_partitions(client: ClientConfig, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = client.create()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;

@@ -131,8 +131,15 @@ impl TestIssuer {
 
 /// Signs `claims` with `key`, putting its `kid` in the header.
 pub fn sign(key: &IssuerKey, claims: &Value) -> String {
+    sign_with(key, claims, |_| {})
+}
+
+/// As [`sign`], with the header changed by `edit` first (a padded `x5c`, say): still a token
+/// the issuer's key validly signs.
+pub fn sign_with(key: &IssuerKey, claims: &Value, edit: impl FnOnce(&mut Header)) -> String {
     let mut header = Header::new(key.algorithm);
     header.kid = Some(key.kid.clone());
+    edit(&mut header);
     jsonwebtoken::encode(&header, claims, &key.encoding).unwrap_or_else(|error| panic!("{error}"))
 }
 

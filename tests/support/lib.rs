@@ -1,5 +1,5 @@
 //! Test harness shared by the crates' integration tests and the end-to-end tests: the real
-//! broker started by `.ci/run` (or a private one), a local OIDC issuer with its own keys, a
+//! broker started by `.ci/run` (or a private one, or one behind TLS), a local OIDC issuer with its own keys, a
 //! function service that records what reached it, and helpers to run the callproof binaries.
 //!
 //! Nothing here fakes a part of the system under test: the broker is Tansu, the issuer and the
@@ -9,6 +9,7 @@ pub mod broker;
 pub mod function_service;
 pub mod issuer;
 pub mod process;
+pub mod tls;
 pub mod webhook;
 
 /// The workspace root, for paths to committed files and `../shared`.

@@ -201,9 +201,20 @@ async fn with_the_broker_gone_calls_get_503_and_the_function_is_never_called() {
     assert_eq!(gateway.functions.calls(), 1);
 
     private.stop();
+    // Refused within kafka.delivery_timeout_ms (3 s here) and the documented margin, however
+    // late librdkafka notices; the extra second is for a loaded test machine, not the gateway.
+    let bound = std::time::Duration::from_millis(3_000)
+        + callproof_ingress::events::DELIVERY_TIMEOUT_MARGIN
+        + std::time::Duration::from_secs(1);
+    let started = std::time::Instant::now();
     let answer = gateway
         .invoke_as_alice("echo", &json!({"after": "stop"}))
         .await;
+    let waited = started.elapsed();
+    assert!(
+        waited < bound,
+        "refused after {waited:?}, more than {bound:?}"
+    );
     assert_eq!(answer.status, 503, "{}", answer.text);
     assert_eq!(error_code(&answer), "audit_unavailable");
     assert!(answer.call_id.is_some());
@@ -214,7 +225,13 @@ async fn with_the_broker_gone_calls_get_503_and_the_function_is_never_called() {
     );
 
     // Refusals cannot be recorded either, and say so rather than pretend.
+    let started = std::time::Instant::now();
     let unauthenticated = gateway.invoke("echo", None, "{}").await;
+    let waited = started.elapsed();
+    assert!(
+        waited < bound,
+        "refused after {waited:?}, more than {bound:?}"
+    );
     assert_eq!(unauthenticated.status, 503);
 
     let ready = gateway

@@ -1,7 +1,7 @@
 //! OIDC authentication: what is accepted, what is refused, and that every refusal is recorded.
 
 use callproof_schemas::EventKind;
-use callproof_tests::issuer::{self, TestIssuer, forge, now_secs, sign};
+use callproof_tests::issuer::{self, TestIssuer, forge, now_secs, sign, sign_with};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
@@ -43,6 +43,43 @@ async fn missing_and_malformed_tokens_are_refused() {
     assert_refused(&gateway, Some("not-a-jwt"), "malformed token").await;
     assert_refused(&gateway, Some("a.b.c"), "malformed token").await;
     assert_eq!(gateway.functions.calls(), 0);
+}
+
+#[tokio::test]
+async fn oversized_tokens_and_headers_are_refused_before_decoding() {
+    let gateway = Harness::start().await;
+    let key = gateway.issuer.key(Algorithm::EdDSA);
+    let claims = gateway.issuer.claims("alice", &["support"]);
+    let signed_with_padding = |bytes: usize| {
+        sign_with(&key, &claims, |header| {
+            header.x5c = Some(vec!["A".repeat(bytes)]);
+        })
+    };
+    // Validly signed, and a little over the limit: refused as a call, and recorded.
+    let long = signed_with_padding(callproof_oidc::MAX_TOKEN_BYTES);
+    assert_refused(&gateway, Some(&long), "token is longer than 8192 bytes").await;
+
+    // Validly signed with a 200 KB header: refused before routing, as HTTP says.
+    let huge = signed_with_padding(200 * 1024);
+    let answer = gateway.invoke("echo", Some(&huge), "{}").await;
+    assert_eq!(answer.status, 431, "{}", answer.text);
+    assert_eq!(error_code(&answer), "headers_too_large");
+    // Headers over the limit without any token are refused the same way.
+    let padded = gateway
+        .client
+        .post(format!("{}/v1/functions/echo/invoke", gateway.url))
+        .header("x-padding", "p".repeat(callproof_oidc::MAX_HEADER_BYTES))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(padded.status().as_u16(), 431);
+    assert_eq!(gateway.functions.calls(), 0);
+
+    // A token just under the limit still works.
+    let fits = signed_with_padding(callproof_oidc::MAX_TOKEN_BYTES / 2);
+    let answer = gateway.invoke("echo", Some(&fits), "{}").await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use callproof_config::Config;
+use callproof_config::{Config, Service};
 use callproof_schemas::{CallEvent, EventKind};
 use callproof_tests::broker;
 use callproof_tests::function_service::FunctionService;
@@ -73,6 +73,19 @@ jwks_min_refresh_secs = 2
 brokers = "{brokers}"
 calls_topic = "{topic}"
 delivery_timeout_ms = 3000
+
+# The processor's and the evidence API's secrets, in the same file as a deployment may keep
+# them: the gateway must start without them (the variables and the file do not exist).
+[storage]
+url = "s3://evidence/logs"
+options = {{ aws_secret_access_key = "${{STORE_WRITER_SECRET}}" }}
+
+[log]
+signing_key_file = "/nonexistent/callproof/log-signing.key"
+
+[evidence]
+verifier_key = "example.com/log+1a2b3c4d+AQsV8bnJmO9QA3fWq0fKqKh7JdVmb9cNE8lqEGpu6UTh"
+storage_options = {{ aws_secret_access_key = "${{STORE_READER_SECRET}}" }}
 
 [functions.echo]
 upstream = "{upstream}/echo"
@@ -151,7 +164,8 @@ approval = {{ approver_groups = ["treasury"], expiry_secs = 2 }}
             "WEBHOOK_URL" => Some(webhook.url.clone()),
             _ => None,
         };
-        let config = Config::from_toml_with_env(&source, "test.toml", &env).unwrap();
+        let config =
+            Config::from_toml_with_env(&source, "test.toml", Service::Ingress, &env).unwrap();
         let app = callproof_ingress::App::build(config).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

@@ -205,6 +205,7 @@ writer_memory_mb = 20
         callproof_config::Config::from_toml(
             &self.config_text(&self.group, free_port(), extra),
             "test.toml",
+            callproof_config::Service::Processor,
         )
         .expect("config")
     }

@@ -1,0 +1,217 @@
+//! Kafka over TLS with certificate verification: the gateway and the processor binaries reach a
+//! broker only through TLS (Tansu behind Debian's stunnel4), the call's events become a signed
+//! log, and clients that trust another CA are refused with an error that says why.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use callproof_tests::broker::{self, free_port};
+use callproof_tests::function_service::FunctionService;
+use callproof_tests::issuer::TestIssuer;
+use callproof_tests::process::{Service, binary, wait_for_ok};
+use callproof_tests::tls::TlsBroker;
+use serde_json::json;
+
+/// librdkafka's words for a broker certificate that does not chain to the trusted CA.
+const UNVERIFIED: &str = "certificate verify failed";
+
+struct Deployment {
+    work: tempfile::TempDir,
+    issuer: TestIssuer,
+    function: FunctionService,
+    topic: String,
+}
+
+impl Deployment {
+    /// A deployment file whose Kafka clients trust `ca`.
+    fn config(&self, name: &str, kafka: &TlsBroker, ca: &Path, ports: (u16, u16)) -> String {
+        let dir = self.work.path();
+        let path = dir.join(name);
+        let (ingress_port, metrics_port) = ports;
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[ingress]
+listen = "127.0.0.1:{ingress_port}"
+instance_id = "tls-gateway"
+
+[oidc]
+issuer = "{issuer}"
+audiences = ["callproof"]
+
+[kafka]
+brokers = "{brokers}"
+calls_topic = "{topic}"
+siem_topic = "{topic}-siem"
+delivery_timeout_ms = 3000
+
+[kafka.properties]
+"security.protocol" = "ssl"
+"ssl.ca.location" = "{ca}"
+
+[functions.lookup_customer]
+upstream = "{function}/echo"
+policy = {{ allow_groups = ["support"] }}
+
+[processor]
+group_id = "{topic}-processor"
+batch_max_wait_ms = 100
+metrics_listen = "127.0.0.1:{metrics_port}"
+startup_timeout_ms = 5000
+
+[storage]
+url = "file://{store}"
+
+[log]
+signing_key_file = "{key}"
+
+[index]
+path = "{index}"
+commit_interval_ms = 200
+"#,
+                issuer = self.issuer.url,
+                brokers = kafka.bootstrap,
+                topic = self.topic,
+                ca = ca.display(),
+                function = self.function.url,
+                store = dir.join("store").display(),
+                key = dir.join("log.key").display(),
+                index = dir.join("index").display(),
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    }
+}
+
+/// The number of entries in every partition's log, read from the checkpoints' second lines.
+fn logged_entries(store: &Path) -> u64 {
+    let Ok(partitions) = std::fs::read_dir(store.join("logs")) else {
+        return 0;
+    };
+    partitions
+        .filter_map(|partition| {
+            let checkpoint = std::fs::read_to_string(partition.ok()?.path().join("checkpoint")).ok()?;
+            checkpoint.lines().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn gateway_and_processor_use_kafka_over_verified_tls_and_a_wrong_ca_is_refused() {
+    let kafka = TlsBroker::start().unwrap();
+    let trusted = TlsBroker::client_properties(&kafka.ca);
+    let topic = broker::unique_name("tls-calls");
+    for (name, partitions) in [(topic.clone(), 2), (format!("{topic}-siem"), 1)] {
+        broker::create_topic_with(&kafka.bootstrap, &name, partitions, &trusted)
+            .await
+            .unwrap();
+    }
+    let deployment = Deployment {
+        work: tempfile::tempdir().unwrap(),
+        issuer: TestIssuer::start().await.unwrap(),
+        function: FunctionService::start().await.unwrap(),
+        topic,
+    };
+    let work = deployment.work.path();
+    let keygen = std::process::Command::new(binary("callproof-processor"))
+        .args(["keygen", "--name", "tls.test/log", "--out"])
+        .arg(work.join("log.key"))
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{keygen:?}");
+
+    let ports = (free_port().unwrap(), free_port().unwrap());
+    let config = deployment.config("trusted.toml", &kafka, &kafka.ca, ports);
+    let gateway = Service::start(
+        "ingress",
+        &binary("callproof-ingress"),
+        &["--config", &config],
+        work,
+    )
+    .unwrap();
+    let processor = Service::start(
+        "processor",
+        &binary("callproof-processor"),
+        &["--config", &config],
+        work,
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{}", ports.0);
+    wait_for_ok(&format!("{base}/readyz"), Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", gateway.log_text()));
+
+    let client = reqwest::Client::new();
+    let token = deployment.issuer.token("alice", &["support"]);
+    let invoke = |base: String| {
+        let client = client.clone();
+        let token = token.clone();
+        async move {
+            let response = client
+                .post(format!("{base}/v1/functions/lookup_customer/invoke"))
+                .bearer_auth(token)
+                .json(&json!({"customer": 7}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let (status, answer) = invoke(base.clone()).await;
+    assert_eq!(status, 200, "{answer}\n{}", gateway.log_text());
+    assert_eq!(deployment.function.calls(), 1);
+
+    // The processor read the call's three events over TLS and signed them into the log.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while logged_entries(&work.join("store")) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the events never reached the log\n{}",
+            processor.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A processor that trusts another CA does not start, and says why.
+    let wrong_ports = (free_port().unwrap(), free_port().unwrap());
+    let wrong = deployment.config("wrong-ca.toml", &kafka, &kafka.other_ca, wrong_ports);
+    let refused = std::process::Command::new(binary("callproof-processor"))
+        .args(["--config", &wrong])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains(UNVERIFIED), "{stderr}");
+
+    // A gateway that trusts another CA is not ready and makes no call: the events cannot be
+    // delivered, so the caller gets 503 and the function is not reached.
+    let wrong_gateway = Service::start(
+        "ingress-wrong-ca",
+        &binary("callproof-ingress"),
+        &["--config", &wrong],
+        work,
+    )
+    .unwrap();
+    let wrong_base = format!("http://127.0.0.1:{}", wrong_ports.0);
+    wait_for_ok(&format!("{wrong_base}/healthz"), Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", wrong_gateway.log_text()));
+    let (status, answer) = invoke(wrong_base.clone()).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("audit_unavailable"), "{answer}");
+    assert_eq!(deployment.function.calls(), 1);
+    let ready = client
+        .get(format!("{wrong_base}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    assert!(
+        wrong_gateway.log_text().contains(UNVERIFIED),
+        "{}",
+        wrong_gateway.log_text()
+    );
+}
