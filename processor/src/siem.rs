@@ -6,6 +6,12 @@
 //! Each record names that position in `unmapped.callproof.log` (partition, index, origin), so
 //! a SIEM alert can be traced to the entry and its inclusion proof.
 //!
+//! Validity: every record, stubs and records of messages that are not events included, is a
+//! valid API Activity of [`OCSF_VERSION`] (`tests/ocsf.rs` checks each kind against the official
+//! schema). Absent values are left out, never `null`; where the class requires what the event
+//! lacks (an actor and a source endpoint for a call refused before authentication) the record
+//! names it [`UNAUTHENTICATED`] or [`UNKNOWN`] rather than leaving an empty object.
+//!
 //! Size: a record must fit in one Kafka message, while an event can carry bodies of any size
 //! (the log moves large ones to blobs). So a body over [`SIEM_BODY_MAX_BYTES`] is replaced by
 //! its size and hash (`body_omitted`), and a record still over [`SIEM_RECORD_MAX_BYTES`] is cut
@@ -28,20 +34,28 @@ use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::ProcessorError;
 use crate::entry::{KafkaSource, canonical_json, field};
 
-/// OCSF schema version the records follow.
-pub const OCSF_VERSION: &str = "1.3.0";
+/// OCSF schema version the records follow: 1.4.0 is the first whose API Activity has
+/// `http_response`. `tests/ocsf.rs` validates every kind of record against its official schema.
+pub const OCSF_VERSION: &str = "1.4.0";
 /// OCSF class: API Activity.
 pub const OCSF_CLASS_UID: i64 = 6003;
 /// OCSF category: Application Activity.
 pub const OCSF_CATEGORY_UID: i64 = 6;
 /// OCSF activity: Other (a function call is none of create/read/update/delete as such).
 const ACTIVITY_OTHER: i64 = 99;
+
+/// The user a record names when the event has no principal: the gateway refused the call
+/// before it authenticated anyone (OCSF requires an actor).
+pub const UNAUTHENTICATED: &str = "unauthenticated";
+/// What a record names where OCSF requires a value the event does not give (the caller's
+/// endpoint without a principal; the actor and operation of a message that is not an event).
+pub const UNKNOWN: &str = "unknown";
 
 /// A body longer than this is left out of the SIEM record (its size and hash stay).
 pub const SIEM_BODY_MAX_BYTES: usize = 32 * 1024;
@@ -229,8 +243,10 @@ fn stub_of_payload(payload: &[u8]) -> Vec<u8> {
     stub_record(&record).to_string().into_bytes()
 }
 
-/// A record's stub: the OCSF header, ids, status and the log position, without the event's
-/// content, which a SIEM reads from the log entry named in `unmapped.callproof.log`.
+/// A record's stub: the OCSF header, ids, status, who called (without the groups) and the log
+/// position, without the event's content, which a SIEM reads from the log entry named in
+/// `unmapped.callproof.log`. Still a valid API Activity of [`OCSF_VERSION`]: it keeps what the
+/// class requires (`actor`, `api.operation`, `src_endpoint`, `metadata.product`).
 pub fn stub_record(record: &Value) -> Value {
     const KEPT: [&str; 14] = [
         "activity_id",
@@ -248,68 +264,78 @@ pub fn stub_record(record: &Value) -> Value {
         "status_code",
         "time",
     ];
-    let mut stub = serde_json::Map::new();
-    for key in KEPT {
-        if let Some(value) = record.get(key) {
-            stub.insert(key.to_string(), value.clone());
+    let copy = |from: &Value, keys: &[&str], to: &mut Map<String, Value>| {
+        for &key in keys {
+            if let Some(value) = from.get(key).filter(|value| !value.is_null()) {
+                to.insert(key.to_string(), value.clone());
+            }
         }
+    };
+    let mut stub = Map::new();
+    copy(record, &KEPT, &mut stub);
+
+    let mut metadata = Map::new();
+    metadata.insert("version".into(), OCSF_VERSION.into());
+    copy(
+        &record["metadata"],
+        &[
+            "uid",
+            "correlation_uid",
+            "sequence",
+            "log_name",
+            "log_provider",
+        ],
+        &mut metadata,
+    );
+    metadata.insert("product".into(), json!(PRODUCT));
+    stub.insert("metadata".into(), Value::Object(metadata));
+
+    let mut actor = record
+        .get("actor")
+        .filter(|actor| actor.is_object())
+        .cloned()
+        .unwrap_or_else(|| json!({"user": {"name": UNKNOWN}}));
+    if let Some(user) = actor.get_mut("user").and_then(Value::as_object_mut) {
+        user.remove("groups");
     }
-    let text = |pointer: &str| record.pointer(pointer).cloned().unwrap_or(Value::Null);
+    stub.insert("actor".into(), actor);
     stub.insert(
-        "metadata".into(),
-        json!({
-            "version": OCSF_VERSION,
-            "uid": text("/metadata/uid"),
-            "correlation_uid": text("/metadata/correlation_uid"),
-            "sequence": text("/metadata/sequence"),
-            "log_name": text("/metadata/log_name"),
-            "product": text("/metadata/product"),
-        }),
+        "src_endpoint".into(),
+        record
+            .get("src_endpoint")
+            .filter(|endpoint| endpoint.is_object())
+            .cloned()
+            .unwrap_or_else(|| json!({"name": UNKNOWN})),
     );
-    stub.insert(
-        "api".into(),
-        json!({"operation": text("/api/operation"), "request": {"uid": text("/api/request/uid")}}),
+
+    let mut api = Map::new();
+    api.insert(
+        "operation".into(),
+        record["api"]["operation"]
+            .as_str()
+            .unwrap_or(UNKNOWN)
+            .into(),
     );
-    stub.insert(
-        "unmapped".into(),
-        json!({"callproof": {
-            "log": text("/unmapped/callproof/log"),
-            "kafka": text("/unmapped/callproof/kafka"),
-            "truncated": true,
-        }}),
+    if let Some(uid) = record.pointer("/api/request/uid").and_then(Value::as_str) {
+        api.insert("request".into(), json!({ "uid": uid }));
+    }
+    stub.insert("api".into(), Value::Object(api));
+
+    let mut callproof = Map::new();
+    copy(
+        &record["unmapped"]["callproof"],
+        &["log", "kafka"],
+        &mut callproof,
     );
+    callproof.insert("truncated".into(), true.into());
+    stub.insert("unmapped".into(), json!({ "callproof": callproof }));
     Value::Object(stub)
 }
 
-/// A request or response as the SIEM record carries it: whole, or with a body over
-/// [`SIEM_BODY_MAX_BYTES`] replaced by its size and hash. The hash is the SHA-256 of the body's
-/// canonical JSON, which is also its blob's name when the log moved it to one.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Part<'a, T> {
-    Whole(Option<&'a T>),
-    BodyOmitted(Value),
-}
-
-impl<'a, T: Serialize> Part<'a, T> {
-    fn of(part: Option<&'a T>, body: Option<&'a String>) -> Part<'a, T> {
-        let Some(body) = body.filter(|body| body.len() > SIEM_BODY_MAX_BYTES) else {
-            return Part::Whole(part);
-        };
-        let mut value = serde_json::to_value(part).unwrap_or_default();
-        let body_value = Value::String(body.clone());
-        value["body"] = Value::Null;
-        value["body_omitted"] = json!({
-            "bytes": body.len(),
-            "sha256": hex::encode(Sha256::digest(canonical_json(&body_value))),
-            "reason": format!("bodies over {SIEM_BODY_MAX_BYTES} bytes are not copied to the SIEM stream; the log entry holds it"),
-        });
-        Part::BodyOmitted(value)
-    }
-}
-
 /// An OCSF API Activity record, serialised from borrowed parts of the masked event: building
-/// a JSON tree first copied both bodies and was a fifth of the processor's CPU.
+/// a JSON tree first copied both bodies and was a fifth of the processor's CPU. OCSF leaves out
+/// what is absent (never `null`), and an object it has must have one of the attributes its
+/// class requires, so every optional part is skipped when it is `None` or empty.
 #[derive(Serialize)]
 struct EventRecord<'a> {
     activity_id: i64,
@@ -367,26 +393,53 @@ const PRODUCT: Product = Product {
     version: env!("CARGO_PKG_VERSION"),
 };
 
+/// OCSF requires one of `user`, `app_name`, `app_uid`, … : every record has `user`, named
+/// [`UNAUTHENTICATED`] when the event has no principal.
 #[derive(Serialize)]
 struct OcsfActor<'a> {
     user: User<'a>,
-    idp: Named<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idp: Option<Named<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     app_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    app_uid: Option<Option<&'a str>>,
+    app_uid: Option<&'a str>,
 }
 
+/// OCSF requires one of `uid`, `name`, `account`.
 #[derive(Serialize)]
 struct User<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
     uid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     email_addr: Option<&'a str>,
-    groups: Vec<Named<'a>>,
+    #[serde(skip_serializing_if = "Groups::is_empty")]
+    groups: Groups<'a>,
+}
+
+/// The principal's groups as OCSF `group` objects (`[{"name": …}]`), written without
+/// collecting them first.
+struct Groups<'a>(&'a [String]);
+
+impl Groups<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Groups<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|name| Named {
+            name: name.as_str(),
+        }))
+    }
 }
 
 #[derive(Serialize)]
 struct Named<'a> {
-    name: Option<&'a str>,
+    name: &'a str,
 }
 
 #[derive(Serialize)]
@@ -430,16 +483,181 @@ struct Unmapped<'a> {
     callproof: CallproofDetails<'a>,
 }
 
+/// The event's own fields (`unmapped` in OCSF terms), as in the log entry but without the
+/// `null`s of absent values.
 #[derive(Serialize)]
 struct CallproofDetails<'a> {
     log: LogPosition<'a>,
     kafka: &'a KafkaSource,
     masking: &'a [MaskingFinding],
-    decision: Option<&'a Decision>,
-    approval: Option<&'a Approval>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decision: Option<DecisionPart<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<ApprovalPart<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     failure: Option<&'a Failure>,
-    request: Part<'a, Request>,
-    response: Part<'a, Response>,
+    /// The principal's `email` claim when it is not an address OCSF's `email_t` takes (the
+    /// issuer puts what it likes there), instead of `actor.user.email_addr`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    principal_email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<RequestPart<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<ResponsePart<'a>>,
+}
+
+#[derive(Serialize)]
+struct DecisionPart<'a> {
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_id: Option<&'a str>,
+    reason: &'a str,
+}
+
+impl<'a> DecisionPart<'a> {
+    fn of(decision: &'a Decision) -> DecisionPart<'a> {
+        DecisionPart {
+            allowed: decision.allowed,
+            policy_id: decision.policy_id.as_deref(),
+            reason: &decision.reason,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ApprovalPart<'a> {
+    approvers: &'a [String],
+    quorum: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reviewer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decision: Option<ApprovalDecision>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comment: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments_sha256: Option<&'a str>,
+}
+
+impl<'a> ApprovalPart<'a> {
+    fn of(approval: &'a Approval) -> ApprovalPart<'a> {
+        ApprovalPart {
+            approvers: &approval.approvers,
+            quorum: approval.quorum,
+            reviewer: approval.reviewer.as_deref(),
+            decision: approval.decision,
+            comment: approval.comment.as_deref(),
+            expires_at: approval.expires_at,
+            arguments_sha256: approval.arguments_sha256.as_deref(),
+        }
+    }
+}
+
+/// A request as the SIEM record carries it: whole, or with a body over [`SIEM_BODY_MAX_BYTES`]
+/// replaced by its size and hash (`body_omitted`).
+#[derive(Serialize)]
+struct RequestPart<'a> {
+    method: &'a str,
+    path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_omitted: Option<BodyOmitted>,
+    body_bytes: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_type: Option<&'a str>,
+}
+
+impl<'a> RequestPart<'a> {
+    fn of(request: &'a Request) -> RequestPart<'a> {
+        let (body, body_omitted) = body_or_omitted(request.body.as_deref());
+        RequestPart {
+            method: &request.method,
+            path: &request.path,
+            body,
+            body_omitted,
+            body_bytes: request.body_bytes,
+            content_type: request.content_type.as_deref(),
+        }
+    }
+}
+
+/// A response as the SIEM record carries it (see [`RequestPart`]).
+#[derive(Serialize)]
+struct ResponsePart<'a> {
+    status: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_omitted: Option<BodyOmitted>,
+    body_bytes: i64,
+    latency_micros: i64,
+}
+
+impl<'a> ResponsePart<'a> {
+    fn of(response: &'a Response) -> ResponsePart<'a> {
+        let (body, body_omitted) = body_or_omitted(response.body.as_deref());
+        ResponsePart {
+            status: response.status,
+            body,
+            body_omitted,
+            body_bytes: response.body_bytes,
+            latency_micros: response.latency_micros,
+        }
+    }
+}
+
+/// What stands for a body over [`SIEM_BODY_MAX_BYTES`]. The hash is the SHA-256 of the body's
+/// canonical JSON, which is also its blob's name when the log moved it to one.
+#[derive(Serialize)]
+struct BodyOmitted {
+    bytes: usize,
+    sha256: String,
+    reason: String,
+}
+
+fn body_or_omitted(body: Option<&str>) -> (Option<&str>, Option<BodyOmitted>) {
+    match body {
+        Some(body) if body.len() > SIEM_BODY_MAX_BYTES => {
+            let body_value = Value::String(body.to_string());
+            let omitted = BodyOmitted {
+                bytes: body.len(),
+                sha256: hex::encode(Sha256::digest(canonical_json(&body_value))),
+                reason: format!(
+                    "bodies over {SIEM_BODY_MAX_BYTES} bytes are not copied to the SIEM stream; the log entry holds it"
+                ),
+            };
+            (None, Some(omitted))
+        }
+        body => (body, None),
+    }
+}
+
+/// Whether `text` is an address of the form OCSF's `email_t` requires, i.e. matches
+/// ``^[a-zA-Z0-9!#$%&'*+-/=?^_`{|}~.]+@[a-zA-Z0-9-]+\.[a-zA-Z0-9-.]+$`` (in the character class,
+/// `+-/` is the range `+,-./`).
+fn is_ocsf_email(text: &str) -> bool {
+    let Some((local, domain)) = text.split_once('@') else {
+        return false;
+    };
+    let Some((first_label, rest)) = domain.split_once('.') else {
+        return false;
+    };
+    let local_ok = local
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+,-./=?^_`{|}~".contains(&byte));
+    let label_ok = |label: &str, dots: bool| {
+        label
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || (dots && byte == b'.'))
+    };
+    !local.is_empty()
+        && local_ok
+        && !first_label.is_empty()
+        && label_ok(first_label, false)
+        && !rest.is_empty()
+        && label_ok(rest, true)
 }
 
 /// Where a record's event is in the logs: what a SIEM needs to fetch its inclusion proof.
@@ -486,13 +704,6 @@ impl<'a> EventRecord<'a> {
         };
         let function = event.function.as_str();
         let principal = event.principal.as_ref();
-        let groups = principal
-            .into_iter()
-            .flat_map(|principal| &principal.groups)
-            .map(|group| Named {
-                name: Some(group.as_str()),
-            })
-            .collect();
         let actor = principal.and_then(|principal| principal.actor.as_ref());
         let request = event.request.as_ref();
         let response = event.response.as_ref();
@@ -532,36 +743,44 @@ impl<'a> EventRecord<'a> {
                 product: PRODUCT,
             },
             actor: OcsfActor {
-                user: User {
-                    uid: principal.map(|principal| principal.subject.as_str()),
-                    email_addr: principal.and_then(|principal| principal.email.as_deref()),
-                    groups,
+                user: match principal {
+                    Some(principal) => User {
+                        uid: Some(principal.subject.as_str()),
+                        name: None,
+                        email_addr: principal
+                            .email
+                            .as_deref()
+                            .filter(|email| is_ocsf_email(email)),
+                        groups: Groups(&principal.groups),
+                    },
+                    None => User {
+                        uid: None,
+                        name: Some(UNAUTHENTICATED),
+                        email_addr: None,
+                        groups: Groups(&[]),
+                    },
                 },
-                idp: Named {
-                    name: principal.map(|principal| principal.issuer.as_str()),
-                },
+                idp: principal.map(|principal| Named {
+                    name: &principal.issuer,
+                }),
                 app_name: actor.map(|actor| actor.subject.as_str()),
-                app_uid: actor.map(|actor| actor.client_id.as_deref()),
+                app_uid: actor.and_then(|actor| actor.client_id.as_deref()),
             },
             api: Api {
                 operation: function,
-                service: Named {
-                    name: Some(gateway),
-                },
+                service: Named { name: gateway },
                 request: Uid { uid: call_id },
                 response: response_status.map(|code| Code { code }),
             },
             src_endpoint: Named {
-                name: principal.map(|principal| {
+                name: principal.map_or(UNKNOWN, |principal| {
                     principal
                         .client_id
                         .as_deref()
                         .unwrap_or(principal.subject.as_str())
                 }),
             },
-            dst_endpoint: Named {
-                name: Some(function),
-            },
+            dst_endpoint: Named { name: function },
             resources: [Resource {
                 name: function,
                 r#type: "function",
@@ -578,21 +797,30 @@ impl<'a> EventRecord<'a> {
                     log,
                     kafka: source,
                     masking: &event.masking,
-                    decision: event.decision.as_ref(),
-                    approval: event.approval.as_ref(),
+                    decision: event.decision.as_ref().map(DecisionPart::of),
+                    approval: event.approval.as_ref().map(ApprovalPart::of),
                     failure: event.failure.as_ref(),
-                    request: Part::of(request, request.and_then(|request| request.body.as_ref())),
-                    response: Part::of(
-                        response,
-                        response.and_then(|response| response.body.as_ref()),
-                    ),
+                    principal_email: principal
+                        .and_then(|principal| principal.email.as_deref())
+                        .filter(|email| !is_ocsf_email(email)),
+                    request: request.map(RequestPart::of),
+                    response: response.map(ResponsePart::of),
                 },
             },
         }
     }
 }
 
+/// The record of a message that is not an event: activity and type Unknown, its hash and size
+/// from the entry, and [`UNKNOWN`] where OCSF requires a caller.
 fn undecodable_record(entry: &Value, log: LogPosition<'_>, source: Option<&Value>) -> Value {
+    let mut callproof = json!({ "log": log });
+    if let Some(source) = source {
+        callproof["kafka"] = source.clone();
+    }
+    if let Some(undecodable) = entry.get("undecodable") {
+        callproof["undecodable"] = undecodable.clone();
+    }
     json!({
         "activity_id": 0,
         "activity_name": "Unknown",
@@ -608,13 +836,36 @@ fn undecodable_record(entry: &Value, log: LogPosition<'_>, source: Option<&Value
         "status": "Failure",
         "status_detail": "the message is not a call event",
         "time": 0,
-        "metadata": {
-            "version": OCSF_VERSION,
-            "product": {"name": "callproof", "vendor_name": "callproof", "version": env!("CARGO_PKG_VERSION")},
-        },
-        "actor": {},
-        "api": {"operation": "unknown"},
-        "src_endpoint": {},
-        "unmapped": {"callproof": {"log": log, "kafka": source, "undecodable": entry.get("undecodable")}},
+        "metadata": {"version": OCSF_VERSION, "product": PRODUCT},
+        "actor": {"user": {"name": UNKNOWN}},
+        "api": {"operation": UNKNOWN},
+        "src_endpoint": {"name": UNKNOWN},
+        "unmapped": {"callproof": callproof},
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_addresses_ocsf_takes_are_email_addresses() {
+        for email in ["jane.doe@example.com", "a+b/c=d@x-y.co.uk", "j@h.c"] {
+            assert!(is_ocsf_email(email), "{email}");
+        }
+        for text in [
+            "",
+            "Jane Doe",
+            "jane@localhost",
+            "@example.com",
+            "jane@.example.com",
+            "jane@example.",
+            "jane@ex@ample.com",
+            "jané@example.com",
+            "jane@exa_mple.com",
+            "[REDACTED:EMAIL]",
+        ] {
+            assert!(!is_ocsf_email(text), "{text}");
+        }
+    }
 }

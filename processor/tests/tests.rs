@@ -6,6 +6,7 @@ mod support;
 mod exactly_once;
 mod masking;
 mod metrics;
+mod ocsf;
 mod reindex;
 mod siem_limits;
 mod startup;
