@@ -2,10 +2,13 @@
 //! `callproof_tlog::bundle` says, which `callproof-verify bundle --key VKEY FILE` checks offline.
 //!
 //! The period's events are found in the index; everything in the bundle comes from the logs:
-//! the entries byte for byte, their inclusion proofs in each partition's latest checkpoint, the
-//! kept checkpoints before and covering the period with consistency proofs up to the latest,
-//! and the blobs the entries name. The bundle is packed in memory (at most
-//! `evidence.max_export_events` events), off the async runtime.
+//! per partition, every entry between the last kept checkpoint before the period's first event
+//! and the first kept checkpoint after its last, byte for byte, with its inclusion proof in the
+//! partition's latest checkpoint; those two kept checkpoints with consistency proofs between
+//! them and up to the latest (so the entries are provably all of the log between them); the
+//! blobs the entries name; and the report, computed from exactly these entries, which
+//! `callproof-verify bundle` recomputes. The bundle is packed in memory (at most
+//! `evidence.max_export_events` entries), off the async runtime.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -21,6 +24,7 @@ use callproof_tlog::bundle::{
     REPORT_JSON_PATH, VERIFIER_KEY_PATH,
 };
 use callproof_tlog::proof::format_consistency_proof;
+use callproof_tlog::store::SignedCheckpoint;
 use serde::Deserialize;
 
 use crate::api::{bad_query, search_error};
@@ -62,52 +66,129 @@ pub async fn export(
     Ok(response)
 }
 
-/// Builds the bundle of `from..to` (µs) and returns the `.tar.gz` bytes.
-pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Vec<u8>, ApiError> {
+/// One partition's share of a period: every entry between the last kept checkpoint before
+/// the period's first event and the first kept checkpoint after its last (the latest
+/// checkpoint when no kept one is), so that the entries can be shown complete: they are all
+/// of the log between two signed checkpoints.
+pub struct PartitionEntries {
+    pub partition: i32,
+    pub latest: SignedCheckpoint,
+    /// Positions `entries_from..entries_to`; `entries_from` is 0 or a kept checkpoint's size,
+    /// `entries_to` a kept checkpoint's size or the latest's.
+    pub entries_from: u64,
+    pub entries_to: u64,
+    /// Every entry of the range, byte for byte.
+    pub entries: BTreeMap<u64, Vec<u8>>,
+}
+
+/// Every entry of each partition between the kept checkpoints around the period's events (as
+/// the index finds them). At most `limit` entries in all, else 400.
+pub async fn period_entries(
+    app: &AppState,
+    from: i64,
+    to: i64,
+    limit: Option<usize>,
+) -> Result<Vec<PartitionEntries>, ApiError> {
     let index = app.index.clone();
     let filter = Filter {
         from_micros: Some(from),
         to_micros: Some(to),
         ..Filter::default()
     };
-    let n_events = {
+    if let Some(limit) = limit {
         let index = index.clone();
         let filter = filter.clone();
-        tokio::task::spawn_blocking(move || index.count(&filter))
+        let n_events = tokio::task::spawn_blocking(move || index.count(&filter))
             .await?
-            .map_err(search_error)?
-    };
-    if n_events > app.max_export_events {
-        return Err(ApiError::BadRequest(format!(
-            "the period holds {n_events} events, more than the {} one bundle may hold (`evidence.max_export_events`): export a shorter period",
-            app.max_export_events
-        )));
+            .map_err(search_error)?;
+        if n_events > limit {
+            return Err(too_many(n_events, "events", limit));
+        }
     }
     let events = tokio::task::spawn_blocking(move || index.scan(&filter))
         .await?
         .map_err(search_error)?;
-    let mut by_partition: BTreeMap<i32, BTreeSet<u64>> = BTreeMap::new();
+    let mut spans: BTreeMap<i32, (u64, u64)> = BTreeMap::new();
     for event in &events {
-        by_partition
+        let span = spans
             .entry(event.partition)
-            .or_default()
-            .insert(event.log_index);
+            .or_insert((event.log_index, event.log_index));
+        span.0 = span.0.min(event.log_index);
+        span.1 = span.1.max(event.log_index);
     }
-
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut manifest_partitions = Vec::new();
-    let mut blobs: BTreeSet<String> = BTreeSet::new();
-    for (partition, indexes) in by_partition {
+    let mut ranges = Vec::new();
+    for (partition, (first, last)) in spans {
         let latest = app.logs.checkpoint(partition).await?;
         let size = latest.checkpoint.size;
         // An index ahead of its log names entries the log does not vouch for: leave them out.
-        let indexes: BTreeSet<u64> = indexes.into_iter().filter(|index| *index < size).collect();
-        let (Some(&first), Some(&last)) = (indexes.first(), indexes.last()) else {
+        if first >= size {
             continue;
-        };
-        let entries = app.logs.entries(partition, &indexes, size).await?;
-        let proofs = app.logs.tlog_proofs(partition, &indexes, &latest).await?;
-        for (index, entry) in &entries {
+        }
+        let last = last.min(size - 1);
+        let kept = app.logs.kept_sizes(partition).await?;
+        let entries_from = kept
+            .iter()
+            .copied()
+            .filter(|kept| *kept <= first)
+            .max()
+            .unwrap_or(0);
+        let entries_to = kept
+            .iter()
+            .copied()
+            .filter(|kept| *kept > last && *kept <= size)
+            .min()
+            .unwrap_or(size);
+        ranges.push((partition, latest, entries_from, entries_to));
+    }
+    let n_entries: u64 = ranges.iter().map(|(_, _, from, to)| to - from).sum();
+    if let Some(limit) = limit
+        && n_entries > limit as u64
+    {
+        return Err(too_many(
+            usize::try_from(n_entries).unwrap_or(usize::MAX),
+            "log entries between the kept checkpoints around the period",
+            limit,
+        ));
+    }
+    let mut parts = Vec::new();
+    for (partition, latest, entries_from, entries_to) in ranges {
+        let indexes: BTreeSet<u64> = (entries_from..entries_to).collect();
+        let entries = app
+            .logs
+            .entries(partition, &indexes, latest.checkpoint.size)
+            .await?;
+        parts.push(PartitionEntries {
+            partition,
+            latest,
+            entries_from,
+            entries_to,
+            entries,
+        });
+    }
+    Ok(parts)
+}
+
+fn too_many(n: usize, what: &str, limit: usize) -> ApiError {
+    ApiError::BadRequest(format!(
+        "the period holds {n} {what}, more than the {limit} one bundle may hold (`evidence.max_export_events`): export a shorter period"
+    ))
+}
+
+/// Builds the bundle of `from..to` (µs) and returns the `.tar.gz` bytes.
+pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Vec<u8>, ApiError> {
+    let parts = period_entries(app, from, to, Some(app.max_export_events)).await?;
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut manifest_partitions = Vec::new();
+    let mut blobs: BTreeSet<String> = BTreeSet::new();
+    for part in &parts {
+        let partition = part.partition;
+        let size = part.latest.checkpoint.size;
+        let indexes: BTreeSet<u64> = part.entries.keys().copied().collect();
+        let proofs = app
+            .logs
+            .tlog_proofs(partition, &indexes, &part.latest)
+            .await?;
+        for (index, entry) in &part.entries {
             if let Ok(value) = serde_json::from_slice(entry) {
                 blobs.extend(blob_references(&value).into_iter().map(|(_, hex)| hex));
             }
@@ -116,41 +197,29 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Vec<u8>, ApiErr
         for (index, proof) in &proofs {
             files.push((bundle::proof_path(partition, *index), proof.to_bytes()));
         }
-        files.push((bundle::checkpoint_path(partition), latest.note.clone()));
-        // The log before the period and the first checkpoint that covers all of it, linked to
-        // each other and to the latest: the log only grew across the period.
-        let kept = app.logs.kept_sizes(partition).await?;
-        let before = kept.iter().copied().filter(|kept| *kept <= first).max();
-        let covering = kept
-            .iter()
-            .copied()
-            .filter(|kept| *kept > last && *kept < size)
-            .min();
+        files.push((bundle::checkpoint_path(partition), part.latest.note.clone()));
+        // The two kept checkpoints around the entries, linked to each other and to the
+        // latest: the entries are all of the log between them, and the log only grew.
         let mut checkpoints = Vec::new();
-        for kept_size in before.iter().chain(covering.iter()) {
-            let checkpoint = app.logs.kept_checkpoint(partition, *kept_size).await?;
-            files.push((
-                bundle::kept_checkpoint_path(partition, *kept_size),
-                checkpoint.note,
-            ));
-            checkpoints.push(*kept_size);
-        }
-        let mut consistency = Vec::new();
-        let chain: Vec<u64> = checkpoints.iter().copied().chain([size]).collect();
-        for pair in chain.windows(2) {
-            let (old, new) = (pair[0], pair[1]);
-            if old == new {
+        for kept_size in [part.entries_from, part.entries_to] {
+            if kept_size == 0 || kept_size == size || checkpoints.contains(&kept_size) {
                 continue;
             }
-            let hashes = if old == 0 {
-                Vec::new()
-            } else {
-                app.logs
-                    .reader(partition)
-                    .consistency_proof(old, new, size)
-                    .await
-                    .map_err(ApiError::from)?
-            };
+            let checkpoint = app.logs.kept_checkpoint(partition, kept_size).await?;
+            files.push((
+                bundle::kept_checkpoint_path(partition, kept_size),
+                checkpoint.note,
+            ));
+            checkpoints.push(kept_size);
+        }
+        let mut consistency = Vec::new();
+        for (old, new) in bundle::consistency_chain(part.entries_from, part.entries_to, size) {
+            let hashes = app
+                .logs
+                .reader(partition)
+                .consistency_proof(old, new, size)
+                .await
+                .map_err(ApiError::from)?;
             files.push((
                 bundle::consistency_path(partition, old, new),
                 format_consistency_proof(&hashes).into_bytes(),
@@ -160,6 +229,8 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Vec<u8>, ApiErr
         manifest_partitions.push(ManifestPartition {
             partition,
             checkpoint_size: size,
+            entries_from: part.entries_from,
+            entries_to: part.entries_to,
             entries: indexes.into_iter().collect(),
             checkpoints,
             consistency,
@@ -172,18 +243,19 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Vec<u8>, ApiErr
         files.push((bundle::blob_path(&hex), blob));
     }
 
-    let report = report::build(app, from, to).await?;
+    let generated_at = now_micros();
+    let report = report::from_entries(app, from, to, generated_at, &parts).await?;
     let manifest = Manifest {
         format: BUNDLE_FORMAT.to_string(),
         from: format_micros(from),
         to: format_micros(to),
-        generated_at: format_micros(now_micros()),
+        generated_at: format_micros(generated_at),
         partitions: manifest_partitions,
     };
     let mut head = vec![
         (
             README_PATH.to_string(),
-            readme(&manifest, app.logs.verifier_key()).into_bytes(),
+            bundle::readme(&manifest, app.logs.verifier_key()).into_bytes(),
         ),
         (
             MANIFEST_PATH.to_string(),
@@ -195,15 +267,15 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Vec<u8>, ApiErr
         ),
         (
             REPORT_JSON_PATH.to_string(),
-            serde_json::to_vec_pretty(&report).map_err(ApiError::internal)?,
+            bundle::report_json(&report).into_bytes(),
         ),
         (
             REPORT_HTML_PATH.to_string(),
-            report::render_html(&report).into_bytes(),
+            callproof_report::render_html(&report).into_bytes(),
         ),
     ];
     head.append(&mut files);
-    let mtime = u64::try_from(now_micros() / 1_000_000).unwrap_or_default();
+    let mtime = u64::try_from(generated_at / 1_000_000).unwrap_or_default();
     tokio::task::spawn_blocking(move || pack(&head, mtime))
         .await?
         .map_err(ApiError::internal)
@@ -224,51 +296,4 @@ fn pack(files: &[(String, Vec<u8>)], mtime: u64) -> std::io::Result<Vec<u8>> {
     let mut encoder = archive.into_inner()?;
     encoder.flush()?;
     encoder.finish()
-}
-
-fn readme(manifest: &Manifest, verifier_key: &str) -> String {
-    let n_entries: usize = manifest.partitions.iter().map(|p| p.entries.len()).sum();
-    format!(
-        r#"# callproof evidence bundle
-
-Period: {from} to {to} (end excluded). Generated {generated}.
-{n_entries} log entries from {n_partitions} partition log(s).
-
-## Verify it
-
-Get the logs' verifier key from your own records (not from this bundle: `verifier.key` is
-only what the API served, to compare with), then run, offline:
-
-    callproof-verify bundle --key VKEY callproof-evidence-....tar.gz
-
-It checks every checkpoint signature, every entry against its inclusion proof in its
-partition's checkpoint, every consistency proof between the kept checkpoints (the log only
-grew across the period) and every blob against the hash its entry holds, and lists by
-partition, entry index and file anything that fails. Exit status 0 means all of it verified.
-
-The key the API served: {verifier_key}
-
-## What is inside
-
-| path | holds |
-|---|---|
-| `manifest.json` | the period; per partition the entries, checkpoints and consistency proofs here |
-| `report.json`, `report.html` | the SOC 2 report of the period (links point at the evidence API) |
-| `logs/<p>/checkpoint` | the signed checkpoint (C2SP tlog-checkpoint, signed-note Ed25519) all proofs of `p` are for |
-| `logs/<p>/checkpoints/<size>` | the kept checkpoints just before and just covering the period |
-| `logs/<p>/consistency/<old>-<new>` | RFC 6962 consistency proof, one base64 hash per line |
-| `logs/<p>/entries/<index>` | the log entry: canonical JSON of the masked event |
-| `logs/<p>/proofs/<index>` | its c2sp.org/tlog-proof@v1 inclusion proof |
-| `blobs/sha256/<hex>` | a value moved out of an entry too large for the log |
-
-Single files can be checked too:
-
-    callproof-verify proof --key VKEY logs/0/entries/12 logs/0/proofs/12
-    callproof-verify consistency --key VKEY logs/0/checkpoints/100 logs/0/checkpoint logs/0/consistency/100-250
-"#,
-        from = manifest.from,
-        to = manifest.to,
-        generated = manifest.generated_at,
-        n_partitions = manifest.partitions.len(),
-    )
 }

@@ -2,7 +2,9 @@
 //!
 //! The index finds the call's events; each is then read from its log (the record), and the
 //! timeline says plainly what is wrong with it: an index hit whose entry is absent or is another
-//! event, a gap in the call's sequence numbers, or no final event.
+//! event, a gap in the call's sequence numbers, or no final event. A call ends with its result,
+//! its refusal (`call_denied`, a refused call's only event), an expired approval, or an
+//! approval a reviewer denied.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,14 +15,6 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::search::{Filter, IndexedEvent};
 use crate::time_param::format_micros;
-
-/// The kinds that end a call.
-const FINAL_KINDS: [&str; 4] = [
-    "call_completed",
-    "call_failed",
-    "call_denied",
-    "approval_expired",
-];
 
 /// A call's timeline.
 #[derive(Debug, Serialize)]
@@ -152,12 +146,9 @@ pub async fn timeline(app: &AppState, call_id: &str) -> Result<Timeline, ApiErro
         )
     });
     problems.extend(sequence_problems(&events));
-    let ends = events
-        .last()
-        .is_some_and(|event| FINAL_KINDS.contains(&event.kind.as_str()));
-    if !ends {
+    if !events.last().is_some_and(ends_call) {
         problems.push(
-            "the call has no final event (completed, failed, denied or approval expired): it is still in progress, or its last events are missing from the log".into(),
+            "the call has no final event (completed, failed, refused, approval denied or expired): it is still in progress, or its last events are missing from the log".into(),
         );
     }
     Ok(Timeline {
@@ -166,6 +157,18 @@ pub async fn timeline(app: &AppState, call_id: &str) -> Result<Timeline, ApiErro
         events,
         problems,
     })
+}
+
+/// Whether the event ends its call: a result, a refusal, an expired approval, or an approval
+/// a reviewer denied (the same rule as the report's).
+fn ends_call(event: &TimelineEvent) -> bool {
+    callproof_report::ends_call(
+        &event.kind,
+        event
+            .event
+            .pointer("/approval/decision")
+            .and_then(Value::as_str),
+    )
 }
 
 /// Sequence numbers must run 0, 1, 2, … without gaps or repeats.
@@ -234,5 +237,19 @@ mod tests {
         assert!(
             sequence_problems(&[event(0, "call_received"), event(1, "call_forwarded")]).is_empty()
         );
+    }
+
+    /// A call whose approval was denied showed as incomplete: its last event, an
+    /// approval_decided that denies, was not taken as final.
+    #[test]
+    fn a_denied_approval_ends_the_call() {
+        let mut denied = event(2, "approval_decided");
+        denied.event = serde_json::json!({"approval": {"decision": "deny"}});
+        assert!(ends_call(&denied));
+        let mut approved = event(2, "approval_decided");
+        approved.event = serde_json::json!({"approval": {"decision": "approve"}});
+        assert!(!ends_call(&approved));
+        assert!(ends_call(&event(0, "call_denied")));
+        assert!(ends_call(&event(2, "approval_expired")));
     }
 }

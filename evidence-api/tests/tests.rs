@@ -19,6 +19,9 @@ fn error_code(body: &[u8]) -> String {
         .to_string()
 }
 
+/// A change made to a bundle's files.
+type Tamper = Box<dyn Fn(&mut BundleFiles)>;
+
 fn hits(page: &Value) -> &Vec<Value> {
     page["hits"].as_array().expect("hits")
 }
@@ -427,7 +430,7 @@ async fn auditors_search_replay_prove_report_and_export_and_tampering_is_named()
     let p = part["partition"].as_i64().unwrap();
     let middle =
         (part["entries_from"].as_u64().unwrap() + part["entries_to"].as_u64().unwrap()) / 2;
-    let tamper_cases: Vec<(&str, Box<dyn Fn(&mut BundleFiles)>, String)> = vec![
+    let tamper_cases: Vec<(&str, Tamper, String)> = vec![
         (
             "an entry, its proof and its manifest line removed",
             Box::new(move |files: &mut BundleFiles| {

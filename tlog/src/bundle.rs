@@ -10,15 +10,31 @@
 //! | `verifier.key` | the logs' verifier key, as the API served it (check it against the one you were given) |
 //! | `report.json`, `report.html` | the SOC 2 report of the period |
 //! | `logs/<p>/checkpoint` | the signed checkpoint every inclusion proof of partition `p` is for |
-//! | `logs/<p>/checkpoints/<size>` | kept checkpoints: the last one before the period and the first one that covers it |
+//! | `logs/<p>/checkpoints/<size>` | kept checkpoints: the last one before the period's first event and the first one after its last |
 //! | `logs/<p>/consistency/<old>-<new>` | consistency proof (one base64 hash per line) from size `old` to `new` |
-//! | `logs/<p>/entries/<index>` | the log entry, byte for byte |
+//! | `logs/<p>/entries/<index>` | every log entry between those two checkpoints, byte for byte |
 //! | `logs/<p>/proofs/<index>` | its `c2sp.org/tlog-proof@v1` inclusion proof |
 //! | `blobs/sha256/<hex>` | a value moved out of an entry too large for the log; the entry holds its hash |
 //!
+//! **Complete, not only authentic.** A partition's entries are *all* of its log between two
+//! signed checkpoints: positions `entries_from..entries_to`, where `entries_from` is 0 or the
+//! size of a kept checkpoint in the bundle and `entries_to` the size of one (or of the latest).
+//! The consistency proofs tie both to the latest checkpoint, and every entry's inclusion proof
+//! places it at its position in that tree, so an entry cannot be left out (its position would
+//! be empty) nor the range narrowed (there is no other signed size to narrow it to).
+//!
 //! [`verify_bundle`] checks every signature, every inclusion and consistency proof and every
-//! blob hash, and collects every failure (naming the partition, index and file) rather than
-//! stopping at the first: an auditor wants the whole list.
+//! blob hash; that every position of each range is there; that nothing else is in the archive;
+//! that the README is the one the manifest gives; and it recomputes the report from the entries
+//! (`callproof_report`) and compares it with `report.json` and `report.html`, figure by figure
+//! and byte for byte. It collects every failure (naming the partition, index and file, or the
+//! report's section and figure) rather than stopping at the first: an auditor wants the whole
+//! list.
+//!
+//! What a bundle cannot show: that it holds every partition that has events in the period (a
+//! partition left out whole, with its report figures rewritten to match, leaves nothing behind;
+//! compare the partitions with `GET /v1/logs`), and the integrity check of each whole log that
+//! the API made when it built the report (the bundle holds only the period's part of each log).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -33,7 +49,10 @@ use crate::proof::{TlogProof, parse_consistency_proof, verify_consistency};
 use crate::{Error, Result};
 
 /// The `format` of a bundle's manifest.
-pub const BUNDLE_FORMAT: &str = "callproof-evidence-bundle@v1";
+/// v2: every entry between the two kept checkpoints (`entries_from`, `entries_to`), and a
+/// report that the entries recompute. v1 bundles (the period's entries only) are refused: they
+/// cannot show that nothing was left out.
+pub const BUNDLE_FORMAT: &str = "callproof-evidence-bundle@v2";
 
 /// The largest file a bundle may hold (entries are at most 64 KiB; blobs hold large bodies).
 pub const MAX_BUNDLE_FILE_BYTES: u64 = 256 << 20;
@@ -95,12 +114,82 @@ pub struct ManifestPartition {
     pub partition: i32,
     /// The size of `logs/<p>/checkpoint`.
     pub checkpoint_size: u64,
-    /// Entry indexes, ascending.
+    /// The bundle holds every entry at positions `entries_from..entries_to`: from 0 or a kept
+    /// checkpoint's size to a kept checkpoint's size or `checkpoint_size`.
+    pub entries_from: u64,
+    pub entries_to: u64,
+    /// Entry indexes, ascending: exactly `entries_from..entries_to`.
     pub entries: Vec<u64>,
     /// Sizes of the kept checkpoints in `logs/<p>/checkpoints/`.
     pub checkpoints: Vec<u64>,
     /// `(old, new)` sizes of the consistency proofs in `logs/<p>/consistency/`.
     pub consistency: Vec<(u64, u64)>,
+}
+
+/// The consistency proofs a partition's bundle holds: from `entries_from` to `entries_to` and
+/// from `entries_to` to the latest checkpoint's `size`, leaving out those from size 0 (the
+/// empty tree is a prefix of every tree) and between equal sizes.
+pub fn consistency_chain(entries_from: u64, entries_to: u64, size: u64) -> Vec<(u64, u64)> {
+    [(entries_from, entries_to), (entries_to, size)]
+        .into_iter()
+        .filter(|(old, new)| *old > 0 && old < new)
+        .collect()
+}
+
+/// `report.json`: the report, pretty-printed.
+pub fn report_json(report: &callproof_report::Report) -> String {
+    serde_json::to_string_pretty(report).unwrap_or_default()
+}
+
+/// `README.md` of a bundle with `manifest`, as the API served `verifier_key`.
+pub fn readme(manifest: &Manifest, verifier_key: &str) -> String {
+    let n_entries: usize = manifest.partitions.iter().map(|p| p.entries.len()).sum();
+    format!(
+        r#"# callproof evidence bundle
+
+Period: {from} to {to} (end excluded). Generated {generated}.
+{n_entries} log entries from {n_partitions} partition log(s): in each, every entry between the
+last kept checkpoint before the period and the first after it.
+
+## Verify it
+
+Get the logs' verifier key from your own records (not from this bundle: `verifier.key` is
+only what the API served, to compare with), then run, offline:
+
+    callproof-verify bundle --key VKEY callproof-evidence-....tar.gz
+
+It checks every checkpoint signature, every entry against its inclusion proof in its
+partition's checkpoint, every consistency proof between the kept checkpoints (the log only
+grew across the period), that every entry between the kept checkpoints is here, and every blob
+against the hash its entry holds; it recomputes the report from the entries and compares it
+with report.json and report.html. It lists by partition, entry index and file (or by the
+report's section and figure) anything that fails. Exit status 0 means all of it verified.
+
+The key the API served: {verifier_key}
+
+## What is inside
+
+| path | holds |
+|---|---|
+| `manifest.json` | the period; per partition the range of entries, the checkpoints and consistency proofs here |
+| `report.json`, `report.html` | the SOC 2 report of the period, computed from these entries (links point at the evidence API) |
+| `logs/<p>/checkpoint` | the signed checkpoint (C2SP tlog-checkpoint, signed-note Ed25519) all proofs of `p` are for |
+| `logs/<p>/checkpoints/<size>` | the kept checkpoints just before and just after the period |
+| `logs/<p>/consistency/<old>-<new>` | RFC 6962 consistency proof, one base64 hash per line |
+| `logs/<p>/entries/<index>` | the log entry: canonical JSON of the masked event |
+| `logs/<p>/proofs/<index>` | its c2sp.org/tlog-proof@v1 inclusion proof |
+| `blobs/sha256/<hex>` | a value moved out of an entry too large for the log |
+
+Single files can be checked too:
+
+    callproof-verify proof --key VKEY logs/0/entries/12 logs/0/proofs/12
+    callproof-verify consistency --key VKEY logs/0/checkpoints/100 logs/0/checkpoint logs/0/consistency/100-250
+"#,
+        from = manifest.from,
+        to = manifest.to,
+        generated = manifest.generated_at,
+        n_partitions = manifest.partitions.len(),
+    )
 }
 
 /// The files of a bundle, by path.
@@ -238,8 +327,11 @@ pub fn verify_bundle(files: &BundleFiles, verifier: &NoteVerifier) -> BundleRepo
     report.from = manifest.from.clone();
     report.to = manifest.to.clone();
     report.partitions = manifest.partitions.len();
-    match files.get(VERIFIER_KEY_PATH).map(|bytes| String::from_utf8_lossy(bytes)) {
-        Some(key) => match key.trim().parse::<NoteVerifier>() {
+    let bundled_key = files
+        .get(VERIFIER_KEY_PATH)
+        .map(|bytes| String::from_utf8_lossy(bytes).trim().to_string());
+    match &bundled_key {
+        Some(key) => match key.parse::<NoteVerifier>() {
             Ok(bundled) if bundled == *verifier => {}
             _ => report.warnings.push(format!(
                 "{VERIFIER_KEY_PATH} is not the key given; the bundle was checked with the key given"
@@ -247,19 +339,60 @@ pub fn verify_bundle(files: &BundleFiles, verifier: &NoteVerifier) -> BundleRepo
         },
         None => report.warnings.push(format!("{VERIFIER_KEY_PATH} is missing")),
     }
+    let mut seen = BTreeSet::new();
+    let mut verified = Vec::new();
     for partition in &manifest.partitions {
-        verify_partition(files, verifier, partition, &mut report);
+        if !seen.insert(partition.partition) {
+            report.problems.push(problem(
+                Some(partition.partition),
+                None,
+                MANIFEST_PATH,
+                "the partition is listed twice".into(),
+            ));
+            continue;
+        }
+        verified.push(verify_partition(files, verifier, partition, &mut report));
     }
+    let expected_readme = readme(&manifest, bundled_key.as_deref().unwrap_or_default());
+    match files.get(README_PATH) {
+        None => report
+            .problems
+            .push(problem(None, None, README_PATH, "missing".into())),
+        Some(bytes) if bytes.as_slice() != expected_readme.as_bytes() => {
+            report.problems.push(problem(
+                None,
+                None,
+                README_PATH,
+                "is not the README the manifest and verifier.key give: it was altered".into(),
+            ))
+        }
+        Some(_) => {}
+    }
+    unlisted_files(files, &manifest, &mut report);
+    check_report(files, &manifest, &verified, &mut report);
     report
 }
 
-fn verify_partition(
-    files: &BundleFiles,
+/// What [`verify_partition`] found: the partition's latest checkpoint, if it verified, and the
+/// entries that verified (index → bytes).
+struct VerifiedPartition<'a> {
+    partition: i32,
+    latest: Option<Checkpoint>,
+    entries: BTreeMap<u64, &'a [u8]>,
+}
+
+fn verify_partition<'a>(
+    files: &'a BundleFiles,
     verifier: &NoteVerifier,
     manifest: &ManifestPartition,
     report: &mut BundleReport,
-) {
+) -> VerifiedPartition<'a> {
     let partition = manifest.partition;
+    let mut verified = VerifiedPartition {
+        partition,
+        latest: None,
+        entries: BTreeMap::new(),
+    };
     let mut fail = |index: Option<u64>, file: &str, reason: String| {
         report.problems.push(BundleProblem {
             partition: Some(partition),
@@ -279,7 +412,7 @@ fn verify_partition(
         Err(reason) => {
             // Without the checkpoint no proof of this partition can be checked.
             fail(None, &latest_path, reason);
-            return;
+            return verified;
         }
     };
     if latest.size != manifest.checkpoint_size {
@@ -332,6 +465,7 @@ fn verify_partition(
         }
     }
     report.checkpoints_verified += verified_checkpoints;
+    let mut consistent: BTreeSet<(u64, u64)> = BTreeSet::new();
     for &(old_size, new_size) in &manifest.consistency {
         let path = consistency_path(partition, old_size, new_size);
         let (Some(old), Some(new)) = (by_size.get(&old_size), by_size.get(&new_size)) else {
@@ -361,17 +495,77 @@ fn verify_partition(
                     .map_err(|error| error.to_string())
             });
         match result {
-            Ok(()) => report.consistency_proofs_verified += 1,
+            Ok(()) => {
+                report.consistency_proofs_verified += 1;
+                consistent.insert((old_size, new_size));
+            }
             Err(reason) => fail(None, &path, reason),
         }
     }
-    for &index in &manifest.entries {
+
+    // The range: all of the log between two signed sizes, tied to the latest.
+    let (entries_from, entries_to) = (manifest.entries_from, manifest.entries_to);
+    if entries_from > entries_to || entries_to > latest.size {
+        fail(
+            None,
+            MANIFEST_PATH,
+            format!(
+                "entries {entries_from}..{entries_to} are not within the log of size {}",
+                latest.size
+            ),
+        );
+        return verified;
+    }
+    for (size, which) in [(entries_from, "first"), (entries_to, "end")] {
+        if size != 0 && !by_size.contains_key(&size) {
+            fail(
+                None,
+                &kept_checkpoint_path(partition, size),
+                format!(
+                    "missing or invalid: nothing signs size {size}, where the entries' range {entries_from}..{entries_to} has its {which} position"
+                ),
+            );
+        }
+    }
+    for (old_size, new_size) in consistency_chain(entries_from, entries_to, latest.size) {
+        if !consistent.contains(&(old_size, new_size)) {
+            fail(
+                None,
+                &consistency_path(partition, old_size, new_size),
+                format!(
+                    "missing or invalid: nothing shows that the log of size {old_size} is a prefix of the log of size {new_size}"
+                ),
+            );
+        }
+    }
+    let listed: BTreeSet<u64> = manifest.entries.iter().copied().collect();
+    for &index in listed
+        .range(..entries_from)
+        .chain(listed.range(entries_to..))
+    {
+        fail(
+            Some(index),
+            MANIFEST_PATH,
+            format!("lists entry {index}, outside the range {entries_from}..{entries_to}"),
+        );
+    }
+    let mut missing: Vec<(u64, bool)> = Vec::new();
+    for index in entries_from..entries_to {
         let entry_file = entry_path(partition, index);
         let proof_file = proof_path(partition, index);
         let Some(entry) = files.get(&entry_file) else {
-            fail(Some(index), &entry_file, "missing".into());
+            missing.push((index, listed.contains(&index)));
             continue;
         };
+        if !listed.contains(&index) {
+            fail(
+                Some(index),
+                MANIFEST_PATH,
+                format!(
+                    "does not list entry {index}, which the range {entries_from}..{entries_to} holds"
+                ),
+            );
+        }
         let proof = match files.get(&proof_file).map(|bytes| TlogProof::parse(bytes)) {
             None => {
                 fail(Some(index), &proof_file, "missing".into());
@@ -392,14 +586,17 @@ fn verify_partition(
             continue;
         }
         match proof.verify(entry, verifier) {
-            Ok(checkpoint) if checkpoint != latest => fail(
-                Some(index),
-                &proof_file,
-                format!(
-                    "is for a checkpoint of size {}, not the bundle's {latest_path}",
-                    checkpoint.size
-                ),
-            ),
+            Ok(checkpoint) if checkpoint != latest => {
+                fail(
+                    Some(index),
+                    &proof_file,
+                    format!(
+                        "is for a checkpoint of size {}, not the bundle's {latest_path}",
+                        checkpoint.size
+                    ),
+                );
+                continue;
+            }
             Ok(_) => {}
             Err(error) => {
                 fail(
@@ -417,25 +614,274 @@ fn verify_partition(
             Ok(blobs) => {
                 report.entries_verified += 1;
                 report.blobs_verified += blobs;
+                verified.entries.insert(index, entry.as_slice());
             }
             Err((file, reason)) => {
                 fail(Some(index), file.as_deref().unwrap_or(&entry_file), reason)
             }
         }
     }
-    // Entries in the archive that the manifest does not list were not checked: say so.
-    let listed: BTreeSet<u64> = manifest.entries.iter().copied().collect();
-    let prefix = format!("logs/{partition}/entries/");
-    for path in files.keys().filter(|path| path.starts_with(&prefix)) {
-        let index = path[prefix.len()..].parse::<u64>().ok();
-        if index.is_none_or(|index| !listed.contains(&index)) {
+    // Runs of missing entries, one problem each.
+    let mut position = 0;
+    while position < missing.len() {
+        let (first, _) = missing[position];
+        let mut last = first;
+        let mut unlisted = !missing[position].1;
+        while position + 1 < missing.len() && missing[position + 1].0 == last + 1 {
+            position += 1;
+            last = missing[position].0;
+            unlisted |= !missing[position].1;
+        }
+        position += 1;
+        let what = if first == last {
+            format!("entry {first} is")
+        } else {
+            format!("entries {first} to {last} are")
+        };
+        fail(
+            Some(first),
+            &entry_path(partition, first),
+            format!(
+                "missing: {what} not in the bundle, but it must hold every entry of {entries_from}..{entries_to}, between the signed sizes {entries_from} and {entries_to}{}",
+                if unlisted {
+                    " (and the manifest's list of entries was cut to match)"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+    verified.latest = Some(latest);
+    verified
+}
+
+/// Files under `logs/` and `blobs/` that the manifest and the entries do not account for, and
+/// anything else that is not one of the bundle's named files.
+fn unlisted_files(files: &BundleFiles, manifest: &Manifest, report: &mut BundleReport) {
+    let mut expected: BTreeSet<String> = [
+        README_PATH,
+        MANIFEST_PATH,
+        VERIFIER_KEY_PATH,
+        REPORT_JSON_PATH,
+        REPORT_HTML_PATH,
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect();
+    for partition in &manifest.partitions {
+        let p = partition.partition;
+        expected.insert(checkpoint_path(p));
+        for &size in &partition.checkpoints {
+            expected.insert(kept_checkpoint_path(p, size));
+        }
+        for &(old, new) in &partition.consistency {
+            expected.insert(consistency_path(p, old, new));
+        }
+        for index in partition.entries_from..partition.entries_to {
+            expected.insert(entry_path(p, index));
+            expected.insert(proof_path(p, index));
+            let blobs = files
+                .get(&entry_path(p, index))
+                .and_then(|entry| serde_json::from_slice::<Value>(entry).ok())
+                .and_then(|entry| entry.get("blobs").and_then(Value::as_object).cloned())
+                .unwrap_or_default();
+            for hex in blobs.values().filter_map(Value::as_str) {
+                expected.insert(blob_path(hex));
+            }
+        }
+    }
+    for path in files.keys().filter(|path| !expected.contains(*path)) {
+        let mut parts = path.split('/');
+        let partition = match (parts.next(), parts.next()) {
+            (Some("logs"), Some(partition)) => partition.parse().ok(),
+            _ => None,
+        };
+        let index = match (parts.next(), parts.next()) {
+            (Some("entries" | "proofs"), Some(index)) => index.parse().ok(),
+            _ => None,
+        };
+        report.problems.push(BundleProblem {
+            partition,
+            index,
+            file: path.clone(),
+            reason:
+                "is not listed in the manifest nor named by an entry, so nothing vouches for it"
+                    .into(),
+        });
+    }
+}
+
+/// Recomputes the report from the entries that verified and compares it with `report.json` and
+/// `report.html`.
+fn check_report(
+    files: &BundleFiles,
+    manifest: &Manifest,
+    verified: &[VerifiedPartition<'_>],
+    report: &mut BundleReport,
+) {
+    let mut fail = |file: &str, reason: String| {
+        report.problems.push(BundleProblem {
+            partition: None,
+            index: None,
+            file: file.to_string(),
+            reason,
+        })
+    };
+    let Some(json_bytes) = files.get(REPORT_JSON_PATH) else {
+        fail(REPORT_JSON_PATH, "missing".into());
+        return;
+    };
+    let delivered: Value = match serde_json::from_slice(json_bytes) {
+        Ok(value) => value,
+        Err(error) => {
+            fail(REPORT_JSON_PATH, format!("malformed: {error}"));
+            return;
+        }
+    };
+    let stated = match serde_json::from_value::<callproof_report::Report>(delivered.clone()) {
+        Ok(stated) => stated,
+        Err(error) => {
+            fail(REPORT_JSON_PATH, format!("is not a report: {error}"));
+            return;
+        }
+    };
+    for (field, stated_value, manifest_value) in [
+        ("from", &stated.from, &manifest.from),
+        ("to", &stated.to, &manifest.to),
+        ("generated_at", &stated.generated_at, &manifest.generated_at),
+    ] {
+        if stated_value != manifest_value {
             fail(
-                index,
-                path,
-                "is not listed in the manifest, so nothing vouches for it".into(),
+                REPORT_JSON_PATH,
+                format!("`{field}` is {stated_value:?}, but the manifest says {manifest_value:?}"),
             );
         }
     }
+    // The logs the report states must be the bundle's, range for range and root for root.
+    let stated_logs: BTreeMap<i32, &callproof_report::LogState> = stated
+        .context
+        .logs
+        .iter()
+        .map(|log| (log.partition, log))
+        .collect();
+    for partition in &manifest.partitions {
+        let p = partition.partition;
+        let Some(log) = stated_logs.get(&p) else {
+            fail(
+                REPORT_JSON_PATH,
+                format!("states nothing of the log of partition {p}, which the bundle holds"),
+            );
+            continue;
+        };
+        let latest = verified
+            .iter()
+            .find(|verified| verified.partition == p)
+            .and_then(|verified| verified.latest.as_ref());
+        let mut mismatches = Vec::new();
+        if (log.entries_from, log.entries_to) != (partition.entries_from, partition.entries_to) {
+            mismatches.push(format!(
+                "entries {}..{} (the bundle's are {}..{})",
+                log.entries_from, log.entries_to, partition.entries_from, partition.entries_to
+            ));
+        }
+        if let Some(latest) = latest {
+            if log.log_size != latest.size {
+                mismatches.push(format!(
+                    "log size {} (the checkpoint's is {})",
+                    log.log_size, latest.size
+                ));
+            }
+            let root = crate::hash::to_base64(&latest.root_hash);
+            if log.root_hash != root {
+                mismatches.push(format!(
+                    "root {} (the checkpoint's is {root})",
+                    log.root_hash
+                ));
+            }
+        }
+        if !mismatches.is_empty() {
+            fail(
+                REPORT_JSON_PATH,
+                format!(
+                    "states of the log of partition {p}: {}",
+                    mismatches.join(", ")
+                ),
+            );
+        }
+    }
+    for p in stated_logs.keys() {
+        if !manifest
+            .partitions
+            .iter()
+            .any(|partition| partition.partition == *p)
+        {
+            fail(
+                REPORT_JSON_PATH,
+                format!("states the log of partition {p}, which the bundle does not hold"),
+            );
+        }
+    }
+    let inputs = match stated.inputs() {
+        Ok(inputs) => inputs,
+        Err(reason) => {
+            fail(REPORT_JSON_PATH, format!("its period: {reason}"));
+            return;
+        }
+    };
+    let mut events = Vec::new();
+    for partition in verified {
+        for (&index, entry) in &partition.entries {
+            if let Some(entry) = resolved_entry(files, entry) {
+                events.extend(callproof_report::ReportEvent::from_entry(
+                    partition.partition,
+                    index,
+                    &entry,
+                ));
+            }
+        }
+    }
+    let recomputed = callproof_report::build(&inputs, &events);
+    for difference in callproof_report::differences(&recomputed, &delivered) {
+        fail(REPORT_JSON_PATH, difference);
+    }
+    if json_bytes.as_slice() != report_json(&recomputed).as_bytes()
+        && callproof_report::differences(&recomputed, &delivered).is_empty()
+    {
+        fail(
+            REPORT_JSON_PATH,
+            "holds the recomputed report, but not byte for byte as the API writes it".into(),
+        );
+    }
+    match files.get(REPORT_HTML_PATH) {
+        None => fail(REPORT_HTML_PATH, "missing".into()),
+        Some(html) => {
+            if let Some(difference) = callproof_report::html_difference(&recomputed, html) {
+                fail(
+                    REPORT_HTML_PATH,
+                    format!("is not the page of the report the entries give: {difference}"),
+                );
+            }
+        }
+    }
+}
+
+/// An entry's JSON with its event put back from its blob when it was moved out whole (the
+/// blob's hash was checked with the entry); `None` for an entry that is not JSON.
+fn resolved_entry(files: &BundleFiles, entry: &[u8]) -> Option<Value> {
+    let mut entry: Value = serde_json::from_slice(entry).ok()?;
+    let event_blob = entry
+        .pointer("/blobs/~1event")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if let Some(hex) = event_blob
+        && let Some(event) = files
+            .get(&blob_path(&hex))
+            .and_then(|blob| serde_json::from_slice::<Value>(blob).ok())
+        && let Some(object) = entry.as_object_mut()
+    {
+        object.insert("event".into(), event);
+    }
+    Some(entry)
 }
 
 /// Checks what the log's hash cannot: that the blobs an entry names are in the bundle with the
@@ -534,6 +980,8 @@ mod tests {
             partitions: vec![ManifestPartition {
                 partition: 3,
                 checkpoint_size: 1,
+                entries_from: 0,
+                entries_to: 1,
                 entries: vec![0],
                 checkpoints: vec![],
                 consistency: vec![],

@@ -184,3 +184,56 @@ fn proof_and_consistency_commands() {
     ]);
     assert_eq!(code, 0, "{stdout}");
 }
+
+/// `callproof-verify bundle` said OK for a bundle from which an entry, its proof and its
+/// manifest line were removed, and for one whose report.html was rewritten: now exit 1, naming
+/// them.
+#[test]
+fn bundle_command_names_a_removed_entry_and_a_rewritten_report() {
+    use callproof_tlog::bundle::{self, Manifest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, files: &bundle::BundleFiles| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, crate::bundle::tar_gz(files)).unwrap();
+        path
+    };
+    let valid = crate::bundle::valid_bundle();
+    let path = write("valid.tar.gz", &valid);
+    let (code, stdout, stderr) = verify(&["bundle", "--key", TESSERA_VERIFIER, path_str(&path)]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.starts_with("OK: "), "{stdout}");
+    assert!(stdout.contains("8 entries"), "{stdout}");
+
+    let mut removed = valid.clone();
+    removed.remove(&bundle::entry_path(0, 4));
+    removed.remove(&bundle::proof_path(0, 4));
+    let mut manifest: Manifest = serde_json::from_slice(&removed[bundle::MANIFEST_PATH]).unwrap();
+    manifest.partitions[0].entries.retain(|index| *index != 4);
+    removed.insert(
+        bundle::MANIFEST_PATH.into(),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    );
+    let path = write("removed.tar.gz", &removed);
+    let (code, stdout, _) = verify(&["bundle", "--key", TESSERA_VERIFIER, path_str(&path)]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("INVALID: partition 0 index 4: logs/0/entries/4: missing"),
+        "{stdout}"
+    );
+
+    let mut rewritten = valid.clone();
+    let html = String::from_utf8(rewritten[bundle::REPORT_HTML_PATH].clone()).unwrap();
+    rewritten.insert(
+        bundle::REPORT_HTML_PATH.into(),
+        html.replace("No exceptions.", "No exceptions at all.")
+            .into_bytes(),
+    );
+    let path = write("rewritten.tar.gz", &rewritten);
+    let (code, stdout, _) = verify(&["bundle", "--key", TESSERA_VERIFIER, path_str(&path)]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("INVALID: report.html: is not the page of the report the entries give"),
+        "{stdout}"
+    );
+}

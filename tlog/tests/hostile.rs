@@ -42,8 +42,9 @@ fn seeds() -> Vec<Vec<u8>> {
     seeds
 }
 
-/// A valid evidence bundle over the golden log (partition 0: entries 0, 3 and 14, the
-/// kept checkpoint of size 3 and the consistency proof from it): its manifest and its
+/// A valid evidence bundle over the golden log (partition 0: every entry from 3 to 14, the
+/// kept checkpoint of size 3 and the consistency proof from it, and the report of the period,
+/// which counts nothing: the golden entries are not events): its manifest and its
 /// uncompressed tar.
 fn evidence_bundle_of_the_golden_log() -> (Vec<u8>, Vec<u8>) {
     use callproof_tlog::bundle::{self, Manifest, ManifestPartition};
@@ -51,7 +52,8 @@ fn evidence_bundle_of_the_golden_log() -> (Vec<u8>, Vec<u8>) {
     use callproof_tlog::store::LogReader;
     use object_store::local::LocalFileSystem;
 
-    let (indexes, old_size) = ([0u64, 3, 14], 3u64);
+    let old_size = 3u64;
+    let indexes: Vec<u64> = (old_size..15).collect();
     let store = std::sync::Arc::new(LocalFileSystem::new_with_prefix(tessera_log()).unwrap());
     let reader = LogReader::new(store, Default::default(), tessera_verifier());
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
@@ -79,7 +81,7 @@ fn evidence_bundle_of_the_golden_log() -> (Vec<u8>, Vec<u8>) {
         std::fs::read(tessera_log().join("checkpoint.3")).unwrap(),
     ));
     files.push((bundle::VERIFIER_KEY_PATH.into(), TESSERA_VERIFIER.into()));
-    let manifest = serde_json::to_vec(&Manifest {
+    let manifest = Manifest {
         format: bundle::BUNDLE_FORMAT.into(),
         from: "2026-01-01T00:00:00Z".into(),
         to: "2026-02-01T00:00:00Z".into(),
@@ -87,12 +89,48 @@ fn evidence_bundle_of_the_golden_log() -> (Vec<u8>, Vec<u8>) {
         partitions: vec![ManifestPartition {
             partition: 0,
             checkpoint_size: 15,
-            entries: indexes.to_vec(),
+            entries_from: old_size,
+            entries_to: 15,
+            entries: indexes.clone(),
             checkpoints: vec![old_size],
             consistency: vec![(old_size, 15)],
         }],
-    })
-    .unwrap();
+    };
+    let root = std::fs::read_to_string(tessera_log().join("checkpoint")).unwrap();
+    let root = root.lines().nth(2).unwrap().to_string();
+    let report = callproof_report::build(
+        &callproof_report::Inputs {
+            period: callproof_report::Period::parse(&manifest.from, &manifest.to).unwrap(),
+            generated_at: manifest.generated_at.clone(),
+            verifier_key: TESSERA_VERIFIER.into(),
+            context: callproof_report::Context {
+                logs: vec![callproof_report::LogState {
+                    partition: 0,
+                    entries_from: old_size,
+                    entries_to: 15,
+                    log_size: 15,
+                    root_hash: root,
+                    verified: true,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        },
+        &[],
+    );
+    files.push((
+        bundle::REPORT_JSON_PATH.into(),
+        bundle::report_json(&report).into_bytes(),
+    ));
+    files.push((
+        bundle::REPORT_HTML_PATH.into(),
+        callproof_report::render_html(&report).into_bytes(),
+    ));
+    files.push((
+        bundle::README_PATH.into(),
+        bundle::readme(&manifest, TESSERA_VERIFIER).into_bytes(),
+    ));
+    let manifest = serde_json::to_vec(&manifest).unwrap();
     files.push((bundle::MANIFEST_PATH.into(), manifest.clone()));
     let mut archive = tar::Builder::new(Vec::new());
     for (path, bytes) in &files {
@@ -110,7 +148,7 @@ fn evidence_bundle_of_the_golden_log() -> (Vec<u8>, Vec<u8>) {
     assert!(report.is_valid(), "{:?}", report.problems);
     assert_eq!(
         (report.entries_verified, report.consistency_proofs_verified),
-        (3, 1)
+        (12, 1)
     );
     (manifest, tar)
 }

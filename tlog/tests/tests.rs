@@ -1,6 +1,7 @@
 //! Integration tests of `callproof-tlog`, one binary with topic modules.
 
 mod audit;
+mod bundle;
 mod cli;
 mod deps;
 mod golden;

@@ -66,8 +66,11 @@ enum Command {
         proof_file: PathBuf,
     },
     /// Verify an evidence bundle (`GET /v1/export` of the evidence API, a .tar.gz): every
-    /// checkpoint signature, inclusion proof, consistency proof and blob hash. Every failure
-    /// is listed, naming the partition, the entry index and the file.
+    /// checkpoint signature, inclusion proof, consistency proof and blob hash; that every entry
+    /// between each partition's two kept checkpoints is there and nothing else is; and the
+    /// report, recomputed from the entries and compared with report.json and report.html.
+    /// Every failure is listed, naming the partition, the entry index and the file, or the
+    /// report's section and figure.
     Bundle {
         /// The log's verifier key (`name+keyid+base64`), or a file containing it. Use the key
         /// you were given, not the one inside the bundle.
@@ -190,7 +193,7 @@ fn verify_bundle_file(key: &NoteVerifier, path: &Path) -> Result<Value, Failure>
     let mut summary = serde_json::to_value(&report).unwrap_or_default();
     summary["command"] = json!("bundle");
     summary["message"] = json!(format!(
-        "OK: {} ({} to {}): {} entries, {} checkpoints, {} consistency proofs and {} blobs verified in {} partition(s)",
+        "OK: {} ({} to {}): {} entries, {} checkpoints, {} consistency proofs and {} blobs verified in {} partition(s), every entry between the kept checkpoints present; report.json and report.html recomputed from the entries",
         path.display(),
         report.from,
         report.to,
