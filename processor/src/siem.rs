@@ -469,8 +469,18 @@ struct Resource<'a> {
 
 #[derive(Serialize)]
 struct HttpRequest<'a> {
-    http_method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_method: Option<&'a str>,
     url: UrlPath<'a>,
+}
+
+/// The method if OCSF's `http_method` enum has it (in 1.4.0: no PATCH, upper case only);
+/// another stays in `unmapped.callproof.request.method` alone.
+fn ocsf_http_method(method: &str) -> Option<&str> {
+    const METHODS: [&str; 8] = [
+        "OPTIONS", "GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "CONNECT",
+    ];
+    METHODS.contains(&method).then_some(method)
 }
 
 #[derive(Serialize)]
@@ -786,7 +796,7 @@ impl<'a> EventRecord<'a> {
                 r#type: "function",
             }],
             http_request: request.map(|request| HttpRequest {
-                http_method: &request.method,
+                http_method: ocsf_http_method(&request.method),
                 url: UrlPath {
                     path: &request.path,
                 },

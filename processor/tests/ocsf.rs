@@ -139,7 +139,10 @@ fn events_of_every_kind() -> Vec<CallEvent> {
     if let Some(principal) = odd_email.principal.as_mut() {
         principal.email = Some("Jane Doe (support)".into());
     }
-    events.extend([bare_principal, full_principal, odd_email]);
+    // A method OCSF 1.4.0's `http_method` enum lacks.
+    let mut patch = next(EventKind::CallCompleted);
+    patch.request.as_mut().expect("request").method = "PATCH".into();
+    events.extend([bare_principal, full_principal, odd_email, patch]);
 
     // Sizes: a body left out of the record, and a record cut down to its stub.
     let mut large_body = next(EventKind::CallCompleted);
@@ -279,6 +282,10 @@ async fn every_siem_record_is_valid_ocsf_of_the_version_it_declares() {
         "Jane Doe (support)"
     );
     assert!(odd_email["actor"]["user"].get("email_addr").is_none());
+    assert!(records.iter().any(|record| {
+        record["unmapped"]["callproof"]["request"]["method"] == "PATCH"
+            && record["http_request"].get("http_method").is_none()
+    }));
     assert!(records.iter().any(|record| {
         record["actor"]["user"]["email_addr"] == "jane.doe@example.com"
             && record["actor"]["app_name"] == "agent-9"
