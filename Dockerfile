@@ -1,5 +1,6 @@
 # One image for every callproof binary; docker-compose.yml picks the command.
-FROM rust:1.88-bookworm AS build
+# The toolchain is the workspace's `rust-version`: the oldest that builds every locked dependency.
+FROM rust:1.90-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake pkg-config libssl-dev libsasl2-dev \
       zlib1g-dev libzstd-dev libcurl4-openssl-dev \
@@ -19,7 +20,8 @@ RUN apt-get update \
       libcurl4 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home /var/lib/callproof callproof \
- && mkdir -p /var/lib/callproof/keys /var/lib/callproof/index /etc/callproof \
+ && mkdir -p /var/lib/callproof/keys /var/lib/callproof/verifier /var/lib/callproof/demo \
+      /var/lib/callproof/index /etc/callproof \
  && chown -R callproof /var/lib/callproof
 COPY --from=build /out/ /usr/local/bin/
 USER callproof
