@@ -115,8 +115,10 @@ pub(crate) const BUILTINS: &[BuiltinSpec] = &[
             r"|(?-u:\b)[1-9][0-9]{1,4}(?: [0-9]{2,5}){1,4}(?-u:\b)",
             // Nine to eleven bare digits: 2125550123, 9876543210 (only with a context word).
             r"|(?-u:\b)[1-9][0-9]{8,10}(?-u:\b)",
-            // A local number without area code: 4177 7631, 4177-7631 (only with context).
-            r"|(?-u:\b)[0-9]{4}[ .-]?[0-9]{4}(?-u:\b)",
+            // A local number without area code: 4177 7631, 4177-7631, 41777631 (only with
+            // context). It must follow a space, `:`, `=` or the start, which the validator
+            // trims: `ORD-20240115-000123` should not make the phone detector run at all.
+            r"|(?:^|[ :=])[0-9]{4}[ .-]?[0-9]{4}(?-u:\b)",
         ),
         validate: phone,
         context: &[
@@ -613,6 +615,12 @@ const PHONE_NEEDS_CONTEXT: f32 = 0.3;
 
 fn phone(text: &str, start: usize, end: usize) -> Option<Accepted> {
     let bytes = text.as_bytes();
+    // The local-number pattern takes the byte before the number with it.
+    let start = start
+        + bytes[start..end]
+            .iter()
+            .take_while(|&&b| matches!(b, b' ' | b':' | b'='))
+            .count();
     let candidate = &bytes[start..end];
     if is_embedded(bytes, start, end) || is_in_identifier(bytes, start, end) {
         return None;
