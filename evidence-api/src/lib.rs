@@ -155,23 +155,26 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// alert on a rate) should not have to wait for the first refusal to know the series exists.
 const STATUS_CLASSES: [&str; 4] = ["2xx", "4xx", "5xx", "other"];
 
-/// The metrics recorder is process-wide; tests build several apps in one process.
+/// The metrics recorder is process-wide; tests build several apps in one process, at once.
 fn prometheus_handle() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
-    let handle = PrometheusBuilder::new()
-        .install_recorder()
-        .context("cannot install the metrics recorder")?;
-    for class in STATUS_CLASSES {
-        metrics::counter!("callproof_evidence_requests_total", "status" => class).increment(0);
-    }
-    for reason in ["headers_too_large", "unauthenticated", "forbidden"] {
-        metrics::counter!("callproof_evidence_requests_refused_total", "reason" => reason)
-            .increment(0);
-    }
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|error| format!("cannot install the metrics recorder: {error}"))?;
+            for class in STATUS_CLASSES {
+                metrics::counter!("callproof_evidence_requests_total", "status" => class)
+                    .increment(0);
+            }
+            for reason in ["headers_too_large", "unauthenticated", "forbidden"] {
+                metrics::counter!("callproof_evidence_requests_refused_total", "reason" => reason)
+                    .increment(0);
+            }
+            Ok(handle)
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> String {

@@ -144,20 +144,23 @@ impl App {
     }
 }
 
-/// The metrics recorder is process-wide; tests build several apps in one process.
+/// The metrics recorder is process-wide; tests build several apps in one process, at once.
 fn prometheus_handle() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
-    let handle = PrometheusBuilder::new()
-        .install_recorder()
-        .context("cannot install the metrics recorder")?;
-    // Present from the start at zero, so that a rate or an alert on them needs no first event.
-    metrics::counter!("callproof_ingress_event_publish_failures_total").increment(0);
-    metrics::counter!("callproof_ingress_requests_refused_total", "reason" => "headers_too_large")
-        .increment(0);
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|error| format!("cannot install the metrics recorder: {error}"))?;
+            // Present from the start at zero, so that a rate or an alert on them needs no
+            // first event.
+            metrics::counter!("callproof_ingress_event_publish_failures_total").increment(0);
+            metrics::counter!("callproof_ingress_requests_refused_total", "reason" => "headers_too_large")
+                .increment(0);
+            Ok(handle)
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
