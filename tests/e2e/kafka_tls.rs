@@ -92,7 +92,8 @@ fn logged_entries(store: &Path) -> u64 {
     };
     partitions
         .filter_map(|partition| {
-            let checkpoint = std::fs::read_to_string(partition.ok()?.path().join("checkpoint")).ok()?;
+            let checkpoint =
+                std::fs::read_to_string(partition.ok()?.path().join("checkpoint")).ok()?;
             checkpoint.lines().nth(1)?.parse::<u64>().ok()
         })
         .sum()
