@@ -92,17 +92,30 @@ pub async fn from_entries(
     for part in parts {
         let partition = part.partition;
         for (index, bytes) in &part.entries {
-            let mut entry: Value = serde_json::from_slice(bytes).map_err(|error| {
-                ApiError::IntegrityFailure(format!(
-                    "partition {partition} index {index}: the entry is not JSON: {error}"
-                ))
-            })?;
+            // An entry that cannot be read (altered in the store, or a blob missing) is not
+            // counted, as `callproof-verify bundle` does not count an entry that fails to
+            // verify; CC7.2's integrity check names it, and so does the verifier.
+            let Ok(mut entry) = serde_json::from_slice::<Value>(bytes) else {
+                tracing::warn!(
+                    partition,
+                    index,
+                    "entry is not JSON; not counted in the report"
+                );
+                continue;
+            };
             // Only an event moved out whole matters to the figures; bodies do not.
             if blob_references(&entry)
                 .iter()
                 .any(|(pointer, _)| pointer == "/event")
             {
-                entry = app.logs.resolve(partition, *index, bytes).await?;
+                match app.logs.resolve(partition, *index, bytes).await {
+                    Ok(resolved) => entry = resolved,
+                    Err(ApiError::IntegrityFailure(reason)) => {
+                        tracing::warn!(partition, index, %reason, "entry not counted in the report");
+                        continue;
+                    }
+                    Err(other) => return Err(other),
+                }
             }
             events.extend(ReportEvent::from_entry(partition, *index, &entry));
         }
