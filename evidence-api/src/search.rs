@@ -6,8 +6,14 @@
 //! (the key of the last hit of a page) pages without skipping or repeating hits, even among
 //! events with the same microsecond, and while new events arrive (they sort before the cursor).
 //!
+//! The indexes are opened strictly read-only (`ReadOnlyDirectory`): production mounts the
+//! processor's index read-only here (`docker-compose.yml`), where tantivy's own directory cannot
+//! open a reader.
+//!
 //! Everything here is blocking (tantivy is): callers run it in `spawn_blocking`.
 
+use std::fs::{File, TryLockError};
+use std::io;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -15,9 +21,14 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use callproof_processor::index_schema::{IndexFields, open_partition_indexes};
+use callproof_processor::index_schema::IndexFields;
 use serde::Serialize;
 use tantivy::collector::{Count, DocSetCollector, TopDocs};
+use tantivy::directory::error::{DeleteError, LockError, OpenReadError, OpenWriteError};
+use tantivy::directory::{
+    Directory, DirectoryLock, FileHandle, Lock, META_LOCK, MmapDirectory, WatchCallback,
+    WatchHandle, WritePtr,
+};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, TantivyDocument, Value as _};
 use tantivy::tokenizer::TokenizerManager;
@@ -199,7 +210,7 @@ impl SearchIndex {
             .map(|guard| guard.1.clone())
             .unwrap_or_default();
         let mut readers: Vec<PartitionIndex> = known.iter().cloned().collect();
-        for (partition, index) in open_partition_indexes(&self.root)? {
+        for (partition, index) in open_read_only_indexes(&self.root)? {
             if readers.iter().all(|known| known.partition != partition) {
                 readers.push(PartitionIndex {
                     partition,
@@ -472,7 +483,7 @@ impl SearchIndex {
 }
 
 fn open_readers(root: &Path) -> Result<Vec<PartitionIndex>, SearchError> {
-    open_partition_indexes(root)?
+    open_read_only_indexes(root)?
         .into_iter()
         .map(|(partition, index)| {
             Ok(PartitionIndex {
@@ -481,6 +492,136 @@ fn open_readers(root: &Path) -> Result<Vec<PartitionIndex>, SearchError> {
             })
         })
         .collect()
+}
+
+/// Every partition index under `root` (directories named by partition number that hold a
+/// `meta.json`, the processor's layout), each through a [`ReadOnlyDirectory`].
+fn open_read_only_indexes(root: &Path) -> tantivy::Result<Vec<(i32, Index)>> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(tantivy::TantivyError::from(error)),
+    };
+    let mut indexes = Vec::new();
+    for entry in entries.flatten() {
+        let Some(partition) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if entry.path().join("meta.json").exists() {
+            let directory = ReadOnlyDirectory::open(&entry.path())?;
+            indexes.push((partition, Index::open(directory)?));
+        }
+    }
+    indexes.sort_by_key(|(partition, _)| *partition);
+    Ok(indexes)
+}
+
+/// A partition's index directory, read-only.
+///
+/// Production mounts the index read-only here (`index:/var/lib/callproof/index:ro`), and
+/// tantivy's `MmapDirectory` cannot open a reader there: every reader load and reload takes the
+/// meta lock (so that the writer's garbage collection does not delete the segments being
+/// opened) by opening `.tantivy-meta.lock` for writing, creating it if need be, which fails with
+/// "Read-only file system". This directory reads files and watches `meta.json` through an
+/// `MmapDirectory`, takes the meta lock as a *shared* `flock` on the lock file opened for
+/// reading (`flock` needs no write access, and it locks the file itself, so the processor's
+/// garbage collection, which takes it exclusively through its own mount, still waits for a load
+/// in progress, and readers do not wait for each other), and refuses every write, so that this
+/// process never changes the index even where the mount would let it.
+#[derive(Clone, Debug)]
+struct ReadOnlyDirectory {
+    root: PathBuf,
+    files: MmapDirectory,
+}
+
+impl ReadOnlyDirectory {
+    fn open(root: &Path) -> tantivy::Result<ReadOnlyDirectory> {
+        Ok(ReadOnlyDirectory {
+            root: root.to_path_buf(),
+            files: MmapDirectory::open(root)?,
+        })
+    }
+}
+
+fn read_only() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ReadOnlyFilesystem,
+        "the evidence API opens the index read-only",
+    )
+}
+
+impl Directory for ReadOnlyDirectory {
+    fn get_file_handle(&self, path: &Path) -> Result<Arc<dyn FileHandle>, OpenReadError> {
+        self.files.get_file_handle(path)
+    }
+
+    fn exists(&self, path: &Path) -> Result<bool, OpenReadError> {
+        self.files.exists(path)
+    }
+
+    fn atomic_read(&self, path: &Path) -> Result<Vec<u8>, OpenReadError> {
+        self.files.atomic_read(path)
+    }
+
+    fn watch(&self, watch_callback: WatchCallback) -> tantivy::Result<WatchHandle> {
+        self.files.watch(watch_callback)
+    }
+
+    fn acquire_lock(&self, lock: &Lock) -> Result<DirectoryLock, LockError> {
+        // Readers take only the meta lock; the writer lock is for writers.
+        if lock.filepath != META_LOCK.filepath {
+            return Err(LockError::wrap_io_error(read_only()));
+        }
+        let file = match File::open(self.root.join(&lock.filepath)) {
+            Ok(file) => file,
+            // The writer has not collected garbage in this index yet (the lock file appears
+            // with its first collection), so there is no lock to share. Should a first
+            // collection delete a segment while this load opens it, the load fails and the
+            // reload after the next commit tries again.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Ok(DirectoryLock::from(Box::new(())));
+            }
+            Err(error) => return Err(LockError::wrap_io_error(error)),
+        };
+        if lock.is_blocking {
+            file.lock_shared().map_err(LockError::wrap_io_error)?;
+        } else {
+            match file.try_lock_shared() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => return Err(LockError::LockBusy),
+                Err(TryLockError::Error(error)) => return Err(LockError::wrap_io_error(error)),
+            }
+        }
+        // Closing the file releases the lock.
+        Ok(DirectoryLock::from(Box::new(file)))
+    }
+
+    fn delete(&self, path: &Path) -> Result<(), DeleteError> {
+        Err(DeleteError::IoError {
+            io_error: Arc::new(read_only()),
+            filepath: path.to_path_buf(),
+        })
+    }
+
+    fn open_write(&self, path: &Path) -> Result<WritePtr, OpenWriteError> {
+        Err(OpenWriteError::wrap_io_error(
+            read_only(),
+            path.to_path_buf(),
+        ))
+    }
+
+    fn atomic_write(&self, _path: &Path, _data: &[u8]) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn sync_directory(&self) -> io::Result<()> {
+        // Nothing is written here, so there is nothing to make durable.
+        Ok(())
+    }
 }
 
 /// A reader that follows the processor's commits (it watches `meta.json`).

@@ -5,3 +5,4 @@
 mod gateway;
 mod kafka_tls;
 mod quickstart;
+mod readonly_index;
