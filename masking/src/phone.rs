@@ -449,13 +449,18 @@ pub(crate) fn is_phone_key(key: &str) -> bool {
         if !boundary {
             continue;
         }
-        let word = &key[word_start..at];
+        // Bytes, not `str` slices: a boundary may fall inside a multi-byte character of a key
+        // such as `téléphone` or `電話`.
+        let word = &bytes[word_start..at];
         if !word.is_empty() {
-            let lower = |w: &str| word.eq_ignore_ascii_case(w);
             let has_phone = word.len() >= 5
-                && (word[..5].eq_ignore_ascii_case("phone")
-                    || word[word.len() - 5..].eq_ignore_ascii_case("phone"));
-            if has_phone || WORDS.iter().any(|w| lower(w)) {
+                && (word[..5].eq_ignore_ascii_case(b"phone")
+                    || word[word.len() - 5..].eq_ignore_ascii_case(b"phone"));
+            if has_phone
+                || WORDS
+                    .iter()
+                    .any(|w| word.eq_ignore_ascii_case(w.as_bytes()))
+            {
                 return true;
             }
         }
@@ -531,6 +536,12 @@ mod tests {
             "symphony_id",
         ] {
             assert!(!is_phone_key(key), "{key}");
+        }
+        // Keys with multi-byte characters are split on bytes: no word ends inside a character.
+        assert!(is_phone_key("téléphone_mobile"));
+        assert!(is_phone_key("電話.phone"));
+        for key in ["téléphone", "電話", "número", "ñ", "é"] {
+            let _ = is_phone_key(key);
         }
     }
 

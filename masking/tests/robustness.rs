@@ -56,6 +56,25 @@ fn masking_is_a_fixpoint_when_a_replacement_unglues_a_neighbour() {
     assert!(findings.is_empty());
 }
 
+/// A phone-shaped value under a key with multi-byte characters once panicked (the key was
+/// split inside a character): it is masked like any other.
+#[test]
+fn keys_with_multi_byte_characters_are_masked_without_a_panic() {
+    let masker = Masker::new(&config(Replacement::Redact)).unwrap();
+    let mut document = json!({
+        "téléphone": "01 23 45 67 89",
+        "電話": "03-1234-5678",
+        "número_de_teléfono": "+34 612 345 678",
+    });
+    masker
+        .mask_json(&mut document, &FieldRules::default(), true)
+        .unwrap();
+    let text = document.to_string();
+    for number in ["01 23 45 67 89", "612 345 678"] {
+        assert!(!text.contains(number), "{number} left in {text}");
+    }
+}
+
 #[test]
 fn deep_documents_are_an_error_not_a_stack_overflow() {
     let mut doc = json!("4111 1111 1111 1111");
