@@ -55,8 +55,10 @@ impl Config {
         if service != Service::Evidence {
             self.evidence = None;
         } else {
-            // The evidence API neither talks to Kafka nor masks.
+            // The evidence API neither talks to Kafka nor masks: it must not need their
+            // variables set to start.
             self.kafka.properties.clear();
+            self.kafka.brokers = crate::KafkaConfig::default().brokers;
             self.masking.hmac_key = None;
         }
     }
@@ -95,7 +97,7 @@ issuer = "http://127.0.0.1:9000"
 audiences = ["callproof"]
 
 [kafka]
-brokers = "127.0.0.1:9092"
+brokers = "${KAFKA_BROKERS}"
 properties = { "sasl.password" = "${KAFKA_PASSWORD}" }
 
 [masking]
@@ -141,27 +143,34 @@ storage_options = { aws_secret_access_key = "${READER_SECRET}" }
     #[test]
     fn the_gateway_holds_function_credentials_and_nothing_of_the_log_or_the_store() {
         let set = [
+            "KAFKA_BROKERS",
             "KAFKA_PASSWORD",
             "MASKING_KEY",
             "REFUND_TOKEN",
             "APPROVAL_WEBHOOK",
         ];
-        let (config, looked_up) = load_with(Service::Ingress, &set);
-        // The basic credential's file does not exist: the gateway must fail on its own secret.
+        // The basic credential's file does not exist: the gateway fails on its own secret.
+        let (config, _) = load_with(Service::Ingress, &set);
         let error = config.unwrap_err().to_string();
         assert!(error.contains("legacy-password"), "{error}");
-        assert!(
-            !looked_up.iter().any(|name| name.contains("SECRET")),
-            "{looked_up:?}"
-        );
 
         let source = SHARED.replace(
             "password_file = \"/nonexistent/legacy-password\"",
             "password = \"p\"",
         );
-        let env = |name: &str| set.contains(&name).then(|| format!("value-of-{name}"));
+        let looked_up = std::cell::RefCell::new(Vec::new());
+        let env = |name: &str| {
+            looked_up.borrow_mut().push(name.to_string());
+            set.contains(&name).then(|| format!("value-of-{name}"))
+        };
         let config =
             Config::from_toml_with_env(&source, "deploy.toml", Service::Ingress, &env).unwrap();
+        // Exactly its own variables, none of the processor's or the evidence API's.
+        let mut looked_up = looked_up.into_inner();
+        looked_up.sort();
+        let mut expected = set.map(String::from).to_vec();
+        expected.sort();
+        assert_eq!(looked_up, expected);
         assert!(config.log.is_none());
         assert!(config.evidence.is_none());
         assert!(config.storage.options.is_empty());
@@ -178,7 +187,12 @@ storage_options = { aws_secret_access_key = "${READER_SECRET}" }
     fn the_processor_holds_the_signing_key_and_write_credentials_only() {
         let (config, looked_up) = load_with(
             Service::Processor,
-            &["KAFKA_PASSWORD", "MASKING_KEY", "WRITER_SECRET"],
+            &[
+                "KAFKA_BROKERS",
+                "KAFKA_PASSWORD",
+                "MASKING_KEY",
+                "WRITER_SECRET",
+            ],
         );
         // Its own key file is missing, and that is the error, not a function's credential.
         let error = config.unwrap_err().to_string();
@@ -195,9 +209,14 @@ storage_options = { aws_secret_access_key = "${READER_SECRET}" }
         std::fs::write(&key, "PRIVATE+KEY+example\n").unwrap();
         let source = SHARED.replace("/nonexistent/log.key", key.to_str().unwrap());
         let env = |name: &str| {
-            ["KAFKA_PASSWORD", "MASKING_KEY", "WRITER_SECRET"]
-                .contains(&name)
-                .then(|| format!("value-of-{name}"))
+            [
+                "KAFKA_BROKERS",
+                "KAFKA_PASSWORD",
+                "MASKING_KEY",
+                "WRITER_SECRET",
+            ]
+            .contains(&name)
+            .then(|| format!("value-of-{name}"))
         };
         let config =
             Config::from_toml_with_env(&source, "deploy.toml", Service::Processor, &env).unwrap();
