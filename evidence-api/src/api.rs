@@ -91,22 +91,9 @@ impl SearchParams {
 pub fn search_link(app: &AppState, pairs: &[(&str, &str)]) -> String {
     let query: Vec<String> = pairs
         .iter()
-        .map(|(key, value)| format!("{key}={}", url_encode(value)))
+        .map(|(key, value)| format!("{key}={}", callproof_report::url_encode(value)))
         .collect();
     app.link(&format!("/v1/search?{}", query.join("&")))
-}
-
-/// Percent-encodes everything but unreserved characters (RFC 3986).
-pub fn url_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (byte as char).to_string()
-            }
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
 }
 
 /// One hit as the API shows it.
@@ -127,7 +114,7 @@ pub fn hit_json(app: &AppState, hit: &IndexedEvent) -> Value {
         "detectors": hit.detectors,
         "status": hit.status,
         "proof": app.link(&format!("/v1/proofs/{}/{}", hit.partition, hit.log_index)),
-        "call": hit.call_id.as_deref().map(|id| app.link(&format!("/v1/calls/{}", url_encode(id)))),
+        "call": hit.call_id.as_deref().map(|id| app.link(&format!("/v1/calls/{}", callproof_report::url_encode(id)))),
     })
 }
 

@@ -72,9 +72,11 @@ pub async fn soc2(
     })
 }
 
-/// Builds the report of `from..to` (µs) from the log entries around the period.
+/// Builds the report of `from..to` (µs) from the log entries around the period. They are all
+/// read into memory, so a period is bounded as an export is (`evidence.max_export_events`): a
+/// longer one is refused with 400 rather than exhausting memory; report it in shorter periods.
 pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Report, ApiError> {
-    let parts = period_entries(app, from, to, None).await?;
+    let parts = period_entries(app, from, to, Some(app.max_export_events)).await?;
     from_entries(app, from, to, now_micros(), &parts).await
 }
 

@@ -326,17 +326,15 @@ impl Links<'_> {
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).
 pub fn url_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(char::from(byte));
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(value, QUERY_VALUE).to_string()
 }
+
+/// Everything but RFC 3986's unreserved characters is escaped in a query value.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// A search query (tantivy syntax) matching any of `values` in `field`; one that matches
 /// nothing (`event_id:"none"`) for none.
@@ -402,11 +400,18 @@ impl Call<'_> {
             }
             expected = seq + 1;
         }
-        let ends = self
-            .events
-            .iter()
-            .any(|event| ends_call(&event.kind, event.approval_decision.as_deref()));
-        (!ends).then(|| "no final event in the period".to_string())
+        // The last event must end the call, as in the evidence API's timeline: an event after
+        // the final one is as much an anomaly as no final event.
+        let last = self.events.iter().max_by_key(|event| {
+            (
+                event.seq.unwrap_or(i64::MAX),
+                event.partition,
+                event.log_index,
+            )
+        });
+        let ends =
+            last.is_some_and(|event| ends_call(&event.kind, event.approval_decision.as_deref()));
+        (!ends).then(|| "no final event in the period, or an event after it".to_string())
     }
 
     fn caller(&self) -> Option<&str> {

@@ -247,3 +247,29 @@ fn entries_are_read_with_their_approval_decision() {
         None
     );
 }
+
+#[test]
+fn an_event_after_the_final_one_makes_a_call_incomplete_as_its_timeline_does() {
+    let events = vec![
+        event("stray", 0, "call_received", 1),
+        event("stray", 1, "call_completed", 2),
+        event("stray", 2, "call_forwarded", 3),
+        event("done", 0, "call_received", 4),
+        event("done", 1, "call_completed", 5),
+    ];
+    let report = build(&inputs(), &events);
+    let incomplete = figure(
+        &report,
+        "CC7.2",
+        "calls begun without their final event in the period, or with events missing",
+    );
+    assert_eq!(incomplete.value, 1, "{incomplete:?}");
+    assert!(
+        incomplete
+            .search
+            .as_deref()
+            .unwrap()
+            .contains(&url_encode(r#"call_id:"stray""#)),
+        "{incomplete:?}"
+    );
+}
