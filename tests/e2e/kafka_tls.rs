@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use callproof_tests::broker::{self, free_port};
 use callproof_tests::function_service::FunctionService;
 use callproof_tests::issuer::TestIssuer;
+use callproof_tests::logged_entries;
 use callproof_tests::process::{Service, binary, wait_for_ok};
 use callproof_tests::tls::TlsBroker;
 use serde_json::json;
@@ -83,20 +84,6 @@ commit_interval_ms = 200
         .unwrap();
         path.display().to_string()
     }
-}
-
-/// The number of entries in every partition's log, read from the checkpoints' second lines.
-fn logged_entries(store: &Path) -> u64 {
-    let Ok(partitions) = std::fs::read_dir(store.join("logs")) else {
-        return 0;
-    };
-    partitions
-        .filter_map(|partition| {
-            let checkpoint =
-                std::fs::read_to_string(partition.ok()?.path().join("checkpoint")).ok()?;
-            checkpoint.lines().nth(1)?.parse::<u64>().ok()
-        })
-        .sum()
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use callproof_schemas::{CallEvent, Decision, EventKind, Principal};
 use callproof_tests::broker::{self, PrivateBroker, free_port};
 use callproof_tests::issuer::TestIssuer;
+use callproof_tests::logged_entries;
 use callproof_tests::process::{Service, binary, wait_for_ok};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -440,20 +441,6 @@ fn assert_read_only_mount(pid: u32, mount_point: &Path) {
         !own.contains(&format!(" {} ", mount_point.display())),
         "the bind mount leaked out of the evidence API's namespace"
     );
-}
-
-/// The number of entries in every partition's log, read from the checkpoints' second lines.
-fn logged_entries(store: &Path) -> u64 {
-    let Ok(partitions) = std::fs::read_dir(store.join("logs")) else {
-        return 0;
-    };
-    partitions
-        .filter_map(|partition| {
-            let checkpoint =
-                std::fs::read_to_string(partition.ok()?.path().join("checkpoint")).ok()?;
-            checkpoint.lines().nth(1)?.parse::<u64>().ok()
-        })
-        .sum()
 }
 
 fn now_micros() -> i64 {

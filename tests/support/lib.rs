@@ -19,3 +19,18 @@ pub fn workspace_root() -> std::path::PathBuf {
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default()
 }
+
+/// The number of entries in every partition's log in a local store (`file://` URL's directory),
+/// read from the checkpoints' second lines: how far the processor has got, seen from outside.
+pub fn logged_entries(store: &std::path::Path) -> u64 {
+    let Ok(partitions) = std::fs::read_dir(store.join("logs")) else {
+        return 0;
+    };
+    partitions
+        .filter_map(|partition| {
+            let checkpoint =
+                std::fs::read_to_string(partition.ok()?.path().join("checkpoint")).ok()?;
+            checkpoint.lines().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
