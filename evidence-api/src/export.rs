@@ -6,9 +6,14 @@
 //! and the first kept checkpoint after its last, byte for byte, with its inclusion proof in the
 //! partition's latest checkpoint; those two kept checkpoints with consistency proofs between
 //! them and up to the latest (so the entries are provably all of the log between them); the
-//! blobs the entries name; and the report, computed from exactly these entries, which
-//! `callproof-verify bundle` recomputes. The bundle is packed in memory (at most
-//! `evidence.max_export_events` entries), off the async runtime.
+//! edge entries just outside them, whose times are outside the period (so the range was not
+//! narrowed: the entries left out are outside the period); the blobs the entries name; and the
+//! report, computed from exactly the range's entries, which `callproof-verify bundle`
+//! recomputes. The index only says where to start looking: the edges are read from the log,
+//! and a range whose edge is not outside the period (an index lagging behind the log, an
+//! entry without an event time) is widened to the next kept checkpoint, up to the start of the
+//! log or its latest checkpoint. The bundle is packed in memory (at most
+//! `evidence.max_export_events` entries, edges included), off the async runtime.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -69,7 +74,8 @@ pub async fn export(
 /// One partition's share of a period: every entry between the last kept checkpoint before
 /// the period's first event and the first kept checkpoint after its last (the latest
 /// checkpoint when no kept one is), so that the entries can be shown complete: they are all
-/// of the log between two signed checkpoints.
+/// of the log between two signed checkpoints, and the edge entries just outside them are
+/// outside the period.
 pub struct PartitionEntries {
     pub partition: i32,
     pub latest: SignedCheckpoint,
@@ -79,10 +85,15 @@ pub struct PartitionEntries {
     pub entries_to: u64,
     /// Every entry of the range, byte for byte.
     pub entries: BTreeMap<u64, Vec<u8>>,
+    /// The edge entries ([`bundle::edges`]): at `entries_from - 1`, with a time before the
+    /// period, and at `entries_to`, with a time at or after its end, where those positions are
+    /// in the log. Not counted by the report.
+    pub edges: BTreeMap<u64, Vec<u8>>,
 }
 
 /// Every entry of each partition between the kept checkpoints around the period's events (as
-/// the index finds them). At most `limit` entries in all, else 400.
+/// the index finds them), widened until the edge entries just outside the range are outside
+/// the period, with those edges. At most `limit` entries in all (edges included), else 400.
 pub async fn period_entries(
     app: &AppState,
     from: i64,
@@ -126,32 +137,77 @@ pub async fn period_entries(
         }
         let last = last.min(size - 1);
         let kept = app.logs.kept_sizes(partition).await?;
-        let entries_from = kept
+        // From the last kept checkpoint at or before the first event down, the first whose
+        // edge entry (just before it) is before the period; the start of the log has no edge.
+        let mut starts: Vec<u64> = kept
             .iter()
             .copied()
             .filter(|kept| *kept <= first)
-            .max()
-            .unwrap_or(0);
-        let entries_to = kept
+            .rev()
+            .collect();
+        starts.push(0);
+        let mut start = None;
+        for candidate in starts {
+            if candidate == 0 {
+                start = Some((0, None));
+                break;
+            }
+            if let Some(edge) =
+                edge_outside(app, partition, candidate - 1, &latest, true, from, to).await?
+            {
+                start = Some((candidate, Some(edge)));
+                break;
+            }
+        }
+        // From the first kept checkpoint after the last event up, the first whose edge entry
+        // (at its size) is at or after the period's end; the latest checkpoint has no edge.
+        let mut ends: Vec<u64> = kept
             .iter()
             .copied()
-            .filter(|kept| *kept > last && *kept <= size)
-            .min()
-            .unwrap_or(size);
-        ranges.push((partition, latest, entries_from, entries_to));
+            .filter(|kept| *kept > last && *kept < size)
+            .collect();
+        ends.push(size);
+        let mut end = None;
+        for candidate in ends {
+            if candidate == size {
+                end = Some((size, None));
+                break;
+            }
+            if let Some(edge) =
+                edge_outside(app, partition, candidate, &latest, false, from, to).await?
+            {
+                end = Some((candidate, Some(edge)));
+                break;
+            }
+        }
+        let (Some((entries_from, left_edge)), Some((entries_to, right_edge))) = (start, end) else {
+            // Both lists end with a size that needs no edge.
+            return Err(ApiError::internal("no range found"));
+        };
+        let mut edges = BTreeMap::new();
+        edges.extend(left_edge.map(|bytes| (entries_from - 1, bytes)));
+        edges.extend(right_edge.map(|bytes| (entries_to, bytes)));
+        debug_assert_eq!(
+            edges.keys().copied().collect::<Vec<_>>(),
+            bundle::edges(entries_from, entries_to, size)
+        );
+        ranges.push((partition, latest, entries_from, entries_to, edges));
     }
-    let n_entries: u64 = ranges.iter().map(|(_, _, from, to)| to - from).sum();
+    let n_entries: u64 = ranges
+        .iter()
+        .map(|(_, _, from, to, edges)| to - from + edges.len() as u64)
+        .sum();
     if let Some(limit) = limit
         && n_entries > limit as u64
     {
         return Err(too_many(
             usize::try_from(n_entries).unwrap_or(usize::MAX),
-            "log entries between the kept checkpoints around the period",
+            "log entries between the kept checkpoints around the period (edges included)",
             limit,
         ));
     }
     let mut parts = Vec::new();
-    for (partition, latest, entries_from, entries_to) in ranges {
+    for (partition, latest, entries_from, entries_to, edges) in ranges {
         let indexes: BTreeSet<u64> = (entries_from..entries_to).collect();
         let entries = app
             .logs
@@ -163,9 +219,40 @@ pub async fn period_entries(
             entries_from,
             entries_to,
             entries,
+            edges,
         });
     }
     Ok(parts)
+}
+
+/// Entry `index` of `partition` if it may be the edge just `before` (else just after) a range
+/// for the period `from..to` ([`bundle::is_edge_outside_period`]); `None` when it may not: its
+/// time is not outside the period, or it has none (not an event, or its blobs cannot be read).
+async fn edge_outside(
+    app: &AppState,
+    partition: i32,
+    index: u64,
+    latest: &SignedCheckpoint,
+    before: bool,
+    from: i64,
+    to: i64,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let (bytes, resolved) = match app
+        .logs
+        .entry(partition, index, latest.checkpoint.size)
+        .await
+    {
+        Ok(entry) => entry,
+        // An entry that cannot be read shows nothing; the range goes past it, and CC7.2's
+        // integrity check names it.
+        Err(ApiError::IntegrityFailure(reason)) => {
+            tracing::warn!(partition, index, %reason, "entry cannot be an edge of the bundle");
+            return Ok(None);
+        }
+        Err(other) => return Err(other),
+    };
+    let time = bundle::entry_time_micros(&resolved);
+    Ok(bundle::is_edge_outside_period(time, before, from, to).then_some(bytes))
 }
 
 fn too_many(n: usize, what: &str, limit: usize) -> ApiError {
@@ -184,11 +271,12 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Vec<u8>, ApiErr
         let partition = part.partition;
         let size = part.latest.checkpoint.size;
         let indexes: BTreeSet<u64> = part.entries.keys().copied().collect();
+        let with_edges: BTreeSet<u64> = indexes.iter().chain(part.edges.keys()).copied().collect();
         let proofs = app
             .logs
-            .tlog_proofs(partition, &indexes, &part.latest)
+            .tlog_proofs(partition, &with_edges, &part.latest)
             .await?;
-        for (index, entry) in &part.entries {
+        for (index, entry) in part.entries.iter().chain(&part.edges) {
             if let Ok(value) = serde_json::from_slice(entry) {
                 blobs.extend(blob_references(&value).into_iter().map(|(_, hex)| hex));
             }
@@ -232,6 +320,7 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Vec<u8>, ApiErr
             entries_from: part.entries_from,
             entries_to: part.entries_to,
             entries: indexes.into_iter().collect(),
+            edges: part.edges.keys().copied().collect(),
             checkpoints,
             consistency,
         });

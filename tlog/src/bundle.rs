@@ -12,20 +12,34 @@
 //! | `logs/<p>/checkpoint` | the signed checkpoint every inclusion proof of partition `p` is for |
 //! | `logs/<p>/checkpoints/<size>` | kept checkpoints: the last one before the period's first event and the first one after its last |
 //! | `logs/<p>/consistency/<old>-<new>` | consistency proof (one base64 hash per line) from size `old` to `new` |
-//! | `logs/<p>/entries/<index>` | every log entry between those two checkpoints, byte for byte |
+//! | `logs/<p>/entries/<index>` | every log entry between those two checkpoints, byte for byte, and the two edge entries just outside them |
 //! | `logs/<p>/proofs/<index>` | its `c2sp.org/tlog-proof@v1` inclusion proof |
 //! | `blobs/sha256/<hex>` | a value moved out of an entry too large for the log; the entry holds its hash |
 //!
 //! **Complete, not only authentic.** A partition's entries are *all* of its log between two
-//! signed checkpoints: positions `entries_from..entries_to`, where `entries_from` is 0 or the
-//! size of a kept checkpoint in the bundle and `entries_to` the size of one (or of the latest).
-//! The consistency proofs tie both to the latest checkpoint, and every entry's inclusion proof
-//! places it at its position in that tree, so an entry cannot be left out (its position would
-//! be empty) nor the range narrowed (there is no other signed size to narrow it to).
+//! signed sizes: positions `entries_from..entries_to`, where `entries_from` is 0 or the size
+//! of a kept checkpoint in the bundle and `entries_to` the size of one (or of the latest). The
+//! consistency proofs tie both to the latest checkpoint, and every entry's inclusion proof
+//! places it at its position in that tree, so no entry inside the range can be left out (its
+//! position would be empty). Every published checkpoint is kept, though, so the range could be
+//! narrowed to other kept sizes; the **edges** show it was not: the entry just before the range
+//! (position `entries_from - 1`, when `entries_from > 0`) must have an event time before the
+//! period's `from`, and the entry just after it (position `entries_to`, when `entries_to` is
+//! below the latest checkpoint's size) a time at or after its `to`, each with its inclusion
+//! proof. An entry's *time* is its event's `time` (µs), read with the event put back from its
+//! blob when it was moved out whole; an entry with none (an undecodable message, an entry
+//! that is not JSON, or whose event blob is missing) has no time and cannot be an edge: the
+//! export then moves the range out to the next kept checkpoint, and finally to the start of
+//! the log or its latest checkpoint, where there is no edge. This rests on the log's order
+//! following time: a partition's events are appended as the gateway publishes them, so an
+//! entry before one that precedes the period is taken to precede it too (a gateway whose
+//! clock ran back across an edge could place an in-period event outside the range).
 //!
 //! [`verify_bundle`] checks every signature, every inclusion and consistency proof and every
-//! blob hash; that every position of each range is there; that nothing else is in the archive;
-//! that the README is the one the manifest gives; and it recomputes the report from the entries
+//! blob hash; that every position of each range is there and both edges are, outside the
+//! period; that nothing else is in the archive; that the README is the one the manifest
+//! gives; that `report.json` states the key given to the verifier and a link prefix that is
+//! empty or `http(s)://`; and it recomputes the report from the range's entries
 //! (`callproof_report`) and compares it with `report.json` and `report.html`, figure by figure
 //! and byte for byte. It collects every failure (naming the partition, index and file, or the
 //! report's section and figure) rather than stopping at the first: an auditor wants the whole
@@ -33,8 +47,14 @@
 //!
 //! What a bundle cannot show: that it holds every partition that has events in the period (a
 //! partition left out whole, with its report figures rewritten to match, leaves nothing behind;
-//! compare the partitions with `GET /v1/logs`), and the integrity check of each whole log that
-//! the API made when it built the report (the bundle holds only the period's part of each log).
+//! compare the partitions with `GET /v1/logs`); the integrity check of each whole log that the
+//! API made when it built the report (the bundle holds only the period's part of each log);
+//! and the rest of `report.json`'s context, taken as stated: the policies in force and the
+//! link prefix's host.
+//!
+//! [`read_bundle`] refuses anything but regular files and directories (a symlink or hard link
+//! would be skipped here but extracted by `tar`) and a path that is in the archive twice (`tar`
+//! keeps the last copy, which would not be the one verified).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -49,10 +69,17 @@ use crate::proof::{TlogProof, parse_consistency_proof, verify_consistency};
 use crate::{Error, Result};
 
 /// The `format` of a bundle's manifest.
-/// v2: every entry between the two kept checkpoints (`entries_from`, `entries_to`), and a
-/// report that the entries recompute. v1 bundles (the period's entries only) are refused: they
-/// cannot show that nothing was left out.
-pub const BUNDLE_FORMAT: &str = "callproof-evidence-bundle@v2";
+/// v3: every entry between the two kept checkpoints (`entries_from`, `entries_to`), the edge
+/// entries just outside them (`edges`), and a report that the entries recompute. Older formats
+/// are refused ([`OLDER_FORMATS`]): v1 held the period's entries only, v2 had no edges, so
+/// neither can show that no entry of the period was left out.
+pub const BUNDLE_FORMAT: &str = "callproof-evidence-bundle@v3";
+
+/// Formats of earlier exports, named as such when refused.
+pub const OLDER_FORMATS: [&str; 2] = [
+    "callproof-evidence-bundle@v1",
+    "callproof-evidence-bundle@v2",
+];
 
 /// The largest file a bundle may hold (entries are at most 64 KiB; blobs hold large bodies).
 pub const MAX_BUNDLE_FILE_BYTES: u64 = 256 << 20;
@@ -120,6 +147,10 @@ pub struct ManifestPartition {
     pub entries_to: u64,
     /// Entry indexes, ascending: exactly `entries_from..entries_to`.
     pub entries: Vec<u64>,
+    /// The edge entries, ascending: `entries_from - 1` when `entries_from > 0` (its time is
+    /// before the period) and `entries_to` when `entries_to < checkpoint_size` (its time is at
+    /// or after the period's end). [`edges`] gives them.
+    pub edges: Vec<u64>,
     /// Sizes of the kept checkpoints in `logs/<p>/checkpoints/`.
     pub checkpoints: Vec<u64>,
     /// `(old, new)` sizes of the consistency proofs in `logs/<p>/consistency/`.
@@ -136,6 +167,40 @@ pub fn consistency_chain(entries_from: u64, entries_to: u64, size: u64) -> Vec<(
         .collect()
 }
 
+/// The edge entries of the range `entries_from..entries_to` of a log of `size` entries: the
+/// one just before it and the one just after it, where there are such positions.
+pub fn edges(entries_from: u64, entries_to: u64, size: u64) -> Vec<u64> {
+    [
+        entries_from.checked_sub(1),
+        (entries_to < size).then_some(entries_to),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// An entry's time, as an edge shows it: its event's `time` (µs since the epoch), from the
+/// entry's JSON with the event put back from its blob when it was moved out whole. `None` for
+/// an entry without one (not JSON, an undecodable message, a missing event blob): such an
+/// entry cannot be an edge.
+pub fn entry_time_micros(resolved_entry: &Value) -> Option<i64> {
+    resolved_entry
+        .get("event")
+        .filter(|event| event.is_object())?
+        .get("time")?
+        .as_i64()
+}
+
+/// Whether an entry with `time` (µs) may be the edge just `before` (else just after) a range
+/// for the period `from..to`: before its start, or at or after its end.
+pub fn is_edge_outside_period(time: Option<i64>, before: bool, from: i64, to: i64) -> bool {
+    match time {
+        None => false,
+        Some(time) if before => time < from,
+        Some(time) => time >= to,
+    }
+}
+
 /// `report.json`: the report, pretty-printed.
 pub fn report_json(report: &callproof_report::Report) -> String {
     serde_json::to_string_pretty(report).unwrap_or_default()
@@ -149,7 +214,8 @@ pub fn readme(manifest: &Manifest, verifier_key: &str) -> String {
 
 Period: {from} to {to} (end excluded). Generated {generated}.
 {n_entries} log entries from {n_partitions} partition log(s): in each, every entry between the
-last kept checkpoint before the period and the first after it.
+last kept checkpoint before the period and the first after it, and the entry just outside each
+end (its time is outside the period, so nothing of the period was left out there).
 
 ## Verify it
 
@@ -160,9 +226,9 @@ only what the API served, to compare with), then run, offline:
 
 It checks every checkpoint signature, every entry against its inclusion proof in its
 partition's checkpoint, every consistency proof between the kept checkpoints (the log only
-grew across the period), that every entry between the kept checkpoints is here, and every blob
-against the hash its entry holds; it recomputes the report from the entries and compares it
-with report.json and report.html. It lists by partition, entry index and file (or by the
+grew across the period), that every entry between the kept checkpoints is here and the entries
+just outside them are outside the period, and every blob against the hash its entry holds; it
+recomputes the report from the entries and compares it with report.json and report.html. It lists by partition, entry index and file (or by the
 report's section and figure) anything that fails. Exit status 0 means all of it verified.
 
 The key the API served: {verifier_key}
@@ -176,7 +242,7 @@ The key the API served: {verifier_key}
 | `logs/<p>/checkpoint` | the signed checkpoint (C2SP tlog-checkpoint, signed-note Ed25519) all proofs of `p` are for |
 | `logs/<p>/checkpoints/<size>` | the kept checkpoints just before and just after the period |
 | `logs/<p>/consistency/<old>-<new>` | RFC 6962 consistency proof, one base64 hash per line |
-| `logs/<p>/entries/<index>` | the log entry: canonical JSON of the masked event |
+| `logs/<p>/entries/<index>` | the log entry: canonical JSON of the masked event (and the two edge entries) |
 | `logs/<p>/proofs/<index>` | its c2sp.org/tlog-proof@v1 inclusion proof |
 | `blobs/sha256/<hex>` | a value moved out of an entry too large for the log |
 
@@ -196,7 +262,9 @@ Single files can be checked too:
 pub type BundleFiles = BTreeMap<String, Vec<u8>>;
 
 /// Reads a `.tar.gz` bundle into memory, refusing files above [`MAX_BUNDLE_FILE_BYTES`], a
-/// total above [`MAX_BUNDLE_BYTES`], and paths that are absolute or climb out (`..`).
+/// total above [`MAX_BUNDLE_BYTES`], paths that are absolute or climb out (`..`), entries
+/// other than regular files and directories (links, devices: `tar` would extract what the
+/// verifier never saw), and a path that is in the archive twice (`tar` keeps the last).
 pub fn read_bundle(reader: impl Read) -> Result<BundleFiles> {
     let io = |error: std::io::Error| Error::Io {
         path: "bundle".to_string(),
@@ -207,13 +275,28 @@ pub fn read_bundle(reader: impl Read) -> Result<BundleFiles> {
     let mut total = 0u64;
     for entry in archive.entries().map_err(io)? {
         let mut entry = entry.map_err(io)?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
         let path = entry.path().map_err(io)?.to_string_lossy().into_owned();
         let path = path.trim_start_matches("./").to_string();
         if path.starts_with('/') || path.split('/').any(|part| part == "..") {
             return Err(Error::malformed("bundle", format!("unsafe path {path:?}")));
+        }
+        let entry_type = entry.header().entry_type();
+        if entry_type.is_dir() {
+            continue;
+        }
+        if !entry_type.is_file() {
+            return Err(Error::malformed(
+                "bundle",
+                format!(
+                    "{path} is a tar entry of type {entry_type:?}: a bundle holds only regular files and directories"
+                ),
+            ));
+        }
+        if files.contains_key(&path) {
+            return Err(Error::malformed(
+                "bundle",
+                format!("{path} is in the archive twice: tar would keep the last copy"),
+            ));
         }
         let size = entry.header().size().map_err(io)?;
         if size > MAX_BUNDLE_FILE_BYTES {
@@ -271,6 +354,8 @@ pub struct BundleReport {
     pub to: String,
     pub partitions: usize,
     pub entries_verified: u64,
+    /// Edge entries verified: in their place, and outside the period.
+    pub edges_verified: u64,
     pub checkpoints_verified: u64,
     pub consistency_proofs_verified: u64,
     pub blobs_verified: u64,
@@ -295,25 +380,55 @@ pub fn verify_bundle(files: &BundleFiles, verifier: &NoteVerifier) -> BundleRepo
             file: file.to_string(),
             reason,
         };
-    let manifest = match files.get(MANIFEST_PATH) {
-        None => {
-            report
-                .problems
-                .push(problem(None, None, MANIFEST_PATH, "missing".into()));
+    let Some(manifest_bytes) = files.get(MANIFEST_PATH) else {
+        report
+            .problems
+            .push(problem(None, None, MANIFEST_PATH, "missing".into()));
+        return report;
+    };
+    // The format first: an older manifest lacks fields, and deserves a clearer word than that.
+    let format = serde_json::from_slice::<Value>(manifest_bytes)
+        .ok()
+        .and_then(|value| {
+            value
+                .get("format")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+    match format.as_deref() {
+        Some(BUNDLE_FORMAT) | None => {}
+        Some(older) if OLDER_FORMATS.contains(&older) => {
+            report.problems.push(problem(
+                None,
+                None,
+                MANIFEST_PATH,
+                format!(
+                    "format {older:?} is an older bundle format, which cannot show that no entry of the period was left out (it has no edge entries); this verifier checks {BUNDLE_FORMAT}: export the bundle again"
+                ),
+            ));
             return report;
         }
-        Some(bytes) => match serde_json::from_slice::<Manifest>(bytes) {
-            Ok(manifest) => manifest,
-            Err(error) => {
-                report.problems.push(problem(
-                    None,
-                    None,
-                    MANIFEST_PATH,
-                    format!("malformed: {error}"),
-                ));
-                return report;
-            }
-        },
+        Some(other) => {
+            report.problems.push(problem(
+                None,
+                None,
+                MANIFEST_PATH,
+                format!("format {other:?} is not {BUNDLE_FORMAT}"),
+            ));
+            return report;
+        }
+    }
+    let manifest = match serde_json::from_slice::<Manifest>(manifest_bytes) {
+        Ok(manifest) => manifest,
+        Err(error) => {
+            report.problems.push(problem(
+                None,
+                None,
+                MANIFEST_PATH,
+                format!("malformed: {error}"),
+            ));
+            return report;
+        }
     };
     if manifest.format != BUNDLE_FORMAT {
         report.problems.push(problem(
@@ -324,6 +439,17 @@ pub fn verify_bundle(files: &BundleFiles, verifier: &NoteVerifier) -> BundleRepo
         ));
         return report;
     }
+    // The period, which the edges are checked against.
+    let period = callproof_report::Period::parse(&manifest.from, &manifest.to);
+    if let Err(reason) = &period {
+        report.problems.push(problem(
+            None,
+            None,
+            MANIFEST_PATH,
+            format!("its period: {reason}"),
+        ));
+    }
+    let period = period.ok();
     report.from = manifest.from.clone();
     report.to = manifest.to.clone();
     report.partitions = manifest.partitions.len();
@@ -351,7 +477,13 @@ pub fn verify_bundle(files: &BundleFiles, verifier: &NoteVerifier) -> BundleRepo
             ));
             continue;
         }
-        verified.push(verify_partition(files, verifier, partition, &mut report));
+        verified.push(verify_partition(
+            files,
+            verifier,
+            partition,
+            period.as_ref(),
+            &mut report,
+        ));
     }
     let expected_readme = readme(&manifest, bundled_key.as_deref().unwrap_or_default());
     match files.get(README_PATH) {
@@ -369,7 +501,7 @@ pub fn verify_bundle(files: &BundleFiles, verifier: &NoteVerifier) -> BundleRepo
         Some(_) => {}
     }
     unlisted_files(files, &manifest, &mut report);
-    check_report(files, &manifest, &verified, &mut report);
+    check_report(files, verifier, &manifest, &verified, &mut report);
     report
 }
 
@@ -385,6 +517,7 @@ fn verify_partition<'a>(
     files: &'a BundleFiles,
     verifier: &NoteVerifier,
     manifest: &ManifestPartition,
+    period: Option<&callproof_report::Period>,
     report: &mut BundleReport,
 ) -> VerifiedPartition<'a> {
     let partition = manifest.partition;
@@ -550,76 +683,109 @@ fn verify_partition<'a>(
         );
     }
     let mut missing: Vec<(u64, bool)> = Vec::new();
+    let mut entry_results = Vec::new();
     for index in entries_from..entries_to {
+        match check_entry(files, verifier, partition, index, &latest, &latest_path) {
+            EntryCheck::Missing => missing.push((index, listed.contains(&index))),
+            result => {
+                if !listed.contains(&index) {
+                    fail(
+                        Some(index),
+                        MANIFEST_PATH,
+                        format!(
+                            "does not list entry {index}, which the range {entries_from}..{entries_to} holds"
+                        ),
+                    );
+                }
+                entry_results.push((index, result));
+            }
+        }
+    }
+    for (index, result) in entry_results {
+        match result {
+            EntryCheck::Verified { bytes, blobs } => {
+                report.entries_verified += 1;
+                report.blobs_verified += blobs;
+                verified.entries.insert(index, bytes);
+            }
+            EntryCheck::Failed { file, reason } => fail(Some(index), &file, reason),
+            EntryCheck::Missing => {}
+        }
+    }
+
+    // The edges: the entries just outside the range, outside the period.
+    let expected_edges = edges(entries_from, entries_to, latest.size);
+    if manifest.edges != expected_edges {
+        fail(
+            None,
+            MANIFEST_PATH,
+            format!(
+                "lists the edge entries {:?}, but the range {entries_from}..{entries_to} of a log of size {} has {expected_edges:?}",
+                manifest.edges, latest.size
+            ),
+        );
+    }
+    for index in expected_edges {
+        let before = index < entries_from;
+        let (which, side) = if before {
+            ("just before", "before")
+        } else {
+            ("just after", "after")
+        };
         let entry_file = entry_path(partition, index);
-        let proof_file = proof_path(partition, index);
-        let Some(entry) = files.get(&entry_file) else {
-            missing.push((index, listed.contains(&index)));
-            continue;
-        };
-        if !listed.contains(&index) {
-            fail(
-                Some(index),
-                MANIFEST_PATH,
-                format!(
-                    "does not list entry {index}, which the range {entries_from}..{entries_to} holds"
-                ),
-            );
-        }
-        let proof = match files.get(&proof_file).map(|bytes| TlogProof::parse(bytes)) {
-            None => {
-                fail(Some(index), &proof_file, "missing".into());
-                continue;
-            }
-            Some(Err(error)) => {
-                fail(Some(index), &proof_file, error.to_string());
-                continue;
-            }
-            Some(Ok(proof)) => proof,
-        };
-        if proof.index != index {
-            fail(
-                Some(index),
-                &proof_file,
-                format!("proves index {}, not {index}", proof.index),
-            );
-            continue;
-        }
-        match proof.verify(entry, verifier) {
-            Ok(checkpoint) if checkpoint != latest => {
-                fail(
-                    Some(index),
-                    &proof_file,
-                    format!(
-                        "is for a checkpoint of size {}, not the bundle's {latest_path}",
-                        checkpoint.size
-                    ),
-                );
-                continue;
-            }
-            Ok(_) => {}
-            Err(error) => {
+        let bytes = match check_entry(files, verifier, partition, index, &latest, &latest_path) {
+            EntryCheck::Missing => {
                 fail(
                     Some(index),
                     &entry_file,
                     format!(
-                        "does not verify against {proof_file} (leaf hash {}): {error}",
-                        crate::hash::to_base64(&leaf_hash(entry))
+                        "missing: the entry {which} the range {entries_from}..{entries_to} must be in the bundle, to show that the entries {side} it are outside the period"
                     ),
                 );
                 continue;
             }
-        }
-        match check_entry_contents(files, partition, entry) {
-            Ok(blobs) => {
-                report.entries_verified += 1;
+            EntryCheck::Failed { file, reason } => {
+                fail(Some(index), &file, reason);
+                continue;
+            }
+            EntryCheck::Verified { bytes, blobs } => {
                 report.blobs_verified += blobs;
-                verified.entries.insert(index, entry.as_slice());
+                bytes
             }
-            Err((file, reason)) => {
-                fail(Some(index), file.as_deref().unwrap_or(&entry_file), reason)
-            }
+        };
+        let Some(period) = period else {
+            // The manifest's period is named already; nothing to check the edge against.
+            continue;
+        };
+        let time = resolved_entry(files, bytes)
+            .as_ref()
+            .and_then(entry_time_micros);
+        if is_edge_outside_period(time, before, period.from_micros, period.to_micros) {
+            report.edges_verified += 1;
+            continue;
         }
+        let reason = match time {
+            None => format!(
+                "the entry {which} the range {entries_from}..{entries_to} has no event time (not a call event, or its event's blob is missing), so it cannot show that the entries {side} it are outside the period {} to {}",
+                period.from, period.to
+            ),
+            Some(time) => {
+                let place = if period.contains(time) {
+                    "in the period"
+                } else if time < period.from_micros {
+                    "before the period"
+                } else {
+                    "after the period"
+                };
+                format!(
+                    "the entry {which} the range {entries_from}..{entries_to} has time {}, {place} {} to {}: entries of the period {side} the range may have been left out",
+                    callproof_report::format_micros(time),
+                    period.from,
+                    period.to
+                )
+            }
+        };
+        fail(Some(index), &entry_file, reason);
     }
     // Runs of missing entries, one problem each.
     let mut position = 0;
@@ -655,6 +821,81 @@ fn verify_partition<'a>(
     verified
 }
 
+/// What [`check_entry`] found of one entry.
+enum EntryCheck<'a> {
+    /// No `logs/<p>/entries/<index>`.
+    Missing,
+    /// The entry is at its position in the latest checkpoint, its blobs are there with their
+    /// hashes, and it is filed under its partition.
+    Verified {
+        bytes: &'a [u8],
+        blobs: u64,
+    },
+    Failed {
+        file: String,
+        reason: String,
+    },
+}
+
+/// Checks entry `index` of `partition` against its inclusion proof in `latest` and its blobs.
+fn check_entry<'a>(
+    files: &'a BundleFiles,
+    verifier: &NoteVerifier,
+    partition: i32,
+    index: u64,
+    latest: &Checkpoint,
+    latest_path: &str,
+) -> EntryCheck<'a> {
+    let entry_file = entry_path(partition, index);
+    let proof_file = proof_path(partition, index);
+    let failed = |file: &str, reason: String| EntryCheck::Failed {
+        file: file.to_string(),
+        reason,
+    };
+    let Some(entry) = files.get(&entry_file) else {
+        return EntryCheck::Missing;
+    };
+    let proof = match files.get(&proof_file).map(|bytes| TlogProof::parse(bytes)) {
+        None => return failed(&proof_file, "missing".into()),
+        Some(Err(error)) => return failed(&proof_file, error.to_string()),
+        Some(Ok(proof)) => proof,
+    };
+    if proof.index != index {
+        return failed(
+            &proof_file,
+            format!("proves index {}, not {index}", proof.index),
+        );
+    }
+    match proof.verify(entry, verifier) {
+        Ok(checkpoint) if checkpoint != *latest => {
+            return failed(
+                &proof_file,
+                format!(
+                    "is for a checkpoint of size {}, not the bundle's {latest_path}",
+                    checkpoint.size
+                ),
+            );
+        }
+        Ok(_) => {}
+        Err(error) => {
+            return failed(
+                &entry_file,
+                format!(
+                    "does not verify against {proof_file} (leaf hash {}): {error}",
+                    crate::hash::to_base64(&leaf_hash(entry))
+                ),
+            );
+        }
+    }
+    match check_entry_contents(files, partition, entry) {
+        Ok(blobs) => EntryCheck::Verified {
+            bytes: entry.as_slice(),
+            blobs,
+        },
+        Err((file, reason)) => failed(file.as_deref().unwrap_or(&entry_file), reason),
+    }
+}
+
 /// Files under `logs/` and `blobs/` that the manifest and the entries do not account for, and
 /// anything else that is not one of the bundle's named files.
 fn unlisted_files(files: &BundleFiles, manifest: &Manifest, report: &mut BundleReport) {
@@ -677,7 +918,10 @@ fn unlisted_files(files: &BundleFiles, manifest: &Manifest, report: &mut BundleR
         for &(old, new) in &partition.consistency {
             expected.insert(consistency_path(p, old, new));
         }
-        for index in partition.entries_from..partition.entries_to {
+        // The edges the manifest lists; whether they are the right ones is checked with the
+        // partition.
+        let edge_indexes = partition.edges.iter().copied();
+        for index in (partition.entries_from..partition.entries_to).chain(edge_indexes) {
             expected.insert(entry_path(p, index));
             expected.insert(proof_path(p, index));
             let blobs = files
@@ -712,9 +956,12 @@ fn unlisted_files(files: &BundleFiles, manifest: &Manifest, report: &mut BundleR
 }
 
 /// Recomputes the report from the entries that verified and compares it with `report.json` and
-/// `report.html`.
+/// `report.html`, after checking what it states that the entries do not give: the verifier
+/// key (the one given), the link prefix (empty or `http(s)://`) and the logs' ranges, sizes and
+/// roots (the bundle's).
 fn check_report(
     files: &BundleFiles,
+    verifier: &NoteVerifier,
     manifest: &Manifest,
     verified: &[VerifiedPartition<'_>],
     report: &mut BundleReport,
@@ -756,6 +1003,38 @@ fn check_report(
                 format!("`{field}` is {stated_value:?}, but the manifest says {manifest_value:?}"),
             );
         }
+    }
+    // The key the report names is the one the auditor trusts, as the bundle was checked with it.
+    match stated.verifier_key.trim().parse::<NoteVerifier>() {
+        Ok(stated_key) if stated_key == *verifier => {}
+        Ok(_) => fail(
+            REPORT_JSON_PATH,
+            format!(
+                "`verifier_key` is {:?}, not the key given to the verifier",
+                stated.verifier_key
+            ),
+        ),
+        Err(error) => fail(
+            REPORT_JSON_PATH,
+            format!(
+                "`verifier_key` is {:?}, not the key given to the verifier: {error}",
+                stated.verifier_key
+            ),
+        ),
+    }
+    // Every link of the page starts with the prefix: only the evidence API's http(s) URL, or
+    // nothing (relative links), never a `javascript:` or other scheme.
+    let link_base = &stated.context.link_base;
+    if !(link_base.is_empty()
+        || link_base.starts_with("http://")
+        || link_base.starts_with("https://"))
+    {
+        fail(
+            REPORT_JSON_PATH,
+            format!(
+                "`context.link_base` is {link_base:?}: links must be relative (empty) or start with http:// or https://"
+            ),
+        );
     }
     // The logs the report states must be the bundle's, range for range and root for root.
     let stated_logs: BTreeMap<i32, &callproof_report::LogState> = stated
@@ -974,8 +1253,8 @@ mod tests {
 
         let manifest = Manifest {
             format: BUNDLE_FORMAT.into(),
-            from: "a".into(),
-            to: "b".into(),
+            from: "2026-01-01T00:00:00Z".into(),
+            to: "2026-02-01T00:00:00Z".into(),
             generated_at: "c".into(),
             partitions: vec![ManifestPartition {
                 partition: 3,
@@ -983,6 +1262,7 @@ mod tests {
                 entries_from: 0,
                 entries_to: 1,
                 entries: vec![0],
+                edges: vec![],
                 checkpoints: vec![],
                 consistency: vec![],
             }],
@@ -1013,5 +1293,50 @@ mod tests {
         std::io::Write::write_all(&mut encoder, &tar).unwrap();
         let error = read_bundle(encoder.finish().unwrap().as_slice()).unwrap_err();
         assert!(error.to_string().contains("unsafe path"), "{error}");
+    }
+
+    /// A symlink `report.html` after the verified regular file: the verifier skipped it, tar
+    /// extracted it over the file.
+    #[test]
+    fn a_link_entry_is_refused() {
+        for entry_type in [tar::EntryType::Symlink, tar::EntryType::Link] {
+            let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            let mut archive = tar::Builder::new(encoder);
+            let mut header = tar::Header::new_gnu();
+            header.set_size(4);
+            header.set_mode(0o644);
+            archive
+                .append_data(&mut header, REPORT_HTML_PATH, &b"page"[..])
+                .unwrap();
+            let mut link = tar::Header::new_gnu();
+            link.set_entry_type(entry_type);
+            link.set_size(0);
+            archive
+                .append_link(&mut link, REPORT_HTML_PATH, "/etc/passwd")
+                .unwrap();
+            let bytes = archive.into_inner().unwrap().finish().unwrap();
+            let error = read_bundle(bytes.as_slice()).unwrap_err().to_string();
+            assert!(
+                error.contains("report.html") && error.contains("only regular files"),
+                "{error}"
+            );
+        }
+    }
+
+    /// A second `report.html` replaced the first in the verifier, while tar keeps the last.
+    #[test]
+    fn a_path_twice_is_refused() {
+        let bytes = tar_gz(&[(REPORT_HTML_PATH, b"one"), (REPORT_HTML_PATH, b"two")]);
+        let error = read_bundle(bytes.as_slice()).unwrap_err().to_string();
+        assert!(
+            error.contains("report.html is in the archive twice"),
+            "{error}"
+        );
+        // `./report.html` is the same path.
+        let bytes = tar_gz(&[(REPORT_HTML_PATH, b"one"), ("./report.html", b"two")]);
+        assert!(read_bundle(bytes.as_slice()).is_err());
+        // Directories are fine.
+        let bytes = tar_gz(&[("logs/0/entries/1", b"{}")]);
+        assert!(read_bundle(bytes.as_slice()).is_ok());
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use callproof_report::{Context, Inputs, LogState, Period, ReportEvent};
-use callproof_tlog::bundle::{self, BundleFiles, Manifest, ManifestPartition, verify_bundle};
+use callproof_tlog::bundle::{self, BundleFiles, Manifest, verify_bundle};
 use callproof_tlog::hash::to_base64;
 use callproof_tlog::proof::format_consistency_proof;
 use callproof_tlog::store::LogReader;
@@ -69,13 +69,43 @@ fn batches() -> Vec<Vec<Value>> {
     ]
 }
 
+/// How [`bundle_of`] builds a bundle: the range of entries, and what `report.json` states.
+pub struct Options {
+    pub entries_from: u64,
+    pub entries_to: u64,
+    pub verifier_key: String,
+    pub link_base: String,
+    /// The log's batches, one append each.
+    pub batches: Vec<Vec<Value>>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            entries_from: 2,
+            entries_to: 10,
+            verifier_key: TESSERA_VERIFIER.into(),
+            link_base: "https://evidence.example".into(),
+            batches: batches(),
+        }
+    }
+}
+
 /// A bundle of the period over a log written from [`batches`], laid out as the evidence API's
 /// export lays it out.
 pub fn valid_bundle() -> BundleFiles {
+    bundle_of(&Options::default())
+}
+
+/// A bundle of the period over a log written from [`batches`] with the entries
+/// `entries_from..entries_to` and the edge entries just outside them, and a report computed
+/// from those entries, as the export would write it for that range.
+pub fn bundle_of(options: &Options) -> BundleFiles {
+    let (entries_from, entries_to) = (options.entries_from, options.entries_to);
     runtime().block_on(async {
         let store = memory_store();
         let mut writer = tessera_writer(&store).await;
-        for batch in batches() {
+        for batch in &options.batches {
             let entries: Vec<Vec<u8>> = batch
                 .iter()
                 .map(|entry| serde_json::to_vec(entry).unwrap())
@@ -85,26 +115,38 @@ pub fn valid_bundle() -> BundleFiles {
         let reader = LogReader::new(store, Path::default(), tessera_verifier());
         let latest = reader.checkpoint().await.unwrap();
         let size = latest.checkpoint.size;
-        assert_eq!(size, 11);
-        let (entries_from, entries_to) = (2u64, 10u64);
         let mut files = BundleFiles::new();
         let mut events = Vec::new();
-        for index in entries_from..entries_to {
+        let edges: Vec<u64> = [
+            entries_from.checked_sub(1),
+            (entries_to < size).then_some(entries_to),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for index in (entries_from..entries_to).chain(edges.iter().copied()) {
             let bytes = reader.entry(index, size).await.unwrap();
             let proof = reader.tlog_proof(index, &latest).await.unwrap();
-            let value: Value = serde_json::from_slice(&bytes).unwrap();
-            events.extend(ReportEvent::from_entry(0, index, &value));
+            if (entries_from..entries_to).contains(&index) {
+                let value: Value = serde_json::from_slice(&bytes).unwrap();
+                events.extend(ReportEvent::from_entry(0, index, &value));
+            }
             files.insert(bundle::entry_path(0, index), bytes);
             files.insert(bundle::proof_path(0, index), proof.to_bytes());
         }
-        files.insert(bundle::blob_path(&bundle::sha256_hex(BLOB)), BLOB.to_vec());
+        if (entries_from..entries_to).contains(&2) {
+            files.insert(bundle::blob_path(&bundle::sha256_hex(BLOB)), BLOB.to_vec());
+        }
         files.insert(bundle::checkpoint_path(0), latest.note.clone());
-        for kept in [entries_from, entries_to] {
+        let kept: Vec<u64> = [entries_from, entries_to]
+            .into_iter()
+            .filter(|kept| *kept != 0 && *kept != size)
+            .collect();
+        for &kept in &kept {
             let checkpoint = reader.kept_checkpoint(kept).await.unwrap();
             files.insert(bundle::kept_checkpoint_path(0, kept), checkpoint.note);
         }
         let chain = bundle::consistency_chain(entries_from, entries_to, size);
-        assert_eq!(chain, [(2, 10), (10, 11)]);
         for &(old, new) in &chain {
             let hashes = reader.consistency_proof(old, new, size).await.unwrap();
             files.insert(
@@ -112,27 +154,30 @@ pub fn valid_bundle() -> BundleFiles {
                 format_consistency_proof(&hashes).into_bytes(),
             );
         }
-        let manifest = Manifest {
-            format: bundle::BUNDLE_FORMAT.into(),
-            from: callproof_report::format_micros(FROM),
-            to: callproof_report::format_micros(TO),
-            generated_at: "2026-01-02T00:00:00Z".into(),
-            partitions: vec![ManifestPartition {
-                partition: 0,
-                checkpoint_size: size,
-                entries_from,
-                entries_to,
-                entries: (entries_from..entries_to).collect(),
-                checkpoints: vec![entries_from, entries_to],
-                consistency: chain,
+        // As JSON, so that the test reads the same whatever fields the manifest gains.
+        let manifest: Manifest = serde_json::from_value(json!({
+            "format": bundle::BUNDLE_FORMAT,
+            "from": callproof_report::format_micros(FROM),
+            "to": callproof_report::format_micros(TO),
+            "generated_at": "2026-01-02T00:00:00Z",
+            "partitions": [{
+                "partition": 0,
+                "checkpoint_size": size,
+                "entries_from": entries_from,
+                "entries_to": entries_to,
+                "entries": (entries_from..entries_to).collect::<Vec<u64>>(),
+                "edges": edges,
+                "checkpoints": kept,
+                "consistency": chain,
             }],
-        };
+        }))
+        .unwrap();
         let inputs = Inputs {
             period: Period::from_micros(FROM, TO),
             generated_at: manifest.generated_at.clone(),
-            verifier_key: TESSERA_VERIFIER.into(),
+            verifier_key: options.verifier_key.clone(),
             context: Context {
-                link_base: "https://evidence.example".into(),
+                link_base: options.link_base.clone(),
                 policies: BTreeMap::from([(
                     "get_customer".to_string(),
                     json!({"allow_groups": ["support"]}),
@@ -218,6 +263,8 @@ fn a_bundle_of_every_entry_between_two_kept_checkpoints_verifies() {
     let report = verify_bundle(&files, &tessera_verifier());
     assert!(report.is_valid(), "{:#?}", report.problems);
     assert_eq!(report.entries_verified, 8);
+    // Entry 1 (before the period) and entry 10 (after it).
+    assert_eq!(report.edges_verified, 2);
     assert_eq!(report.blobs_verified, 1);
     assert_eq!(report.consistency_proofs_verified, 2);
     assert_eq!(report.checkpoints_verified, 3);
@@ -415,9 +462,164 @@ fn a_changed_report_figure_or_manifest_line_is_named() {
 
     // A file that nothing lists.
     let mut files = valid_bundle();
-    files.insert(bundle::entry_path(0, 10), b"{}".to_vec());
+    files.insert(bundle::entry_path(0, 0), b"{}".to_vec());
     assert_names(
         &problems(&files),
-        "partition 0 index 10: logs/0/entries/10: is not listed in the manifest",
+        "partition 0 index 0: logs/0/entries/0: is not listed in the manifest",
     );
+}
+
+/// `callproof-verify bundle` said OK for a bundle whose range was narrowed to 2..6 (a kept
+/// checkpoint is at 6) with a report recomputed from those entries: the `held` call (entries
+/// 6 to 8, in the period) disappeared. The entry just after the range is in the period.
+#[test]
+fn a_range_narrowed_to_another_kept_checkpoint_is_named_at_its_edge() {
+    let narrowed = bundle_of(&Options {
+        entries_to: 6,
+        ..Options::default()
+    });
+    let problems = problems(&narrowed);
+    assert_names(
+        &problems,
+        "partition 0 index 6: logs/0/entries/6: the entry just after the range 2..6 has time 2026-01-01T00:00:00.005Z, in the period",
+    );
+
+    // Without its edge entries the narrowed bundle fails too, naming the missing edge.
+    let mut without_edges = narrowed.clone();
+    for index in [1, 6] {
+        without_edges.remove(&bundle::entry_path(0, index));
+        without_edges.remove(&bundle::proof_path(0, index));
+    }
+    let problems = self::problems(&without_edges);
+    assert_names(&problems, "partition 0 index 6: logs/0/entries/6: missing");
+    assert_names(&problems, "partition 0 index 1: logs/0/entries/1: missing");
+
+    // Narrowed at the start, to 6..10: the entry before it (5, the refusal) is in the period.
+    let narrowed = bundle_of(&Options {
+        entries_from: 6,
+        ..Options::default()
+    });
+    assert_names(
+        &self::problems(&narrowed),
+        "partition 0 index 5: logs/0/entries/5: the entry just before the range 6..10 has time 2026-01-01T00:00:00.004Z, in the period",
+    );
+}
+
+/// A range that runs from the start of the log to its latest checkpoint has no edges, and
+/// widening the range past the period's kept checkpoints still verifies.
+#[test]
+fn a_range_without_edges_or_wider_than_needed_verifies() {
+    for (entries_from, entries_to) in [(0, 11), (0, 10), (2, 11)] {
+        let files = bundle_of(&Options {
+            entries_from,
+            entries_to,
+            ..Options::default()
+        });
+        let report = verify_bundle(&files, &tessera_verifier());
+        assert!(
+            report.is_valid(),
+            "{entries_from}..{entries_to}: {:#?}",
+            report.problems
+        );
+    }
+}
+
+/// `report.json` stated a verifier key other than the one the auditor gave, and a link prefix
+/// `javascript:`, and the verifier took both as stated.
+#[test]
+fn a_report_stating_another_key_or_a_script_link_prefix_is_named() {
+    let (_, other_key) = callproof_tlog::note::NoteSigner::generate(TESSERA_ORIGIN).unwrap();
+    let files = bundle_of(&Options {
+        verifier_key: other_key.clone(),
+        ..Options::default()
+    });
+    assert_names(
+        &problems(&files),
+        &format!("report.json: `verifier_key` is {other_key:?}, not the key given"),
+    );
+
+    for link_base in [
+        "javascript:alert(1)//",
+        "JAVASCRIPT:x",
+        "ftp://evidence.example",
+        "//evil.example",
+    ] {
+        let files = bundle_of(&Options {
+            link_base: link_base.into(),
+            ..Options::default()
+        });
+        assert_names(
+            &problems(&files),
+            &format!("report.json: `context.link_base` is {link_base:?}"),
+        );
+    }
+    for link_base in [
+        "",
+        "http://evidence.example",
+        "https://evidence.example/base",
+    ] {
+        let files = bundle_of(&Options {
+            link_base: link_base.into(),
+            ..Options::default()
+        });
+        assert!(
+            problems(&files).is_empty(),
+            "{link_base}: {:#?}",
+            problems(&files)
+        );
+    }
+}
+
+/// An edge entry without an event time (an undecodable message) cannot show where the period
+/// begins: it is named, and a range that goes past it to the start of the log verifies.
+#[test]
+fn an_edge_entry_without_an_event_time_is_named() {
+    let mut batches = batches();
+    batches[0][1] = json!({
+        "source": {"kafka": {"partition": 0, "topic": "calls", "offset": 1}},
+        "undecodable": {"payload_bytes": 3, "payload_sha256": "00", "reason": "not avro"},
+    });
+    let files = bundle_of(&Options {
+        batches: batches.clone(),
+        ..Options::default()
+    });
+    assert_names(
+        &problems(&files),
+        "partition 0 index 1: logs/0/entries/1: the entry just before the range 2..10 has no event time",
+    );
+    let files = bundle_of(&Options {
+        batches,
+        entries_from: 0,
+        ..Options::default()
+    });
+    let report = verify_bundle(&files, &tessera_verifier());
+    assert!(report.is_valid(), "{:#?}", report.problems);
+    assert_eq!(report.edges_verified, 1);
+}
+
+/// A bundle of an older format is refused, saying that it is one.
+#[test]
+fn an_older_bundle_format_is_named_as_such() {
+    for older in [
+        "callproof-evidence-bundle@v1",
+        "callproof-evidence-bundle@v2",
+    ] {
+        let mut files = valid_bundle();
+        let mut manifest: Value = serde_json::from_slice(&files[bundle::MANIFEST_PATH]).unwrap();
+        manifest["format"] = json!(older);
+        manifest["partitions"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("edges");
+        files.insert(
+            bundle::MANIFEST_PATH.into(),
+            serde_json::to_vec_pretty(&manifest).unwrap(),
+        );
+        let problems = problems(&files);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_names(
+            &problems,
+            &format!("manifest.json: format {older:?} is an older bundle format"),
+        );
+    }
 }

@@ -203,7 +203,20 @@ fn bundle_command_names_a_removed_entry_and_a_rewritten_report() {
     let (code, stdout, stderr) = verify(&["bundle", "--key", TESSERA_VERIFIER, path_str(&path)]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.starts_with("OK: "), "{stdout}");
-    assert!(stdout.contains("8 entries"), "{stdout}");
+    assert!(stdout.contains("8 entries, 2 edge entries"), "{stdout}");
+
+    // The range narrowed to the kept checkpoint at 6: the edge after it is in the period.
+    let narrowed = crate::bundle::bundle_of(&crate::bundle::Options {
+        entries_to: 6,
+        ..Default::default()
+    });
+    let path = write("narrowed.tar.gz", &narrowed);
+    let (code, stdout, _) = verify(&["bundle", "--key", TESSERA_VERIFIER, path_str(&path)]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("INVALID: partition 0 index 6: logs/0/entries/6: the entry just after the range 2..6 has time"),
+        "{stdout}"
+    );
 
     let mut removed = valid.clone();
     removed.remove(&bundle::entry_path(0, 4));

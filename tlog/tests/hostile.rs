@@ -42,10 +42,10 @@ fn seeds() -> Vec<Vec<u8>> {
     seeds
 }
 
-/// A valid evidence bundle over the golden log (partition 0: every entry from 3 to 14, the
-/// kept checkpoint of size 3 and the consistency proof from it, and the report of the period,
-/// which counts nothing: the golden entries are not events): its manifest and its
-/// uncompressed tar.
+/// A valid evidence bundle over the golden log (partition 0: every entry, as the golden
+/// entries have no event time and so cannot be edges; the kept checkpoint of size 3 and the
+/// consistency proof from it, and the report of the period, which counts nothing: the golden
+/// entries are not events): its manifest and its uncompressed tar.
 fn evidence_bundle_of_the_golden_log() -> (Vec<u8>, Vec<u8>) {
     use callproof_tlog::bundle::{self, Manifest, ManifestPartition};
     use callproof_tlog::proof::format_consistency_proof;
@@ -53,7 +53,7 @@ fn evidence_bundle_of_the_golden_log() -> (Vec<u8>, Vec<u8>) {
     use object_store::local::LocalFileSystem;
 
     let old_size = 3u64;
-    let indexes: Vec<u64> = (old_size..15).collect();
+    let indexes: Vec<u64> = (0..15).collect();
     let store = std::sync::Arc::new(LocalFileSystem::new_with_prefix(tessera_log()).unwrap());
     let reader = LogReader::new(store, Default::default(), tessera_verifier());
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
@@ -89,9 +89,10 @@ fn evidence_bundle_of_the_golden_log() -> (Vec<u8>, Vec<u8>) {
         partitions: vec![ManifestPartition {
             partition: 0,
             checkpoint_size: 15,
-            entries_from: old_size,
+            entries_from: 0,
             entries_to: 15,
             entries: indexes.clone(),
+            edges: vec![],
             checkpoints: vec![old_size],
             consistency: vec![(old_size, 15)],
         }],
@@ -106,7 +107,7 @@ fn evidence_bundle_of_the_golden_log() -> (Vec<u8>, Vec<u8>) {
             context: callproof_report::Context {
                 logs: vec![callproof_report::LogState {
                     partition: 0,
-                    entries_from: old_size,
+                    entries_from: 0,
                     entries_to: 15,
                     log_size: 15,
                     root_hash: root,
@@ -148,7 +149,7 @@ fn evidence_bundle_of_the_golden_log() -> (Vec<u8>, Vec<u8>) {
     assert!(report.is_valid(), "{:?}", report.problems);
     assert_eq!(
         (report.entries_verified, report.consistency_proofs_verified),
-        (12, 1)
+        (15, 1)
     );
     (manifest, tar)
 }

@@ -67,8 +67,10 @@ enum Command {
     },
     /// Verify an evidence bundle (`GET /v1/export` of the evidence API, a .tar.gz): every
     /// checkpoint signature, inclusion proof, consistency proof and blob hash; that every entry
-    /// between each partition's two kept checkpoints is there and nothing else is; and the
-    /// report, recomputed from the entries and compared with report.json and report.html.
+    /// between each partition's two kept checkpoints is there and nothing else is; that the
+    /// edge entries just outside them are outside the period; that report.json names the key
+    /// given; and the report, recomputed from the entries and compared with report.json and
+    /// report.html. Older bundle formats are refused, saying so.
     /// Every failure is listed, naming the partition, the entry index and the file, or the
     /// report's section and figure.
     Bundle {
@@ -140,9 +142,10 @@ fn main() -> ExitCode {
                     println!("INVALID: {problem}");
                 }
                 println!(
-                    "{file}: {} problem(s); {} entries, {} checkpoints, {} consistency proofs and {} blobs verified",
+                    "{file}: {} problem(s); {} entries, {} edge entries, {} checkpoints, {} consistency proofs and {} blobs verified",
                     report.problems.len(),
                     report.entries_verified,
+                    report.edges_verified,
                     report.checkpoints_verified,
                     report.consistency_proofs_verified,
                     report.blobs_verified
@@ -193,11 +196,12 @@ fn verify_bundle_file(key: &NoteVerifier, path: &Path) -> Result<Value, Failure>
     let mut summary = serde_json::to_value(&report).unwrap_or_default();
     summary["command"] = json!("bundle");
     summary["message"] = json!(format!(
-        "OK: {} ({} to {}): {} entries, {} checkpoints, {} consistency proofs and {} blobs verified in {} partition(s), every entry between the kept checkpoints present; report.json and report.html recomputed from the entries",
+        "OK: {} ({} to {}): {} entries, {} edge entries, {} checkpoints, {} consistency proofs and {} blobs verified in {} partition(s), every entry between the kept checkpoints present and the edges outside the period; report.json and report.html recomputed from the entries",
         path.display(),
         report.from,
         report.to,
         report.entries_verified,
+        report.edges_verified,
         report.checkpoints_verified,
         report.consistency_proofs_verified,
         report.blobs_verified,
