@@ -137,53 +137,14 @@ pub async fn period_entries(
         }
         let last = last.min(size - 1);
         let kept = app.logs.kept_sizes(partition).await?;
-        // From the last kept checkpoint at or before the first event down, the first whose
-        // edge entry (just before it) is before the period; the start of the log has no edge.
-        let mut starts: Vec<u64> = kept
-            .iter()
-            .copied()
-            .filter(|kept| *kept <= first)
-            .rev()
-            .collect();
-        starts.push(0);
-        let mut start = None;
-        for candidate in starts {
-            if candidate == 0 {
-                start = Some((0, None));
-                break;
-            }
-            if let Some(edge) =
-                edge_outside(app, partition, candidate - 1, &latest, true, from, to).await?
-            {
-                start = Some((candidate, Some(edge)));
-                break;
-            }
-        }
-        // From the first kept checkpoint after the last event up, the first whose edge entry
-        // (at its size) is at or after the period's end; the latest checkpoint has no edge.
-        let mut ends: Vec<u64> = kept
-            .iter()
-            .copied()
-            .filter(|kept| *kept > last && *kept < size)
-            .collect();
-        ends.push(size);
-        let mut end = None;
-        for candidate in ends {
-            if candidate == size {
-                end = Some((size, None));
-                break;
-            }
-            if let Some(edge) =
-                edge_outside(app, partition, candidate, &latest, false, from, to).await?
-            {
-                end = Some((candidate, Some(edge)));
-                break;
-            }
-        }
-        let (Some((entries_from, left_edge)), Some((entries_to, right_edge))) = (start, end) else {
-            // Both lists end with a size that needs no edge.
-            return Err(ApiError::internal("no range found"));
+        let edge = |before: bool| {
+            let latest = &latest;
+            move |index: u64| edge_outside(app, partition, index, latest, before, from, to)
         };
+        let (entries_from, left_edge) =
+            range_bound(Side::Start, &kept, first, last, size, edge(true)).await?;
+        let (entries_to, right_edge) =
+            range_bound(Side::End, &kept, first, last, size, edge(false)).await?;
         let mut edges = BTreeMap::new();
         edges.extend(left_edge.map(|bytes| (entries_from - 1, bytes)));
         edges.extend(right_edge.map(|bytes| (entries_to, bytes)));
@@ -223,6 +184,60 @@ pub async fn period_entries(
         });
     }
     Ok(parts)
+}
+
+/// The start or the end of a partition's range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Start,
+    End,
+}
+
+/// The bound of a partition's range on `side`, with its edge entry: the kept checkpoint
+/// nearest the indexed events of the period (`first..=last`) whose edge `edge_outside` accepts
+/// (the entry just before a start, the entry at an end), moving outward past edges it does
+/// not (an index lagging behind the log, an entry without a time), up to the start of the log
+/// or the latest checkpoint's `size`, which need no edge.
+async fn range_bound<F, Fut>(
+    side: Side,
+    kept: &[u64],
+    first: u64,
+    last: u64,
+    size: u64,
+    mut edge_outside: F,
+) -> Result<(u64, Option<Vec<u8>>), ApiError>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Vec<u8>>, ApiError>>,
+{
+    let candidates: Vec<u64> = match side {
+        Side::Start => kept
+            .iter()
+            .copied()
+            .filter(|kept| *kept <= first)
+            .rev()
+            .chain([0])
+            .collect(),
+        Side::End => kept
+            .iter()
+            .copied()
+            .filter(|kept| *kept > last && *kept < size)
+            .chain([size])
+            .collect(),
+    };
+    for candidate in candidates {
+        let edge_index = match side {
+            Side::Start if candidate == 0 => return Ok((0, None)),
+            Side::End if candidate == size => return Ok((size, None)),
+            Side::Start => candidate - 1,
+            Side::End => candidate,
+        };
+        if let Some(bytes) = edge_outside(edge_index).await? {
+            return Ok((candidate, Some(bytes)));
+        }
+    }
+    // Both lists end with a bound that needs no edge.
+    Err(ApiError::internal("no bound for the range"))
 }
 
 /// Entry `index` of `partition` if it may be the edge just `before` (else just after) a range
@@ -385,4 +400,100 @@ fn pack(files: &[(String, Vec<u8>)], mtime: u64) -> std::io::Result<Vec<u8>> {
     let mut encoder = archive.into_inner()?;
     encoder.flush()?;
     encoder.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// The fixture of `tlog/tests/bundle.rs`: 11 entries in batches of 2, 4, 4 and 1 (kept
+    /// checkpoints 2, 6, 10), the period's events at 2 to 8, before it at 0 and 1, after it at
+    /// 9 and 10. `None`: an entry without a time.
+    const FROM: i64 = 1_000;
+    const TO: i64 = 2_000;
+    const KEPT: [u64; 3] = [2, 6, 10];
+    const SIZE: u64 = 11;
+
+    fn times() -> Vec<Option<i64>> {
+        let mut times = vec![Some(10), Some(20)];
+        times.extend((0..7).map(|n| Some(FROM + n)));
+        times.extend([Some(TO + 1), Some(TO + 2)]);
+        times
+    }
+
+    /// [`range_bound`] on both sides over `times`, with the indexes it read.
+    fn range(times: &[Option<i64>], first: u64, last: u64) -> ((u64, u64), Vec<u64>) {
+        let read = RefCell::new(Vec::new());
+        let probe = |before: bool| {
+            let read = &read;
+            move |index: u64| {
+                read.borrow_mut().push(index);
+                let time = times[usize::try_from(index).unwrap()];
+                let outside = bundle::is_edge_outside_period(time, before, FROM, TO);
+                async move { Ok(outside.then(|| index.to_string().into_bytes())) }
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (start, left) = runtime
+            .block_on(range_bound(
+                Side::Start,
+                &KEPT,
+                first,
+                last,
+                SIZE,
+                probe(true),
+            ))
+            .unwrap();
+        let (end, right) = runtime
+            .block_on(range_bound(
+                Side::End,
+                &KEPT,
+                first,
+                last,
+                SIZE,
+                probe(false),
+            ))
+            .unwrap();
+        // The edges are the entries the verifier asks for.
+        let edges: Vec<u64> = [left, right]
+            .into_iter()
+            .flatten()
+            .map(|bytes| String::from_utf8(bytes).unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(edges, bundle::edges(start, end, SIZE));
+        ((start, end), read.into_inner())
+    }
+
+    #[test]
+    fn an_index_up_to_date_gives_the_kept_checkpoints_around_the_events() {
+        assert_eq!(range(&times(), 2, 8), ((2, 10), vec![1, 10]));
+    }
+
+    /// An index that lagged behind the log (it knew entries 2 to 5 only) made the export stop
+    /// at the kept checkpoint 6 and leave out the `held` call at 6 to 8: the edge at 6 is in
+    /// the period, so the range goes on to 10.
+    #[test]
+    fn a_lagging_index_widens_the_range_to_an_edge_after_the_period() {
+        assert_eq!(range(&times(), 2, 5), ((2, 10), vec![1, 6, 10]));
+        // An index that knows nothing past the first batch of the period: to the latest.
+        let mut times = times();
+        times[10] = Some(FROM);
+        assert_eq!(range(&times, 2, 3), ((2, 11), vec![1, 6, 10]));
+    }
+
+    /// An entry without a time (an undecodable message) cannot be an edge: the range goes
+    /// past it, here to the start of the log.
+    #[test]
+    fn an_entry_without_a_time_is_never_an_edge() {
+        let mut times = times();
+        times[1] = None;
+        assert_eq!(range(&times, 2, 8), ((0, 10), vec![1, 10]));
+        let mut times = self::times();
+        times[10] = None;
+        assert_eq!(range(&times, 2, 8), ((2, 11), vec![1, 10]));
+    }
 }
