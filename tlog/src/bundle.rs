@@ -6,11 +6,11 @@
 //! | path | holds |
 //! |---|---|
 //! | `README.md` | how to verify the bundle |
-//! | `manifest.json` | [`Manifest`]: the period, and per partition which entries, checkpoints and consistency proofs the bundle holds |
+//! | `manifest.json` | [`Manifest`]: the period, and per partition which entries, edge entries, checkpoints and consistency proofs the bundle holds |
 //! | `verifier.key` | the logs' verifier key, as the API served it (check it against the one you were given) |
 //! | `report.json`, `report.html` | the SOC 2 report of the period |
 //! | `logs/<p>/checkpoint` | the signed checkpoint every inclusion proof of partition `p` is for |
-//! | `logs/<p>/checkpoints/<size>` | kept checkpoints: the last one before the period's first event and the first one after its last |
+//! | `logs/<p>/checkpoints/<size>` | kept checkpoints: the nearest one before the period's first event and the nearest one after its last whose edge entries are outside the period |
 //! | `logs/<p>/consistency/<old>-<new>` | consistency proof (one base64 hash per line) from size `old` to `new` |
 //! | `logs/<p>/entries/<index>` | every log entry between those two checkpoints, byte for byte, and the two edge entries just outside them |
 //! | `logs/<p>/proofs/<index>` | its `c2sp.org/tlog-proof@v1` inclusion proof |
