@@ -1,6 +1,8 @@
-//! Kafka over TLS with certificate verification: the gateway and the processor binaries reach a
-//! broker only through TLS (Tansu behind Debian's stunnel4), the call's events become a signed
-//! log, and clients that trust another CA are refused with an error that says why.
+//! Kafka over TLS with certificate verification and SCRAM authentication: the gateway and the
+//! processor binaries reach a broker only through TLS (Tansu, requiring SCRAM-SHA-512, behind
+//! Debian's stunnel4), with the password from the environment; the call's events become a
+//! signed log, and clients that trust another CA, or give a wrong password, are refused with an
+//! error that says why.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,6 +17,9 @@ use serde_json::json;
 
 /// librdkafka's words for a broker certificate that does not chain to the trusted CA.
 const UNVERIFIED: &str = "certificate verify failed";
+/// librdkafka's words for a SCRAM exchange the broker refused.
+const UNAUTHENTICATED: &str = "SASL authentication error";
+const PASSWORD: &str = "scram-password-of-the-test";
 
 struct Deployment {
     work: tempfile::TempDir,
@@ -48,8 +53,11 @@ siem_topic = "{topic}-siem"
 delivery_timeout_ms = 3000
 
 [kafka.properties]
-"security.protocol" = "ssl"
+"security.protocol" = "sasl_ssl"
 "ssl.ca.location" = "{ca}"
+"sasl.mechanism" = "SCRAM-SHA-512"
+"sasl.username" = "{user}"
+"sasl.password" = "${{KAFKA_PASSWORD}}"
 
 [functions.lookup_customer]
 upstream = "{function}/echo"
@@ -75,6 +83,7 @@ commit_interval_ms = 200
                 brokers = kafka.bootstrap,
                 topic = self.topic,
                 ca = ca.display(),
+                user = callproof_tests::tls::SCRAM_USER,
                 function = self.function.url,
                 store = dir.join("store").display(),
                 key = dir.join("log.key").display(),
@@ -87,9 +96,9 @@ commit_interval_ms = 200
 }
 
 #[tokio::test]
-async fn gateway_and_processor_use_kafka_over_verified_tls_and_a_wrong_ca_is_refused() {
-    let kafka = TlsBroker::start().unwrap();
-    let trusted = TlsBroker::client_properties(&kafka.ca);
+async fn kafka_over_verified_tls_with_scram_and_a_wrong_ca_or_password_is_refused() {
+    let kafka = TlsBroker::start(PASSWORD).unwrap();
+    let trusted = TlsBroker::client_properties(&kafka.ca, PASSWORD);
     let topic = broker::unique_name("tls-calls");
     for (name, partitions) in [(topic.clone(), 2), (format!("{topic}-siem"), 1)] {
         broker::create_topic_with(&kafka.bootstrap, &name, partitions, &trusted)
@@ -112,17 +121,21 @@ async fn gateway_and_processor_use_kafka_over_verified_tls_and_a_wrong_ca_is_ref
 
     let ports = (free_port().unwrap(), free_port().unwrap());
     let config = deployment.config("trusted.toml", &kafka, &kafka.ca, ports);
-    let gateway = Service::start(
+    // The password reaches the binaries as production's would: through the environment.
+    let secret = [("KAFKA_PASSWORD", PASSWORD)];
+    let gateway = Service::start_with_env(
         "ingress",
         &binary("callproof-ingress"),
         &["--config", &config],
+        &secret,
         work,
     )
     .unwrap();
-    let processor = Service::start(
+    let processor = Service::start_with_env(
         "processor",
         &binary("callproof-processor"),
         &["--config", &config],
+        &secret,
         work,
     )
     .unwrap();
@@ -168,18 +181,33 @@ async fn gateway_and_processor_use_kafka_over_verified_tls_and_a_wrong_ca_is_ref
     let wrong = deployment.config("wrong-ca.toml", &kafka, &kafka.other_ca, wrong_ports);
     let refused = std::process::Command::new(binary("callproof-processor"))
         .args(["--config", &wrong])
+        .env("KAFKA_PASSWORD", PASSWORD)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
     assert!(stderr.contains(UNVERIFIED), "{stderr}");
 
+    // Nor does one with a wrong password, and it says why without printing any password.
+    let other_ports = (free_port().unwrap(), free_port().unwrap());
+    let other = deployment.config("wrong-password.toml", &kafka, &kafka.ca, other_ports);
+    let refused = std::process::Command::new(binary("callproof-processor"))
+        .args(["--config", &other])
+        .env("KAFKA_PASSWORD", "not-the-password")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains(UNAUTHENTICATED), "{stderr}");
+    assert!(!stderr.contains("not-the-password"), "{stderr}");
+
     // A gateway that trusts another CA is not ready and makes no call: the events cannot be
     // delivered, so the caller gets 503 and the function is not reached.
-    let wrong_gateway = Service::start(
+    let wrong_gateway = Service::start_with_env(
         "ingress-wrong-ca",
         &binary("callproof-ingress"),
         &["--config", &wrong],
+        &secret,
         work,
     )
     .unwrap();

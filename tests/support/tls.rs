@@ -1,7 +1,8 @@
-//! A Kafka broker reached only over TLS: Tansu behind Debian's `stunnel4`, which terminates TLS
-//! with a certificate of a test CA made here by the `openssl` command. Tansu advertises the
-//! terminator's address, so every connection a client makes after bootstrap goes through TLS
-//! too. A second CA, which signed nothing the broker shows, is there for the "wrong CA" case.
+//! A Kafka broker reached only over TLS, with SCRAM-SHA-512 authentication: Tansu (with
+//! `--authentication`) behind Debian's `stunnel4`, which terminates TLS with a certificate of a
+//! test CA made here by the `openssl` command. Tansu advertises the terminator's address, so
+//! every connection a client makes after bootstrap goes through TLS too. A second CA, which
+//! signed nothing the broker shows, is there for the "wrong CA" case.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +12,9 @@ use anyhow::{Context, bail};
 
 use crate::broker::free_port;
 use crate::process::wait_for_port;
+
+/// The SCRAM user every client of the broker authenticates as.
+pub const SCRAM_USER: &str = "callproof";
 
 pub struct TlsBroker {
     /// `127.0.0.1:<port>` of the TLS listener, the only address clients are given.
@@ -24,7 +28,8 @@ pub struct TlsBroker {
 }
 
 impl TlsBroker {
-    pub fn start() -> anyhow::Result<TlsBroker> {
+    /// Starts the broker with one SCRAM user, [`SCRAM_USER`] with `password`.
+    pub fn start(password: &str) -> anyhow::Result<TlsBroker> {
         let dir = tempfile::tempdir()?;
         let root = dir.path().to_path_buf();
         let path = |name: &str| root.join(name);
@@ -41,17 +46,44 @@ impl TlsBroker {
             children: Vec::new(),
             _dir: dir,
         };
-        let tansu = Command::new("tansu")
-            .args(["broker", "--listener-url"])
+        // Tansu keeps users in its storage and refuses every request of an unauthenticated
+        // client once `--authentication` is on: the user is made first, on a broker without
+        // it, in a store that outlives it (sqlite, in the test's directory).
+        let tansu = |authentication: bool| {
+            let mut command = Command::new("tansu");
+            command
+                .current_dir(&root)
+                .args(["broker", "--listener-url"])
+                .arg(format!("tcp://127.0.0.1:{plain_port}"))
+                .arg("--advertised-listener-url")
+                .arg(format!("tcp://127.0.0.1:{tls_port}"))
+                .args(["--storage-engine", "sqlite://tansu.db"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if authentication {
+                command.arg("--authentication");
+            }
+            command
+                .spawn()
+                .context("cannot start `tansu` (is it installed? .ci/run installs it)")
+        };
+        let mut setup = tansu(false)?;
+        wait_for_port(plain_port, Duration::from_secs(20))?;
+        let created = Command::new("tansu")
+            .args(["user", "create", "--mechanism", "scram512", "--broker"])
             .arg(format!("tcp://127.0.0.1:{plain_port}"))
-            .arg("--advertised-listener-url")
-            .arg(format!("tcp://127.0.0.1:{tls_port}"))
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start `tansu` (is it installed? .ci/run installs it)")?;
-        broker.children.push(tansu);
+            .args([SCRAM_USER, password])
+            .output()
+            .context("cannot run `tansu user create`")?;
+        let _ = setup.kill();
+        let _ = setup.wait();
+        if !created.status.success() {
+            bail!(
+                "tansu user create: {}",
+                String::from_utf8_lossy(&created.stderr)
+            );
+        }
+        broker.children.push(tansu(true)?);
 
         let stunnel_config = path("stunnel.conf");
         std::fs::write(
@@ -75,11 +107,15 @@ impl TlsBroker {
         Ok(broker)
     }
 
-    /// The librdkafka properties of a client that trusts `ca`, as `(key, value)` pairs.
-    pub fn client_properties(ca: &Path) -> Vec<(&'static str, String)> {
+    /// The librdkafka properties of a client that trusts `ca` and authenticates as
+    /// [`SCRAM_USER`] with `password`, as `(key, value)` pairs.
+    pub fn client_properties(ca: &Path, password: &str) -> Vec<(&'static str, String)> {
         vec![
-            ("security.protocol", "ssl".to_string()),
+            ("security.protocol", "sasl_ssl".to_string()),
             ("ssl.ca.location", ca.display().to_string()),
+            ("sasl.mechanism", "SCRAM-SHA-512".to_string()),
+            ("sasl.username", SCRAM_USER.to_string()),
+            ("sasl.password", password.to_string()),
         ]
     }
 }
