@@ -122,12 +122,18 @@ async fn check_brokers(config: &Config) -> Result<(), ProcessorError> {
             .fetch_metadata(Some(&topic), timeout)
             .map_err(|error| {
                 // "Broker transport failure" says nothing of why: librdkafka's own report of the
-                // connection (a TLS handshake refused, say) does.
-                let reason = consumer
-                    .context()
-                    .take()
-                    .unwrap_or_else(|| error.to_string());
-                unreachable(reason)
+                // connection (a TLS handshake or a SASL exchange refused, say) does. It reaches
+                // the context only when the client's queue is served, which a metadata request
+                // does not do: poll for it a little.
+                let mut reason = consumer.context().take();
+                for _ in 0..20 {
+                    if reason.is_some() {
+                        break;
+                    }
+                    let _ = consumer.poll(Duration::from_millis(100));
+                    reason = consumer.context().take();
+                }
+                unreachable(reason.unwrap_or_else(|| error.to_string()))
             })?;
         let found = metadata
             .topics()
