@@ -497,27 +497,10 @@ fn open_readers(root: &Path) -> Result<Vec<PartitionIndex>, SearchError> {
 /// Every partition index under `root` (directories named by partition number that hold a
 /// `meta.json`, the processor's layout), each through a [`ReadOnlyDirectory`].
 fn open_read_only_indexes(root: &Path) -> tantivy::Result<Vec<(i32, Index)>> {
-    let entries = match std::fs::read_dir(root) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(tantivy::TantivyError::from(error)),
-    };
-    let mut indexes = Vec::new();
-    for entry in entries.flatten() {
-        let Some(partition) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if entry.path().join("meta.json").exists() {
-            let directory = ReadOnlyDirectory::open(&entry.path())?;
-            indexes.push((partition, Index::open(directory)?));
-        }
-    }
-    indexes.sort_by_key(|(partition, _)| *partition);
-    Ok(indexes)
+    callproof_processor::index_schema::partition_index_dirs(root)?
+        .into_iter()
+        .map(|(partition, dir)| Ok((partition, Index::open(ReadOnlyDirectory::open(&dir)?)?)))
+        .collect()
 }
 
 /// A partition's index directory, read-only.

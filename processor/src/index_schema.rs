@@ -341,29 +341,33 @@ pub fn partition_index_dir(root: &Path, partition: i32) -> PathBuf {
     root.join(partition.to_string())
 }
 
+/// The directories under `root` that hold a partition's index (named by the partition number,
+/// with a `meta.json`), sorted by partition; none if `root` does not exist yet.
+pub fn partition_index_dirs(root: &Path) -> std::io::Result<Vec<(i32, PathBuf)>> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    };
+    let mut dirs: Vec<(i32, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let partition = entry.file_name().to_str()?.parse::<i32>().ok()?;
+            let dir = entry.path();
+            dir.join("meta.json").exists().then_some((partition, dir))
+        })
+        .collect();
+    dirs.sort_by_key(|(partition, _)| *partition);
+    Ok(dirs)
+}
+
 /// Opens every partition index under `root` (read-only use is safe while the processor
 /// writes), sorted by partition.
 pub fn open_partition_indexes(root: &Path) -> tantivy::Result<Vec<(i32, Index)>> {
-    let mut indexes = Vec::new();
-    let entries = match std::fs::read_dir(root) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(indexes),
-        Err(error) => return Err(tantivy::TantivyError::from(error)),
-    };
-    for entry in entries.flatten() {
-        let Some(partition) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if entry.path().join("meta.json").exists() {
-            indexes.push((partition, Index::open_in_dir(entry.path())?));
-        }
-    }
-    indexes.sort_by_key(|(partition, _)| *partition);
-    Ok(indexes)
+    partition_index_dirs(root)?
+        .into_iter()
+        .map(|(partition, dir)| Ok((partition, Index::open_in_dir(dir)?)))
+        .collect()
 }
 
 /// One search hit: where the entry is in the logs.
