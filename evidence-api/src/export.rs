@@ -16,7 +16,6 @@
 //! `evidence.max_export_events` entries, edges included), off the async runtime.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
@@ -387,19 +386,12 @@ pub async fn build(app: &AppState, from: i64, to: i64) -> Result<Vec<u8>, ApiErr
 
 /// Writes the files into a `.tar.gz`.
 fn pack(files: &[(String, Vec<u8>)], mtime: u64) -> std::io::Result<Vec<u8>> {
-    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let mut archive = tar::Builder::new(encoder);
-    for (path, bytes) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(mtime);
-        header.set_entry_type(tar::EntryType::Regular);
-        archive.append_data(&mut header, path, bytes.as_slice())?;
-    }
-    let mut encoder = archive.into_inner()?;
-    encoder.flush()?;
-    encoder.finish()
+    callproof_tlog::bundle::write_bundle(
+        files
+            .iter()
+            .map(|(path, bytes)| (path.as_str(), bytes.as_slice())),
+        mtime,
+    )
 }
 
 #[cfg(test)]

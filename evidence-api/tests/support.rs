@@ -405,15 +405,11 @@ pub fn flip_byte(path: &Path, position: usize) -> Vec<u8> {
 
 /// Packs files into a `.tar.gz`, as a bundle.
 pub fn pack(files: &callproof_tlog::bundle::BundleFiles) -> Vec<u8> {
-    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut archive = tar::Builder::new(encoder);
-    for (path, bytes) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        archive
-            .append_data(&mut header, path, bytes.as_slice())
-            .expect("append");
-    }
-    archive.into_inner().expect("tar").finish().expect("gzip")
+    callproof_tlog::bundle::write_bundle(
+        files
+            .iter()
+            .map(|(path, bytes)| (path.as_str(), bytes.as_slice())),
+        0,
+    )
+    .expect("bundle")
 }

@@ -261,6 +261,26 @@ Single files can be checked too:
 /// The files of a bundle, by path.
 pub type BundleFiles = BTreeMap<String, Vec<u8>>;
 
+/// Packs `files` into a `.tar.gz` in the order given, as the evidence API sends a bundle:
+/// regular files of mode 0644, all with modification time `mtime` (seconds), so that the same
+/// files give the same bytes.
+pub fn write_bundle<'a>(
+    files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    mtime: u64,
+) -> std::io::Result<Vec<u8>> {
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut archive = tar::Builder::new(encoder);
+    for (path, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(mtime);
+        header.set_entry_type(tar::EntryType::Regular);
+        archive.append_data(&mut header, path, bytes)?;
+    }
+    archive.into_inner()?.finish()
+}
+
 /// Reads a `.tar.gz` bundle into memory, refusing files above [`MAX_BUNDLE_FILE_BYTES`], a
 /// total above [`MAX_BUNDLE_BYTES`], paths that are absolute or climb out (`..`), entries
 /// other than regular files and directories (links, devices: `tar` would extract what the
@@ -1234,15 +1254,7 @@ mod tests {
     }
 
     fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let mut archive = tar::Builder::new(encoder);
-        for (path, bytes) in files {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(bytes.len() as u64);
-            header.set_mode(0o644);
-            archive.append_data(&mut header, path, *bytes).unwrap();
-        }
-        archive.into_inner().unwrap().finish().unwrap()
+        write_bundle(files.iter().copied(), 0).unwrap()
     }
 
     #[test]

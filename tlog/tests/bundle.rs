@@ -221,17 +221,13 @@ pub fn bundle_of(options: &Options) -> BundleFiles {
 
 /// The files as a `.tar.gz`, as the evidence API sends a bundle.
 pub fn tar_gz(files: &BundleFiles) -> Vec<u8> {
-    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut archive = tar::Builder::new(encoder);
-    for (path, bytes) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        archive
-            .append_data(&mut header, path, bytes.as_slice())
-            .unwrap();
-    }
-    archive.into_inner().unwrap().finish().unwrap()
+    bundle::write_bundle(
+        files
+            .iter()
+            .map(|(path, bytes)| (path.as_str(), bytes.as_slice())),
+        0,
+    )
+    .unwrap()
 }
 
 /// The problems `verify_bundle` lists, as `callproof-verify` prints them.
