@@ -47,6 +47,19 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Another writer appended to the log from the size this writer is at (it claimed the
+    /// append first): this writer's view of the log is stale, and it must reopen the log
+    /// before appending again. Nothing it wrote is in the log.
+    #[error("another writer appended to the log at size {size}: reopen the log")]
+    Fenced { size: u64 },
+
+    /// The object store cannot create an object only if it is absent, so the single writer
+    /// of a log cannot be enforced: the writer refuses to append rather than risk a fork.
+    #[error(
+        "the object store cannot create {path} only if it is absent: one writer per log cannot be enforced; use a store with conditional writes (S3 or MinIO with aws_conditional_put = etag, the default; the local filesystem)"
+    )]
+    ConditionalWriteUnsupported { path: String },
+
     /// An error from the object store.
     #[cfg(feature = "store")]
     #[error("object store error at {path}: {source}")]

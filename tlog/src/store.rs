@@ -1,25 +1,38 @@
 //! The log writer and reader over `object_store` (feature `store`).
 //!
 //! Layout under the log's prefix, as C2SP tlog-tiles: `checkpoint`, `tile/<L>/<N>[.p/<W>]`,
-//! `tile/entries/<N>[.p/<W>]`, plus every published checkpoint kept at `checkpoints/<size>`.
+//! `tile/entries/<N>[.p/<W>]`, every published checkpoint kept at `checkpoints/<size>`, and
+//! the claim of every append at `appends/<from>`.
 //!
-//! Crash safety comes from the order of writes: an append records its sizes in
-//! `pending-append`, writes its bundles and tiles, then `checkpoint`, then
-//! `checkpoints/<size>`. Only what the signed `checkpoint` covers is ever trusted. Partial
-//! tiles of different widths live at different paths, so an append never overwrites a file
-//! that the current checkpoint relies on. An append that fails or crashes before its
-//! checkpoint leaves tiles and bundles beyond it, holding entries that were never committed:
-//! `pending-append` names them (the paths an append writes depend only on the two sizes),
-//! and the writer deletes them when it reopens, or before its next append, so that no tile
-//! claims an uncommitted entry and a resumed log with other batch sizes leaves no stale
-//! partial tile behind. There must be a single writer per log.
+//! **One writer per log, enforced by the store.** An append from size S starts by creating
+//! `appends/<S>` with a create-only write (`PutMode::Create`: `If-None-Match: *` on S3, a
+//! no-clobber link on a filesystem), holding the append's signed checkpoint and its entries.
+//! Only one writer can create it. Any other writer at size S is refused with
+//! [`Error::Fenced`] before it writes anything, so the log cannot fork even when two
+//! processors both believe they own its partition. Claims are never deleted, so a writer with
+//! a stale view always finds its size claimed; a store that cannot create conditionally is
+//! refused rather than trusted.
+//!
+//! **Crashes roll forward.** Once a claim exists, the append it records will happen. Its
+//! writer writes the bundles and tiles, then `checkpoint`, then `checkpoints/<size>`, and then
+//! rewrites the claim without its entries (they are in the tiles now). A writer opening the
+//! log follows the claims from the checkpoint it reads to the last one, and completes an
+//! append whose claim still holds entries: the same files with the same bytes its writer
+//! would write (Ed25519 signatures are deterministic). So no tile ever holds an entry that
+//! will not be in the log, and nothing is ever deleted. The paths an append writes depend only
+//! on its two sizes and never hold anything an earlier tree relies on.
+//!
+//! `checkpoint` is a plain overwrite: a writer delayed between its tiles and its `checkpoint`
+//! may set it back to the size it appended after another writer published a larger one. That
+//! is an older checkpoint of the same log, never a fork, and lasts until the next append;
+//! `open` follows the claims past it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::path::Path;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{ObjectStore, PutMode, PutPayload};
 
 use crate::checkpoint::Checkpoint;
 use crate::hash::{CompactRange, Hash, leaf_hash, tree_hash};
@@ -37,12 +50,13 @@ use crate::{Error, Result};
 /// How many objects an append or a proof reads or writes at once.
 const CONCURRENT_REQUESTS: usize = 16;
 
-/// The object recording the sizes of the append in progress (`<from> <to>`), written before
-/// its tiles, so that a writer resuming after a crash knows which files to remove.
-pub const PENDING_APPEND: &str = "pending-append";
+/// The directory of the appends' claims, `appends/<from>`.
+pub const APPENDS: &str = "appends";
 
-/// The most entries in one batch: far more than fits in memory (each entry is a `Vec`), and
-/// it bounds the files a `pending-append` can ask a resuming writer to delete.
+/// The first word of a claim's header line: `callproof-append <from> <to> <note bytes>`.
+const CLAIM_MAGIC: &str = "callproof-append";
+
+/// The most entries in one batch: far more than fits in memory (each entry is a `Vec`).
 pub const MAX_BATCH_ENTRIES: u64 = 1 << 28;
 
 /// A checkpoint together with its signed note, as stored.
@@ -53,7 +67,8 @@ pub struct SignedCheckpoint {
     pub note: Vec<u8>,
 }
 
-/// Appends entries to a log, one signed checkpoint per batch.
+/// Appends entries to a log, one signed checkpoint per batch; the log's only writer (see the
+/// module documentation).
 pub struct LogWriter {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
@@ -61,8 +76,6 @@ pub struct LogWriter {
     origin: String,
     state: TreeState,
     latest: SignedCheckpoint,
-    /// An append failed after it may have written files: they must go before the next one.
-    failed_append: bool,
 }
 
 /// The in-memory right edge of the tree: enough to append and to compute the root.
@@ -166,68 +179,172 @@ fn hashes_at_level(size: u64, level: u8) -> u64 {
         .unwrap_or(0)
 }
 
-/// Every path that [`TreeState::append`] writes when the tree grows from `old_size` to
-/// `new_size` leaves: it depends on the sizes only, not on the entries. None of them is a
-/// file the tree of `old_size` relies on (full tiles it does not reach, partial tiles wider
-/// than its own).
-fn paths_written(old_size: u64, new_size: u64) -> Vec<String> {
-    let mut paths = Vec::new();
-    if new_size <= old_size {
-        return paths;
-    }
-    for bundle in (old_size >> TILE_HEIGHT)..(new_size >> TILE_HEIGHT) {
-        paths.push(entries_path(bundle, TILE_WIDTH));
-    }
-    let width = (new_size % u64::from(TILE_WIDTH)) as u16;
-    if width > 0 {
-        paths.push(entries_path(new_size >> TILE_HEIGHT, width));
-    }
-    let mut level = 0u8;
-    while hashes_at_level(new_size, level) > 0 {
-        let (old_hashes, new_hashes) = (
-            hashes_at_level(old_size, level),
-            hashes_at_level(new_size, level),
-        );
-        for index in (old_hashes >> TILE_HEIGHT)..(new_hashes >> TILE_HEIGHT) {
-            paths.push(
-                TileId {
-                    level,
-                    index,
-                    width: TILE_WIDTH,
-                }
-                .path(),
-            );
-        }
-        let width = (new_hashes % u64::from(TILE_WIDTH)) as u16;
-        if width > 0 && new_hashes != old_hashes {
-            paths.push(
-                TileId {
-                    level,
-                    index: new_hashes >> TILE_HEIGHT,
-                    width,
-                }
-                .path(),
-            );
-        }
-        level += 1;
-    }
-    paths
+/// An append as recorded in its claim, `appends/<from>`: `callproof-append <from> <to>
+/// <n>\n`, then the `n` bytes of its signed checkpoint, then its entries as an entry bundle
+/// (none once the append is complete).
+#[derive(Debug)]
+pub struct Claim {
+    pub from: u64,
+    pub to: u64,
+    /// The signed checkpoint of size `to` that the append publishes.
+    pub note: Vec<u8>,
+    /// The batch, until its writer has published it; `None` after.
+    pub entries: Option<Vec<Vec<u8>>>,
 }
 
-/// Parses `pending-append`: `<from> <to>\n`.
-fn parse_pending_append(bytes: &[u8]) -> Option<(u64, u64)> {
-    let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
-    let (from, to) = text.split_once(' ')?;
-    Some((parse_decimal(from)?, parse_decimal(to)?))
+impl Claim {
+    /// The claim's bytes; `entries` are left out once the append is complete.
+    fn encode(from: u64, to: u64, note: &[u8], entries: Option<&[Vec<u8>]>) -> Result<Vec<u8>> {
+        let mut bytes = format!("{CLAIM_MAGIC} {from} {to} {}\n", note.len()).into_bytes();
+        bytes.extend_from_slice(note);
+        for entry in entries.unwrap_or_default() {
+            append_to_bundle(&mut bytes, entry)?;
+        }
+        Ok(bytes)
+    }
+
+    /// Parses a claim, refusing anything else (never panicking on stored bytes).
+    pub fn parse(bytes: &[u8]) -> Result<Claim> {
+        let bad = |reason: &str| Error::malformed("append claim", reason);
+        let newline = bytes
+            .iter()
+            .position(|&byte| byte == b'\n')
+            .ok_or_else(|| bad("no header line"))?;
+        let (header, rest) = bytes.split_at(newline);
+        let rest = rest.get(1..).unwrap_or_default();
+        let header = std::str::from_utf8(header).map_err(|_| bad("header is not UTF-8"))?;
+        let mut words = header.split(' ');
+        if words.next() != Some(CLAIM_MAGIC) {
+            return Err(bad("header does not start with callproof-append"));
+        }
+        let mut number = |what: &str| {
+            words
+                .next()
+                .and_then(parse_decimal)
+                .ok_or_else(|| bad(&format!("no {what} in the header")))
+        };
+        let (from, to, note_len) = (number("from")?, number("to")?, number("note length")?);
+        if words.next().is_some() {
+            return Err(bad("extra words in the header"));
+        }
+        if to <= from || to - from > MAX_BATCH_ENTRIES {
+            return Err(bad(&format!("sizes {from} -> {to} are not a batch")));
+        }
+        let (note, entries) = usize::try_from(note_len)
+            .ok()
+            .and_then(|len| rest.split_at_checked(len))
+            .ok_or_else(|| bad("note length beyond the end"))?;
+        let entries = if entries.is_empty() {
+            None
+        } else {
+            // The entry-bundle encoding, without a bundle's limit of 256 entries.
+            let mut parsed: Vec<Vec<u8>> = Vec::new();
+            let mut rest = entries;
+            while !rest.is_empty() {
+                let (len, tail) = rest
+                    .split_first_chunk::<2>()
+                    .ok_or_else(|| bad("an entry's length is cut short"))?;
+                let (entry, tail) = tail
+                    .split_at_checked(usize::from(u16::from_be_bytes(*len)))
+                    .ok_or_else(|| bad("an entry is cut short"))?;
+                parsed.push(entry.to_vec());
+                rest = tail;
+            }
+            if parsed.len() as u64 != to - from {
+                return Err(bad(&format!(
+                    "{} entries for an append from {from} to {to}",
+                    parsed.len()
+                )));
+            }
+            Some(parsed)
+        };
+        Ok(Claim {
+            from,
+            to,
+            note: note.to_vec(),
+            entries,
+        })
+    }
+}
+
+/// The path of the claim of the append from `from`.
+fn claim_path(prefix: &Path, from: u64) -> Path {
+    child(prefix, &format!("{APPENDS}/{from}"))
+}
+
+/// Verifies a stored note as a checkpoint of this log.
+fn open_note(
+    note: Vec<u8>,
+    verifier: &NoteVerifier,
+    origin: &str,
+    path: &Path,
+) -> Result<SignedCheckpoint> {
+    let text = SignedNote::open(&note, verifier)
+        .map_err(|error| Error::Corrupt(format!("{path}: {error}")))?;
+    let checkpoint = Checkpoint::parse(&text)?;
+    if checkpoint.origin != origin {
+        return Err(Error::Corrupt(format!(
+            "{path} has origin {:?}, not {origin:?}",
+            checkpoint.origin
+        )));
+    }
+    Ok(SignedCheckpoint { checkpoint, note })
+}
+
+/// Appends a batch to `state` off the async workers (hashing a big batch takes milliseconds)
+/// and returns the grown state with the files to write.
+async fn grow(
+    mut state: TreeState,
+    entries: Vec<Vec<u8>>,
+) -> Result<(TreeState, Vec<(String, Vec<u8>)>)> {
+    tokio::task::spawn_blocking(move || {
+        let writes = state.append(&entries);
+        writes.map(|writes| (state, writes))
+    })
+    .await
+    .map_err(|error| Error::Corrupt(format!("hashing task failed: {error}")))?
+}
+
+/// Writes objects, several at once.
+async fn put_all(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &Path,
+    writes: Vec<(String, Vec<u8>)>,
+) -> Result<()> {
+    futures::stream::iter(writes)
+        .map(|(path, bytes)| async move { put(store, &child(prefix, &path), bytes).await })
+        .buffer_unordered(CONCURRENT_REQUESTS)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
+}
+
+/// The right edge of the tree of `checkpoint`, from its partial tiles, which must hash to its
+/// root.
+async fn load_verified_state(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &Path,
+    checkpoint: &Checkpoint,
+) -> Result<TreeState> {
+    let state = load_state(store, prefix, checkpoint.size).await?;
+    if state.range.root() != checkpoint.root_hash {
+        return Err(Error::Corrupt(format!(
+            "the partial tiles at size {} do not hash to the root of its checkpoint",
+            checkpoint.size
+        )));
+    }
+    Ok(state)
 }
 
 impl LogWriter {
-    /// Opens the log under `prefix`, resuming from its signed checkpoint, or starts a new
-    /// log (and publishes its empty checkpoint) if there is none.
+    /// Opens the log under `prefix` at its last append, or starts a new log (and publishes its
+    /// empty checkpoint) if there is none.
     ///
-    /// The checkpoint must verify with `signer`'s own key and name `origin`; the partial
-    /// tiles it relies on must hash to its root. Anything else is refused: the writer never
-    /// appends to a log it cannot vouch for.
+    /// From the stored `checkpoint`, it follows the appends' claims to the last one,
+    /// completing any append that was claimed but not finished (its writer crashed, or is
+    /// still at it: both write the same bytes). Every checkpoint must verify with `signer`'s
+    /// own key and name `origin`, and the partial tiles must hash to the last one's root.
+    /// Anything else is refused: the writer never appends to a log it cannot vouch for.
     pub async fn open(
         store: Arc<dyn ObjectStore>,
         prefix: Path,
@@ -235,120 +352,119 @@ impl LogWriter {
         origin: String,
     ) -> Result<LogWriter> {
         let checkpoint_path = child(&prefix, "checkpoint");
-        let Some(note) = get(&store, &checkpoint_path).await? else {
-            let existing = store
-                .list(Some(&child(&prefix, "checkpoints")))
-                .next()
-                .await;
-            if existing.is_some() {
+        let Some(stored_note) = get(&store, &checkpoint_path).await? else {
+            return LogWriter::start(store, prefix, signer, origin).await;
+        };
+        let verifier = signer.verifier();
+        let mut latest = open_note(stored_note.clone(), &verifier, &origin, &checkpoint_path)?;
+        // Known while the claims followed so far were completed here; read from the tiles
+        // otherwise.
+        let mut state: Option<TreeState> = None;
+        loop {
+            let from = latest.checkpoint.size;
+            let path = claim_path(&prefix, from);
+            let Some(bytes) = get(&store, &path).await? else {
+                break;
+            };
+            let claim =
+                Claim::parse(&bytes).map_err(|error| Error::Corrupt(format!("{path}: {error}")))?;
+            let next = open_note(claim.note.clone(), &verifier, &origin, &path)?;
+            if claim.from != from || next.checkpoint.size != claim.to {
                 return Err(Error::Corrupt(format!(
-                    "{checkpoint_path} is missing but kept checkpoints exist"
+                    "{path} claims an append from {} to {} with a checkpoint of size {}",
+                    claim.from, claim.to, next.checkpoint.size
                 )));
             }
-            let mut writer = LogWriter {
-                store,
-                prefix,
-                signer,
-                origin: origin.clone(),
-                state: TreeState::default(),
-                latest: SignedCheckpoint {
-                    checkpoint: Checkpoint {
-                        origin,
-                        size: 0,
-                        root_hash: crate::hash::EMPTY_ROOT,
-                        extensions: Vec::new(),
-                    },
-                    note: Vec::new(),
-                },
-                failed_append: false,
-            };
-            writer.append(&[], &[]).await?;
-            return Ok(writer);
+            if let Some(entries) = claim.entries {
+                let current = match state.take() {
+                    Some(current) => current,
+                    None => load_verified_state(&store, &prefix, &latest.checkpoint).await?,
+                };
+                let (grown, writes) = grow(current, entries).await?;
+                if grown.range.root() != next.checkpoint.root_hash {
+                    return Err(Error::Corrupt(format!(
+                        "{path}: its entries do not hash to the root of its checkpoint"
+                    )));
+                }
+                put_all(&store, &prefix, writes).await?;
+                put(
+                    &store,
+                    &child(&prefix, &format!("checkpoints/{}", claim.to)),
+                    claim.note.clone(),
+                )
+                .await?;
+                put(
+                    &store,
+                    &path,
+                    Claim::encode(claim.from, claim.to, &claim.note, None)?,
+                )
+                .await?;
+                state = Some(grown);
+            } else {
+                state = None;
+            }
+            latest = next;
+        }
+        let state = match state {
+            Some(state) => state,
+            None => load_verified_state(&store, &prefix, &latest.checkpoint).await?,
         };
-        let text = SignedNote::open(&note, &signer.verifier())
-            .map_err(|error| Error::Corrupt(format!("{checkpoint_path}: {error}")))?;
-        let checkpoint = Checkpoint::parse(&text)?;
-        if checkpoint.origin != origin {
-            return Err(Error::Corrupt(format!(
-                "{checkpoint_path} has origin {:?}, not {origin:?}",
-                checkpoint.origin
-            )));
-        }
-        let state = load_state(&store, &prefix, checkpoint.size).await?;
-        if state.range.root() != checkpoint.root_hash {
-            return Err(Error::Corrupt(format!(
-                "the partial tiles at size {} do not hash to the root of {checkpoint_path}",
-                checkpoint.size
-            )));
-        }
-        // Repair a crash between writing `checkpoint` and its kept copy.
-        let kept_path = child(&prefix, &format!("checkpoints/{}", checkpoint.size));
+        // Repair what a crash left (no kept copy) or a delayed writer set back (`checkpoint`).
+        let kept_path = child(&prefix, &format!("checkpoints/{}", latest.checkpoint.size));
         if get(&store, &kept_path).await?.is_none() {
-            put(&store, &kept_path, note.clone()).await?;
+            put(&store, &kept_path, latest.note.clone()).await?;
         }
-        let writer = LogWriter {
+        if stored_note != latest.note {
+            put(&store, &checkpoint_path, latest.note.clone()).await?;
+        }
+        Ok(LogWriter {
             store,
             prefix,
             signer,
             origin,
             state,
+            latest,
+        })
+    }
+
+    /// Starts a new log: publishes its empty checkpoint. Two writers starting the same log
+    /// write the same bytes.
+    async fn start(
+        store: Arc<dyn ObjectStore>,
+        prefix: Path,
+        signer: NoteSigner,
+        origin: String,
+    ) -> Result<LogWriter> {
+        for existing in ["checkpoints", APPENDS] {
+            if store
+                .list(Some(&child(&prefix, existing)))
+                .next()
+                .await
+                .is_some()
+            {
+                return Err(Error::Corrupt(format!(
+                    "{} is missing but {existing}/ is not empty",
+                    child(&prefix, "checkpoint")
+                )));
+            }
+        }
+        let checkpoint = Checkpoint {
+            origin: origin.clone(),
+            size: 0,
+            root_hash: crate::hash::EMPTY_ROOT,
+            extensions: Vec::new(),
+        };
+        let note = signer.sign(&checkpoint.to_text())?;
+        put(&store, &child(&prefix, "checkpoint"), note.clone()).await?;
+        put(&store, &child(&prefix, "checkpoints/0"), note.clone()).await?;
+        Ok(LogWriter {
+            store,
+            prefix,
+            signer,
+            origin,
+            state: TreeState::default(),
             latest: SignedCheckpoint { checkpoint, note },
-            failed_append: false,
-        };
-        writer.delete_uncommitted(&[]).await?;
-        Ok(writer)
-    }
-
-    /// Deletes the tiles and bundles that an append which never published its checkpoint
-    /// may have written (those `pending-append` names), except `keep`: they hold entries
-    /// that are not in the log, and partial tiles of widths that no checkpoint will ever
-    /// have. The checkpoint in the store must be this writer's latest.
-    async fn delete_uncommitted(&self, keep: &[String]) -> Result<()> {
-        let pending_path = child(&self.prefix, PENDING_APPEND);
-        let Some(bytes) = get(&self.store, &pending_path).await? else {
-            return Ok(()); // no append ever started, or one written before this file existed
-        };
-        let size = self.size();
-        let (from, to) = parse_pending_append(&bytes).ok_or_else(|| {
-            Error::Corrupt(format!("{pending_path} is not two sizes (`<from> <to>`)"))
-        })?;
-        if to == size {
-            return Ok(()); // the append it records was committed
-        }
-        if from != size || to < from || to - from > MAX_BATCH_ENTRIES {
-            // Not written by this writer before its latest checkpoint: something else wrote
-            // to the log, so refuse rather than guess which files are whose.
-            return Err(Error::Corrupt(format!(
-                "{pending_path} records an append from size {from} to {to}, but the checkpoint is at size {size}"
-            )));
-        }
-        let keep: std::collections::HashSet<&String> = keep.iter().collect();
-        let store = &self.store;
-        let prefix = &self.prefix;
-        futures::stream::iter(paths_written(from, to))
-            .filter(|path| std::future::ready(!keep.contains(path)))
-            .map(|path| async move { delete(store, &child(prefix, &path)).await })
-            .buffer_unordered(CONCURRENT_REQUESTS)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
-    }
-
-    /// Before appending after a failed append: makes sure the store's checkpoint is still
-    /// the one this writer published (or the very one it is about to publish, when the
-    /// failure came after that write) and deletes what the failed append left.
-    async fn recover_from_failed_append(&self, next_note: &[u8], keep: &[String]) -> Result<()> {
-        let checkpoint_path = child(&self.prefix, "checkpoint");
-        let stored = get(&self.store, &checkpoint_path).await?;
-        match stored {
-            Some(stored) if stored == self.latest.note => self.delete_uncommitted(keep).await,
-            // Ed25519 signatures are deterministic: the same batch gives the same note, and
-            // rewriting its files is harmless.
-            Some(stored) if stored == next_note => Ok(()),
-            _ => Err(Error::Corrupt(format!(
-                "{checkpoint_path} is no longer the checkpoint this writer published: reopen the log"
-            ))),
-        }
+        })
     }
 
     /// The number of entries in the log (as of the latest checkpoint).
@@ -362,23 +478,23 @@ impl LogWriter {
     }
 
     /// Appends a batch of entries and publishes one signed checkpoint for it, carrying the
-    /// `extensions` lines (each non-empty, without newlines). Entries are at most 65,535
-    /// bytes, at most [`MAX_BATCH_ENTRIES`] of them.
+    /// `extensions` lines (each non-empty, without newlines). A batch holds 1 to
+    /// [`MAX_BATCH_ENTRIES`] entries of at most 65,535 bytes.
     ///
-    /// On error the writer stays at its previous size and the same batch can be retried.
-    /// The next append after a failed one first deletes the files the failed one wrote; if
-    /// the failed one did publish its checkpoint (it failed after that write), only the
-    /// same batch is accepted, and anything else is refused: reopen the log.
+    /// [`Error::Fenced`] when another writer appended from this writer's size: nothing of
+    /// this batch is in the log, and the log must be reopened. On any other error the writer
+    /// stays at its previous size; the same batch can be retried, and once the append is
+    /// claimed nothing else can follow (reopening completes it).
     pub async fn append(
         &mut self,
         entries: &[Vec<u8>],
         extensions: &[String],
     ) -> Result<SignedCheckpoint> {
-        if entries.len() as u64 > MAX_BATCH_ENTRIES {
+        if entries.is_empty() || entries.len() as u64 > MAX_BATCH_ENTRIES {
             return Err(Error::OutOfRange {
                 what: "batch size",
                 value: entries.len() as u64,
-                reason: format!("a batch holds at most {MAX_BATCH_ENTRIES} entries"),
+                reason: format!("a batch holds 1 to {MAX_BATCH_ENTRIES} entries"),
             });
         }
         if let Some((position, entry)) = entries
@@ -391,16 +507,7 @@ impl LogWriter {
                 len: entry.len(),
             });
         }
-        // Hashing a big batch takes milliseconds: keep it off the async workers.
-        let mut state = self.state.clone();
-        let batch = entries.to_vec();
-        let (state, writes) = tokio::task::spawn_blocking(move || {
-            let writes = state.append(&batch);
-            writes.map(|writes| (state, writes))
-        })
-        .await
-        .map_err(|error| Error::Corrupt(format!("hashing task failed: {error}")))??;
-
+        let (state, writes) = grow(self.state.clone(), entries.to_vec()).await?;
         let checkpoint = Checkpoint {
             origin: self.origin.clone(),
             size: state.size(),
@@ -410,40 +517,54 @@ impl LogWriter {
         checkpoint.validate()?;
         let note = self.signer.sign(&checkpoint.to_text())?;
 
-        if self.failed_append {
-            let paths: Vec<String> = writes.iter().map(|(path, _)| path.clone()).collect();
-            self.recover_from_failed_append(&note, &paths).await?;
-        }
-        // From here until the checkpoint is written, a failure leaves files to delete.
-        self.failed_append = true;
-        let old_size = self.size();
-        if checkpoint.size != old_size {
-            let pending = format!("{old_size} {}\n", checkpoint.size).into_bytes();
-            put(&self.store, &child(&self.prefix, PENDING_APPEND), pending).await?;
-        }
-        let store = &self.store;
-        let prefix = &self.prefix;
-        futures::stream::iter(writes)
-            .map(|(path, bytes)| async move { put(store, &child(prefix, &path), bytes).await })
-            .buffer_unordered(CONCURRENT_REQUESTS)
-            .try_collect::<Vec<()>>()
-            .await?;
-        // The checkpoint last: once it is written, everything it covers is in place.
+        let (from, to) = (self.size(), checkpoint.size);
+        let claim_path = claim_path(&self.prefix, from);
+        let claim = Claim::encode(from, to, &note, Some(entries))?;
+        self.claim(&claim_path, claim, from, &note).await?;
+        let (store, prefix) = (&self.store, &self.prefix);
+        put_all(store, prefix, writes).await?;
+        // Once `checkpoint` is written, readers see everything it covers in place.
         put(store, &child(prefix, "checkpoint"), note.clone()).await?;
-        // If this write fails, the batch is published but the caller is told it failed: a
-        // retry of the same batch finds its checkpoint in place (see
-        // `recover_from_failed_append`), and `open` rewrites a missing kept copy.
-        put(
-            store,
-            &child(prefix, &format!("checkpoints/{}", checkpoint.size)),
-            note.clone(),
-        )
-        .await?;
-
-        self.failed_append = false;
+        // If one of these fails, the batch is published but the caller is told it failed: a
+        // retry of the same batch finds its own claim and writes the same files again.
+        let kept_path = child(prefix, &format!("checkpoints/{to}"));
+        futures::try_join!(
+            put(store, &kept_path, note.clone()),
+            put(store, &claim_path, Claim::encode(from, to, &note, None)?),
+        )?;
         self.state = state;
         self.latest = SignedCheckpoint { checkpoint, note };
         Ok(self.latest.clone())
+    }
+
+    /// Creates the claim of an append, only if no claim is there. Finding one is fine only if
+    /// it is this very append (a retry after a failure past the claim).
+    async fn claim(&self, path: &Path, claim: Vec<u8>, from: u64, note: &[u8]) -> Result<()> {
+        let created = self
+            .store
+            .put_opts(path, PutPayload::from(claim), PutMode::Create.into())
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                match get(&self.store, path)
+                    .await?
+                    .map(|bytes| Claim::parse(&bytes))
+                {
+                    Some(Ok(stored)) if stored.note == note => Ok(()),
+                    _ => Err(Error::Fenced { size: from }),
+                }
+            }
+            Err(object_store::Error::NotImplemented | object_store::Error::NotSupported { .. }) => {
+                Err(Error::ConditionalWriteUnsupported {
+                    path: path.to_string(),
+                })
+            }
+            Err(source) => Err(Error::Store {
+                path: path.to_string(),
+                source,
+            }),
+        }
     }
 }
 
@@ -686,17 +807,6 @@ async fn get(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Option<Vec<u8>
     }
 }
 
-/// Deletes an object; one that is already gone is fine.
-async fn delete(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<()> {
-    match store.delete(path).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(source) => Err(Error::Store {
-            path: path.to_string(),
-            source,
-        }),
-    }
-}
-
 async fn put(store: &Arc<dyn ObjectStore>, path: &Path, bytes: Vec<u8>) -> Result<()> {
     store
         .put(path, PutPayload::from(bytes))
@@ -711,47 +821,6 @@ async fn put(store: &Arc<dyn ObjectStore>, path: &Path, bytes: Vec<u8>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `paths_written` is what a resuming writer deletes: it must name exactly the files an
-    /// append writes, or a crash leaves some behind.
-    #[test]
-    fn paths_written_are_the_paths_an_append_writes() {
-        let small = [0u64, 1, 2, 255, 256, 257, 300, 511, 512, 513, 767, 768];
-        let mut pairs: Vec<(u64, u64)> = Vec::new();
-        for (position, &old_size) in small.iter().enumerate() {
-            pairs.extend(
-                small[position..]
-                    .iter()
-                    .map(|&new_size| (old_size, new_size)),
-            );
-        }
-        // Across level-1 and level-2 tile boundaries.
-        pairs.extend([
-            (65_535, 65_536),
-            (65_535, 65_537),
-            (65_280, 70_000),
-            (0, 65_536),
-            (300, 131_329),
-            (65_536, 131_072),
-        ]);
-        for (old_size, new_size) in pairs {
-            let mut state = TreeState::default();
-            state
-                .append(&vec![b"x".to_vec(); old_size as usize])
-                .unwrap();
-            let batch = vec![b"y".to_vec(); (new_size - old_size) as usize];
-            let mut written: Vec<String> = state
-                .append(&batch)
-                .unwrap()
-                .into_iter()
-                .map(|(path, _)| path)
-                .collect();
-            let mut expected = paths_written(old_size, new_size);
-            written.sort();
-            expected.sort();
-            assert_eq!(written, expected, "{old_size} -> {new_size}");
-        }
-    }
 
     /// Regression: at 2^56 leaves and more, the edge tile index of level 7 was computed
     /// with a shift by 64, which panics (debug) or wraps (release).
@@ -770,11 +839,6 @@ mod tests {
         assert!(paths.contains(&entries_path(edge, 1).as_str()), "{paths:?}");
         assert!(!paths.contains(&"tile/7/000.p/1"), "{paths:?}");
         assert_eq!(state.size(), (1 << 56) + 1);
-        assert_eq!(
-            paths_written(1 << 56, (1 << 56) + 1).len(),
-            writes.len(),
-            "{paths:?}"
-        );
         assert_eq!(hashes_at_level(u64::MAX, 8), 0);
         assert_eq!(hashes_at_level(u64::MAX, 7), 255);
     }

@@ -1,12 +1,10 @@
 //! Writer scenarios: batches, extensions, resuming, and crashes between writes.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use callproof_tlog::Error;
 use callproof_tlog::audit::audit_log_dir;
 use callproof_tlog::checkpoint::Checkpoint;
-use callproof_tlog::hash::leaf_hash;
 use callproof_tlog::note::NoteSigner;
 use callproof_tlog::store::{LogReader, LogWriter};
 use object_store::local::LocalFileSystem;
@@ -115,40 +113,52 @@ fn resuming_continues_the_same_log() {
     });
 }
 
-/// A crash after the tiles of a batch were written but before its checkpoint: the next
-/// writer trusts only the checkpoint, deletes the orphaned tiles and writes its own.
+/// A crash after an append was claimed, with some of its tiles written and no checkpoint:
+/// the next writer completes it from its claim, and the log is the one a writer that never
+/// crashed would have written.
 #[test]
-fn crash_before_checkpoint_leaves_log_consistent() {
+fn crash_after_the_claim_rolls_forward_on_open() {
+    let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
-        let store = memory_store();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
         let mut writer = tessera_writer(&store).await;
         writer.append(&entries(0..200), &[]).await.unwrap();
-        let committed = read_object(&store, "checkpoint").await.unwrap();
-        // This batch completes tile 0 and starts tile 1, then "crashes": its checkpoint is lost.
-        writer.append(&entries(1000..1300), &[]).await.unwrap();
-        store
-            .put(&Path::from("checkpoint"), PutPayload::from(committed))
-            .await
-            .unwrap();
-        store.delete(&Path::from("checkpoints/500")).await.unwrap();
+        // 200 -> 500 completes tile 0 and starts tile 1; its partial bundle cannot be written.
+        let blocked = dir.path().join("tile/entries/001.p/244");
+        std::fs::create_dir_all(blocked.join("blocker")).unwrap();
+        let error = writer.append(&entries(200..500), &[]).await.unwrap_err();
+        assert!(matches!(error, Error::Store { .. }), "{error}");
+        assert_eq!(writer.size(), 200);
+        assert!(dir.path().join("appends/200").is_file());
+        assert!(!dir.path().join("checkpoints/500").exists());
         drop(writer);
+        std::fs::remove_dir_all(&blocked).unwrap();
 
         let mut writer = tessera_writer(&store).await;
-        assert_eq!(writer.size(), 200);
-        writer.append(&entries(200..500), &[]).await.unwrap();
+        assert_eq!(writer.size(), 500);
+        writer.append(&entries(500..600), &[]).await.unwrap();
 
         let other = memory_store();
         let mut reference = tessera_writer(&other).await;
-        reference.append(&entries(0..500), &[]).await.unwrap();
+        reference.append(&entries(0..200), &[]).await.unwrap();
+        reference.append(&entries(200..500), &[]).await.unwrap();
+        reference.append(&entries(500..600), &[]).await.unwrap();
         assert_eq!(
             writer.checkpoint().checkpoint,
             reference.checkpoint().checkpoint
         );
         assert_eq!(
-            tiles_at_size(&store, 500).await,
-            tiles_at_size(&other, 500).await
+            tiles_at_size(&store, 600).await,
+            tiles_at_size(&other, 600).await
         );
+        // The completed claim no longer carries the entries: they are in the tiles.
+        let claim = read_object(&store, "appends/200").await.unwrap();
+        assert!(!contains(&claim, b"entry 300"));
     });
+    let report = audit_log_dir(dir.path(), &tessera_verifier(), &mut |_, _| {}).unwrap();
+    assert_eq!(report.kept_checkpoints, vec![0, 200, 500, 600]);
+    assert_eq!(report.unchecked_files, Vec::<String>::new());
 }
 
 /// A crash between `checkpoint` and its kept copy: reopening writes the kept copy.
@@ -304,113 +314,17 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         .any(|window| window == needle)
 }
 
-/// Fails unless no file under `tile/` holds one of `uncommitted` or its leaf hash.
-fn assert_no_tile_holds(dir: &std::path::Path, uncommitted: &[Vec<u8>]) {
-    let hashes: HashSet<[u8; 32]> = uncommitted.iter().map(|entry| leaf_hash(entry)).collect();
-    for file in list_files(&dir.join("tile")) {
-        let bytes = std::fs::read(dir.join("tile").join(&file)).unwrap();
-        if file.starts_with("entries/") {
-            assert!(!contains(&bytes, b"uncommitted"), "tile/{file}");
-        } else {
-            assert!(
-                bytes.chunks_exact(32).all(|hash| !hashes.contains(hash)),
-                "tile/{file} holds the leaf hash of an uncommitted entry"
-            );
-        }
-    }
-}
-
 fn uncommitted(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
     range
         .map(|index| format!("uncommitted {index}").into_bytes())
         .collect()
 }
 
-/// Regression: an append that crashed between its tiles and its checkpoint left partial
-/// tiles of a width no checkpoint has (`tile/0/001.p/244`, holding uncommitted entries);
-/// a resume whose batches ended elsewhere never rewrote them, and the audit failed the
-/// honest log because they were not prefixes of the later tiles.
+/// A retry of the same batch after a failure past its claim (here: the kept copy could not
+/// be written) finds its own claim and succeeds; any other batch is refused, since the claimed
+/// one is in the log whether this writer finishes it or the next one does.
 #[test]
-fn crash_then_resume_with_other_batches_audits_clean() {
-    let dir = tempfile::tempdir().unwrap();
-    let crashed = uncommitted(200..500);
-    runtime().block_on(async {
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
-        let mut writer = tessera_writer(&store).await;
-        writer.append(&entries(0..200), &[]).await.unwrap();
-        let committed = read_object(&store, "checkpoint").await.unwrap();
-        // 200 -> 500 fills tile 0 and starts tile 1, then "crashes": its checkpoint is lost.
-        writer.append(&crashed, &[]).await.unwrap();
-        store
-            .put(&Path::from("checkpoint"), PutPayload::from(committed))
-            .await
-            .unwrap();
-        store.delete(&Path::from("checkpoints/500")).await.unwrap();
-        drop(writer);
-        for file in ["tile/0/001.p/244", "tile/entries/001.p/244", "tile/0/000"] {
-            assert!(dir.path().join(file).is_file(), "{file}");
-        }
-
-        let mut writer = tessera_writer(&store).await;
-        assert_eq!(writer.size(), 200);
-        // Reopening removed every file of the lost append.
-        assert_no_tile_holds(dir.path(), &crashed);
-        for file in ["tile/0/001.p/244", "tile/entries/001.p/244", "tile/0/000"] {
-            assert!(!dir.path().join(file).exists(), "{file}");
-        }
-        // Other batch ends and other entries, past the end of tile 1 (512).
-        for (start, end) in [(200, 400), (400, 600), (600, 601)] {
-            writer.append(&entries(start..end), &[]).await.unwrap();
-        }
-        let other = memory_store();
-        let mut reference = tessera_writer(&other).await;
-        reference.append(&entries(0..601), &[]).await.unwrap();
-        assert_eq!(
-            writer.checkpoint().checkpoint.root_hash,
-            reference.checkpoint().checkpoint.root_hash
-        );
-    });
-    let report = audit_log_dir(dir.path(), &tessera_verifier(), &mut |_, _| {}).unwrap();
-    assert_eq!(report.checkpoint.size, 601);
-    assert_eq!(report.kept_checkpoints, vec![0, 200, 400, 600, 601]);
-    assert_eq!(report.unchecked_files, Vec::<String>::new());
-    assert_no_tile_holds(dir.path(), &crashed);
-}
-
-/// An append that fails before its checkpoint, then another batch from the same writer
-/// (not a retry): the failed append's files go before the new ones are written.
-#[test]
-fn failed_append_then_another_batch_leaves_no_stale_tiles() {
-    let dir = tempfile::tempdir().unwrap();
-    let failed = uncommitted(200..300);
-    runtime().block_on(async {
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
-        let mut writer = tessera_writer(&store).await;
-        writer.append(&entries(0..200), &[]).await.unwrap();
-        // A directory where the batch's partial bundle goes makes that one write fail.
-        let blocked = dir.path().join("tile/entries/001.p/44");
-        std::fs::create_dir_all(blocked.join("blocker")).unwrap();
-        let error = writer.append(&failed, &[]).await.unwrap_err();
-        assert!(matches!(error, Error::Store { .. }), "{error}");
-        assert_eq!(writer.size(), 200);
-        std::fs::remove_dir_all(&blocked).unwrap();
-        writer.append(&entries(200..290), &[]).await.unwrap();
-        assert_no_tile_holds(dir.path(), &failed);
-        assert!(!dir.path().join("tile/0/001.p/44").exists());
-        writer.append(&entries(290..600), &[]).await.unwrap();
-    });
-    let report = audit_log_dir(dir.path(), &tessera_verifier(), &mut |_, _| {}).unwrap();
-    assert_eq!(report.kept_checkpoints, vec![0, 200, 290, 600]);
-    assert_eq!(report.unchecked_files, Vec::<String>::new());
-}
-
-/// A retry of the same batch after its checkpoint was written but the append still failed
-/// (here: the kept copy could not be written) finds its own checkpoint and succeeds; any
-/// other batch is refused, since the log has moved on without the writer knowing.
-#[test]
-fn failure_after_the_checkpoint_allows_only_the_same_batch() {
+fn failure_after_the_claim_allows_only_the_same_batch() {
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
         let store: Arc<dyn ObjectStore> =
@@ -423,6 +337,7 @@ fn failure_after_the_checkpoint_allows_only_the_same_batch() {
         assert_eq!(writer.size(), 10);
         std::fs::remove_dir_all(&blocked).unwrap();
         let error = writer.append(&entries(10..15), &[]).await.unwrap_err();
+        assert!(matches!(error, Error::Fenced { size: 10 }), "{error}");
         assert!(error.to_string().contains("reopen the log"), "{error}");
         writer.append(&entries(10..20), &[]).await.unwrap();
         assert_eq!(writer.size(), 20);
@@ -432,20 +347,193 @@ fn failure_after_the_checkpoint_allows_only_the_same_batch() {
     assert_eq!(report.kept_checkpoints, vec![0, 10, 20, 30]);
 }
 
+/// Every object in `store` with its bytes.
+async fn snapshot(store: &Arc<dyn ObjectStore>) -> Vec<(String, Vec<u8>)> {
+    let mut objects = Vec::new();
+    for path in list_objects(store).await {
+        let bytes = read_object(store, &path).await.unwrap();
+        objects.push((path, bytes));
+    }
+    objects
+}
+
+/// Two writers of one log, each believing it is the only one (a processor that lost its
+/// partition and the one that took it over): the one that appends second from the same size
+/// is refused before it writes anything, and so is every later append of a writer left behind.
 #[test]
-fn open_refuses_a_pending_append_it_did_not_write() {
+fn a_writer_behind_another_is_fenced_and_writes_nothing() {
+    runtime().block_on(async {
+        let store = memory_store();
+        let mut first = tessera_writer(&store).await;
+        first.append(&entries(0..10), &[]).await.unwrap();
+        let mut second = tessera_writer(&store).await;
+        assert_eq!(second.size(), 10);
+
+        second.append(&entries(10..300), &[]).await.unwrap();
+        let before = snapshot(&store).await;
+        for batch in [
+            uncommitted(10..20),
+            uncommitted(10..300),
+            uncommitted(10..11),
+        ] {
+            let error = first.append(&batch, &[]).await.unwrap_err();
+            assert!(matches!(error, Error::Fenced { size: 10 }), "{error}");
+        }
+        assert_eq!(first.size(), 10);
+        assert_eq!(
+            snapshot(&store).await,
+            before,
+            "a fenced writer wrote something"
+        );
+
+        // The second writer goes on; the first one, reopened, continues after it.
+        second.append(&entries(300..301), &[]).await.unwrap();
+        let mut first = tessera_writer(&store).await;
+        assert_eq!(first.size(), 301);
+        first.append(&entries(301..400), &[]).await.unwrap();
+        let error = second
+            .append(&uncommitted(301..302), &[])
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::Fenced { size: 301 }), "{error}");
+
+        let reader = LogReader::new(store.clone(), Path::default(), tessera_verifier());
+        let checkpoint = reader.checkpoint().await.unwrap();
+        assert_eq!(checkpoint.checkpoint.size, 400);
+        for index in [0, 9, 10, 299, 300, 301, 399] {
+            assert_eq!(
+                reader.entry(index, 400).await.unwrap(),
+                format!("entry {index}").into_bytes()
+            );
+        }
+    });
+}
+
+/// Writers racing on one log, each reopening whenever it is fenced: every batch a writer was
+/// told is appended is in the log exactly once, no fenced batch is, and the log audits clean.
+#[test]
+fn racing_writers_never_fork_or_lose_an_acknowledged_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (appended, fenced) = runtime().block_on(async {
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        tessera_writer(&store).await;
+        let writers = (0..4u64).map(|writer_id| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let (mut appended, mut fenced) = (Vec::new(), 0usize);
+                let mut writer = tessera_writer(&store).await;
+                for batch_id in 0..25u64 {
+                    let batch: Vec<Vec<u8>> = (0..1 + (writer_id * 7 + batch_id) % 40)
+                        .map(|n| {
+                            format!("writer {writer_id} batch {batch_id} entry {n}").into_bytes()
+                        })
+                        .collect();
+                    match writer.append(&batch, &[]).await {
+                        Ok(_) => appended.extend(batch),
+                        Err(Error::Fenced { .. }) => {
+                            fenced += 1;
+                            writer = tessera_writer(&store).await;
+                        }
+                        Err(error) => panic!("writer {writer_id}: {error}"),
+                    }
+                    tokio::task::yield_now().await;
+                }
+                (appended, fenced)
+            })
+        });
+        let mut all = Vec::new();
+        let mut fenced = 0;
+        for handle in writers.collect::<Vec<_>>() {
+            let (appended, writer_fenced) = handle.await.unwrap();
+            all.extend(appended);
+            fenced += writer_fenced;
+        }
+        (all, fenced)
+    });
+    let report = audit_log_dir(dir.path(), &tessera_verifier(), &mut |_, _| {}).unwrap();
+    assert_eq!(report.unchecked_files, Vec::<String>::new());
+    let in_log = read_all_entries(dir.path(), report.checkpoint.size);
+    let mut expected = appended.clone();
+    expected.sort();
+    let mut found = in_log.clone();
+    found.sort();
+    assert_eq!(
+        found, expected,
+        "the log holds exactly the acknowledged batches"
+    );
+    eprintln!(
+        "{} entries in {} appends; {fenced} appends fenced",
+        in_log.len(),
+        report.kept_checkpoints.len() - 1
+    );
+}
+
+/// Every entry of a log of `size` entries in a directory, in order.
+fn read_all_entries(dir: &std::path::Path, size: u64) -> Vec<Vec<u8>> {
+    runtime().block_on(async {
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap());
+        let reader = LogReader::new(store, Path::default(), tessera_verifier());
+        let mut entries = Vec::new();
+        for index in 0..size {
+            entries.push(reader.entry(index, size).await.unwrap());
+        }
+        entries
+    })
+}
+
+#[test]
+fn open_refuses_a_claim_it_cannot_vouch_for() {
     runtime().block_on(async {
         let store = memory_store();
         let mut writer = tessera_writer(&store).await;
         writer.append(&entries(0..10), &[]).await.unwrap();
         drop(writer);
-        assert_eq!(
-            read_object(&store, "pending-append").await.unwrap(),
-            b"0 10\n"
-        );
-        for pending in [&b"garbage"[..], b"3 7\n", b"10 18446744073709551615\n"] {
+        let (other_key, _) = NoteSigner::generate("other.example/log").unwrap();
+        let other_key: NoteSigner = other_key.parse().unwrap();
+        let foreign_note = other_key
+            .sign(
+                &Checkpoint {
+                    origin: TESSERA_ORIGIN.into(),
+                    size: 11,
+                    root_hash: [0; 32],
+                    extensions: vec![],
+                }
+                .to_text(),
+            )
+            .unwrap();
+        // A note of ours for size 11, over entries other than the claim's.
+        let mut honest = tessera_writer(&memory_store()).await;
+        honest.append(&entries(0..11), &[]).await.unwrap();
+        let our_note = honest.checkpoint().note.clone();
+        let claim = |to: u64, note: &[u8], entries: &[&[u8]]| {
+            let mut bytes = format!("callproof-append 10 {to} {}\n", note.len()).into_bytes();
+            bytes.extend_from_slice(note);
+            for entry in entries {
+                bytes.extend_from_slice(&(entry.len() as u16).to_be_bytes());
+                bytes.extend_from_slice(entry);
+            }
+            bytes
+        };
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("garbage", b"garbage".to_vec()),
+            (
+                "no entries past the header",
+                b"callproof-append 10 11 99999\n".to_vec(),
+            ),
+            ("another key", claim(11, &foreign_note, &[b"entry 10"])),
+            (
+                "entries not of its root",
+                claim(11, &our_note, &[b"something else"]),
+            ),
+            (
+                "sizes not its checkpoint's",
+                claim(12, &our_note, &[b"entry 10", b"x"]),
+            ),
+        ];
+        for (case, bytes) in cases {
             store
-                .put(&Path::from("pending-append"), PutPayload::from(pending))
+                .put(&Path::from("appends/10"), PutPayload::from(bytes))
                 .await
                 .unwrap();
             let result = LogWriter::open(
@@ -457,10 +545,20 @@ fn open_refuses_a_pending_append_it_did_not_write() {
             .await;
             assert!(
                 matches!(result, Err(Error::Corrupt(_))),
-                "{pending:?}: {:?}",
+                "{case}: {:?}",
                 result.err()
             );
         }
+        // The honest claim is completed.
+        store
+            .put(
+                &Path::from("appends/10"),
+                PutPayload::from(claim(11, &our_note, &[b"entry 10"])),
+            )
+            .await
+            .unwrap();
+        let writer = tessera_writer(&store).await;
+        assert_eq!(writer.checkpoint().note, our_note);
     });
 }
 
@@ -497,5 +595,93 @@ fn open_with_a_huge_checkpoint_is_refused_without_a_panic() {
                 other => panic!("{size}: {:?}", other.err()),
             }
         }
+    });
+}
+
+/// A store that cannot create an object only if it is absent (as S3 with
+/// `aws_conditional_put = disabled`, or an S3-compatible store without `If-None-Match`).
+#[derive(Debug)]
+struct NoConditionalWrites(object_store::memory::InMemory);
+
+impl std::fmt::Display for NoConditionalWrites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NoConditionalWrites")
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for NoConditionalWrites {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        options: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        if options.mode != object_store::PutMode::Overwrite {
+            return Err(object_store::Error::NotImplemented);
+        }
+        self.0.put_opts(location, payload, options).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        options: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.0.put_multipart_opts(location, options).await
+    }
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.0.get_opts(location, options).await
+    }
+    async fn delete(&self, location: &Path) -> object_store::Result<()> {
+        self.0.delete(location).await
+    }
+    fn list(
+        &self,
+        prefix: Option<&Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.0.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+    async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+        self.0.copy(from, to).await
+    }
+    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+        self.0.copy_if_not_exists(from, to).await
+    }
+}
+
+/// Without conditional writes the single writer cannot be enforced: the writer refuses to
+/// append, naming the reason, and leaves no entry behind.
+#[test]
+fn a_store_without_conditional_writes_is_refused() {
+    runtime().block_on(async {
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(NoConditionalWrites(object_store::memory::InMemory::new()));
+        let mut writer = tessera_writer(&store).await;
+        let error = writer.append(&entries(0..3), &[]).await.unwrap_err();
+        assert!(
+            matches!(error, Error::ConditionalWriteUnsupported { .. }),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("one writer per log cannot be enforced"),
+            "{error}"
+        );
+        assert_eq!(writer.size(), 0);
+        assert_eq!(
+            list_objects(&store).await,
+            vec!["checkpoint", "checkpoints/0"]
+        );
     });
 }
