@@ -12,8 +12,13 @@
 //! partition the processor skips messages below it (and seeks back if the group's committed
 //! offset is ahead of it), so the log never misses or repeats a message. The group commit
 //! follows the checkpoint and is only an optimisation for where fetching starts.
+//!
+//! One writer per log: the group protocol assigns a partition to one instance, and the store
+//! enforces it (`callproof_tlog::store`). An append fenced by another writer drops the rest of
+//! the batch for that partition and reopens its log; the next batch lines up with the log as
+//! the other writer left it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -221,6 +226,9 @@ pub struct Pipeline {
     consumer: StreamConsumer<RebalanceContext>,
     topic: String,
     partitions: HashMap<i32, PartitionState>,
+    /// Partitions whose append was fenced during the batch in hand (another writer appended to
+    /// their log first): the rest of the batch for them is dropped.
+    fenced_in_batch: HashSet<i32>,
 }
 
 /// One message, processed up to the append.
@@ -251,6 +259,7 @@ impl Pipeline {
             consumer,
             topic,
             partitions: HashMap::new(),
+            fenced_in_batch: HashSet::new(),
         })
     }
 
@@ -352,6 +361,7 @@ impl Pipeline {
     /// Processes one batch through every stage.
     async fn process(&mut self, batch: Vec<RawMessage>) -> Result<(), ProcessorError> {
         let started = Instant::now();
+        self.fenced_in_batch.clear();
         let mut by_partition: BTreeMap<i32, Vec<RawMessage>> = BTreeMap::new();
         for message in batch {
             by_partition
@@ -527,6 +537,10 @@ impl Pipeline {
         for item in prepared {
             per_partition.entry(item.partition).or_default().push(item);
         }
+        // A partition fenced earlier in this batch: the rest of the batch was lined up with
+        // the log as it was, so it is dropped and read again after the log reopened.
+        per_partition.retain(|partition, _| !self.fenced_in_batch.contains(partition));
+        let mut fenced = Vec::new();
         {
             let mut appends_in_flight = Vec::new();
             for (partition, state) in self.partitions.iter_mut() {
@@ -540,12 +554,34 @@ impl Pipeline {
                     .iter_mut()
                     .map(|item| std::mem::take(&mut item.entry))
                     .collect();
-                appends_in_flight.push(async move { state.appender.append(entries, next).await });
+                let partition = *partition;
+                appends_in_flight
+                    .push(async move { (partition, state.appender.append(entries, next).await) });
             }
-            for result in futures::future::join_all(appends_in_flight).await {
-                result?;
+            for (partition, result) in futures::future::join_all(appends_in_flight).await {
+                match result {
+                    Ok(_) => {}
+                    Err(ProcessorError::Log {
+                        source: callproof_tlog::Error::Fenced { size },
+                        ..
+                    }) => {
+                        metrics::counter!("callproof_processor_failures_total", "stage" => "fenced")
+                            .increment(1);
+                        tracing::warn!(
+                            partition,
+                            log_size = size,
+                            "another writer appended to this partition's log first; this batch is dropped and the log reopened"
+                        );
+                        fenced.push(partition);
+                    }
+                    Err(error) => return Err(error),
+                }
             }
         }
+        for partition in &fenced {
+            per_partition.remove(partition);
+        }
+        self.reopen_fenced(fenced).await?;
         metrics::histogram!("callproof_processor_append_seconds")
             .record(append_started.elapsed().as_secs_f64());
         let checkpointed_ms = now_ms();
@@ -658,6 +694,22 @@ impl Pipeline {
                 gap_seek: None,
             },
         );
+        Ok(())
+    }
+
+    /// Reopens the logs of partitions whose append was fenced: the log as another writer
+    /// left it (its last claimed append completed), the index caught up with it. Whether the
+    /// partition is still this instance's is the group's to say at the next poll; until then
+    /// nothing this writer appends can fork the log.
+    async fn reopen_fenced(&mut self, fenced: Vec<i32>) -> Result<(), ProcessorError> {
+        if fenced.is_empty() {
+            return Ok(());
+        }
+        self.close_partitions(&fenced).await?;
+        for partition in fenced {
+            self.fenced_in_batch.insert(partition);
+            self.open_partition(partition).await?;
+        }
         Ok(())
     }
 

@@ -333,3 +333,74 @@ async fn instances_share_partitions_across_rebalances() {
     deployment.audit_all();
     assert_eq!(deployment.search("*").len(), N_EVENTS);
 }
+
+/// The group protocol failed: two processors each believe they own every partition (here,
+/// each in a group of its own) and append to the same logs at once. The store fences every
+/// append but the first from each log size, the fenced one reopens the log and goes on from
+/// it, so no log forks and every event is in the logs exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processors_appending_to_one_partition_never_fork_its_log() {
+    const N_EVENTS: usize = 3_000;
+    let deployment = Deployment::new(2).await;
+    let (events, ids) = events(0x5eed_0009, N_EVENTS);
+    let producing = stream(deployment.topic.clone(), events);
+    let mut processors = Vec::new();
+    let mut stderrs = Vec::new();
+    // Two processors write the same bytes for the same messages: what makes a stale one
+    // dangerous is a difference, such as the masking config of an older deployment. Without
+    // the fence, their entries overwrite each other's tiles and the logs fail the audit.
+    let instances = [
+        ("a", 500, ""),
+        ("b", 37, "[masking]\nreplacement = \"partial\"\n"),
+    ];
+    for (name, batch, extra) in instances {
+        let config = deployment.write_config_in_group(
+            &format!("{name}.toml"),
+            &unique_name("test-group"),
+            extra,
+        );
+        // Each its own index, as on two hosts; the store is the one they share. Batches of
+        // different sizes: two writers appending the very same batch write the same claim,
+        // which fences nothing.
+        let own_index = deployment.dir.path().join(format!("index-{name}"));
+        let text = std::fs::read_to_string(&config)
+            .expect("config")
+            .replace(
+                &deployment.index_dir().display().to_string(),
+                &own_index.display().to_string(),
+            )
+            .replace(
+                "batch_max_events = 500",
+                &format!("batch_max_events = {batch}"),
+            );
+        std::fs::write(&config, text).expect("config");
+        let stderr = deployment.dir.path().join(format!("{name}.log"));
+        processors.push(spawn_processor(&config, &stderr, "info"));
+        stderrs.push(stderr);
+    }
+    producing.await.expect("producer");
+    deployment
+        .wait_for_logged(N_EVENTS as u64, Duration::from_secs(120))
+        .await;
+    for processor in &mut processors {
+        processor.stop();
+    }
+    let logs = deployment.read_logs().await;
+    assert_eq!(logs.len(), 2, "one log per partition");
+    assert_exactly_once(&logs, &ids);
+    deployment.audit_all();
+    let fenced: usize = stderrs
+        .iter()
+        .map(|stderr| {
+            std::fs::read_to_string(stderr)
+                .unwrap_or_default()
+                .matches("another writer appended to this partition's log first")
+                .count()
+        })
+        .sum();
+    eprintln!("{fenced} appends fenced");
+    assert!(
+        fenced > 0,
+        "the two processors never appended from the same log size: this run proves nothing"
+    );
+}

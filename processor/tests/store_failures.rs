@@ -25,6 +25,8 @@ struct FlakyStore {
     inner: Arc<dyn ObjectStore>,
     rng: Mutex<rand::rngs::StdRng>,
     failures: AtomicU64,
+    /// Refuse create-only and conditional writes, as a store without them does.
+    without_conditional_writes: bool,
 }
 
 impl fmt::Display for FlakyStore {
@@ -72,6 +74,9 @@ impl ObjectStore for FlakyStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        if self.without_conditional_writes && opts.mode != object_store::PutMode::Overwrite {
+            return Err(object_store::Error::NotImplemented);
+        }
         match self.fault(location) {
             Fault::Before => Err(self.error(location)),
             Fault::After => {
@@ -152,6 +157,7 @@ async fn failed_writes_are_retried_without_gaps_or_corruption() {
         inner: deployment.store(),
         rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(99)),
         failures: AtomicU64::new(0),
+        without_conditional_writes: false,
     });
     let pipeline = callproof_processor::build(deployment.config(""), Some(flaky.clone()))
         .await
@@ -174,4 +180,26 @@ async fn failed_writes_are_retried_without_gaps_or_corruption() {
     assert_exactly_once(&logs, &ids);
     deployment.audit_all();
     assert_eq!(deployment.search("*").len(), N_EVENTS);
+}
+
+/// A store without conditional writes cannot fence the single writer of a log: the processor
+/// refuses it at start and says why, rather than run unfenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_conditional_writes_is_refused_at_start() {
+    let deployment = Deployment::new(1).await;
+    let store = Arc::new(FlakyStore {
+        inner: deployment.store(),
+        rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(1)),
+        failures: AtomicU64::new(0),
+        without_conditional_writes: true,
+    });
+    let error = match callproof_processor::build(deployment.config(""), Some(store)).await {
+        Ok(_) => panic!("a store without conditional writes was accepted"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        error.contains("not writable") && error.contains("only if it is absent"),
+        "{error}"
+    );
+    assert!(deployment.read_logs().await.is_empty(), "a log was started");
 }
