@@ -13,6 +13,7 @@
 pub mod condition;
 mod error;
 mod evidence;
+pub mod policy;
 mod processor;
 mod secret;
 mod sections;
@@ -21,6 +22,7 @@ mod service;
 pub use condition::Condition;
 pub use error::{ConfigError, ConfigErrorKind};
 pub use evidence::EvidenceConfig;
+pub use policy::{Rule, RuleError};
 pub use processor::{IndexConfig, LogConfig, ProcessorConfig, StorageConfig};
 pub use secret::Secret;
 pub use sections::*;
