@@ -27,6 +27,13 @@ pub enum ConfigErrorKind {
     },
     #[error("`{key}` {reason}")]
     Invalid { key: String, reason: String },
+    /// A policy expression that cannot be used (`docs/policy.md`); the error's line and column
+    /// are within the expression, the [`ConfigError`]'s line the file's.
+    #[error("`{key}` {error}")]
+    Rule {
+        key: String,
+        error: crate::RuleError,
+    },
     #[error("the `[{section}]` section is required by {binary}")]
     MissingSection {
         section: String,
@@ -35,6 +42,30 @@ pub enum ConfigErrorKind {
 }
 
 impl ConfigError {
+    /// The file line of line `line_in_value` (1-based) of the string at `key_path`: a
+    /// multi-line string (`'''` or `"""`) spreads its lines over the file, and TOML drops a
+    /// newline right after the opening quotes. Any other value is on its key's line.
+    pub(crate) fn locate_in_value(
+        source: &str,
+        key_path: &str,
+        line_in_value: usize,
+    ) -> Option<usize> {
+        let document: toml_edit::ImDocument<&str> = toml_edit::ImDocument::parse(source).ok()?;
+        let mut item = document.as_item();
+        for segment in key_path.split('.') {
+            item = item.as_table_like()?.get(segment)?;
+        }
+        let span = item.as_value()?.span()?;
+        let raw = source.get(span.clone())?;
+        let value_line = super::line_of_offset(source, span.start);
+        if !(raw.starts_with("'''") || raw.starts_with("\"\"\"")) {
+            return Some(value_line);
+        }
+        let after_quotes = &raw[3..];
+        let skipped_newline = after_quotes.starts_with('\n') || after_quotes.starts_with("\r\n");
+        Some(value_line + usize::from(skipped_newline) + line_in_value.saturating_sub(1))
+    }
+
     /// Finds the line of a dotted key path (`functions.refund.upstream`) in the source, falling back
     /// to the closest enclosing table that exists.
     pub(crate) fn locate_key(source: &str, key_path: &str) -> Option<usize> {

@@ -79,7 +79,13 @@ impl Config {
             .and_then(|()| config.require_sections_of(service))
             .map_err(|(key_path, kind)| ConfigError {
                 file: file.clone(),
-                line: locate(&key_path),
+                line: match &kind {
+                    ConfigErrorKind::Rule { error, .. } => {
+                        ConfigError::locate_in_value(source, &key_path, error.line)
+                            .or_else(|| locate(&key_path))
+                    }
+                    _ => locate(&key_path),
+                },
                 kind,
             })?;
         Ok(config)

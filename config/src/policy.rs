@@ -145,7 +145,10 @@ impl Rule {
         checker.walk(program.expression())?;
         let reads = checker.reads;
         if let Kind::Not(what) = kind_of(&program.expression().expr, &[]) {
-            let (line, column) = locate(&program, source, program.expression().id, false);
+            // The whole expression is at fault: point at its start, not at its operator.
+            let leading = &source[..source.len() - source.trim_start().len()];
+            let line = 1 + leading.matches('\n').count();
+            let column = 1 + leading.rsplit('\n').next().unwrap_or("").chars().count();
             return Err(RuleError {
                 line,
                 column,

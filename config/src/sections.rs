@@ -61,6 +61,9 @@ pub struct IngressConfig {
     pub approval_retention_secs: u64,
     /// Invoke calls served at once (held calls included); one more is answered 429.
     pub max_in_flight: usize,
+    /// Token claims that policy expressions may read as `claims.<name>` (see
+    /// `docs/policy.md`); no other claim reaches them.
+    pub policy_claims: Vec<String>,
 }
 
 /// The longest `kafka.delivery_timeout_ms`: 15 minutes, librdkafka's own bound would allow
@@ -84,6 +87,7 @@ impl Default for IngressConfig {
             approval_takeover_secs: 30,
             approval_retention_secs: 3_600,
             max_in_flight: 4_096,
+            policy_claims: Vec::new(),
         }
     }
 }
@@ -199,7 +203,7 @@ pub struct FunctionConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalConfig {
-    /// An expression over the call's arguments (`amount > 1000`, see [`crate::Condition`]);
+    /// A CEL expression (`args.amount > 1000`, see [`crate::Rule`] and `docs/policy.md`);
     /// without one, every call needs approval.
     pub condition: Option<String>,
     /// Groups (from the approver's token) whose members may decide.
@@ -234,6 +238,9 @@ pub struct PolicyConfig {
     pub allow_subjects: Vec<String>,
     #[serde(default)]
     pub allow_groups: Vec<String>,
+    /// A CEL expression (see `docs/policy.md`) that allows the calls for which it holds, beside
+    /// the subjects and groups listed above: a call is allowed when any of the three allows it.
+    pub allow: Option<String>,
     /// Fields masked in the request before it is forwarded: JSON pointers (`/card/number`, `*`
     /// for any index) or key names matched at any depth.
     #[serde(default)]
@@ -251,6 +258,7 @@ impl Default for PolicyConfig {
         PolicyConfig {
             allow_subjects: Vec::new(),
             allow_groups: Vec::new(),
+            allow: None,
             mask_request: Vec::new(),
             mask_response: Vec::new(),
             detect: true,
@@ -471,6 +479,9 @@ impl Config {
                 ));
             }
         }
+        let vocabulary = crate::policy::Vocabulary {
+            claims: &ingress.policy_claims,
+        };
         for (name, function) in &self.functions {
             let at = |key: &str| format!("functions.{name}.{key}");
             if !is_function_name(name) {
@@ -513,7 +524,13 @@ impl Config {
                 callproof_masking::FieldRules::parse(rules)
                     .map_err(|error| invalid(&at(key), error.to_string()))?;
             }
+            if let Some(source) = &function.policy.allow {
+                check_rule(&at("policy.allow"), source, vocabulary)?;
+            }
             if let Some(approval) = &function.approval {
+                if let Some(source) = &approval.condition {
+                    check_rule(&at("approval.condition"), source, vocabulary)?;
+                }
                 validate_approval(approval).map_err(|(key, reason)| invalid(&at(key), reason))?;
             }
         }
@@ -543,10 +560,6 @@ impl Config {
 
 /// Checks one `approval` table; errors name the key under `functions.<name>.`.
 fn validate_approval(approval: &ApprovalConfig) -> Result<(), (&'static str, String)> {
-    if let Some(condition) = &approval.condition {
-        crate::Condition::parse(condition)
-            .map_err(|error| ("approval.condition", error.to_string()))?;
-    }
     if approval.approver_groups.is_empty()
         || approval
             .approver_groups
@@ -570,6 +583,25 @@ fn validate_approval(approval: &ApprovalConfig) -> Result<(), (&'static str, Str
     // `webhook_url` is a secret, usually from the environment: the gateway checks it is an
     // http(s) URL when it starts, with an error that does not repeat it.
     Ok(())
+}
+
+/// Compiles a policy expression as the gateway will, refusing it with its position.
+fn check_rule(
+    key: &str,
+    source: &str,
+    vocabulary: crate::policy::Vocabulary<'_>,
+) -> Result<(), KeyError> {
+    crate::Rule::compile(source, vocabulary)
+        .map(drop)
+        .map_err(|error| {
+            (
+                key.to_string(),
+                ConfigErrorKind::Rule {
+                    key: key.to_string(),
+                    error,
+                },
+            )
+        })
 }
 
 fn resolve_one(
@@ -655,13 +687,20 @@ approver_groups = ["treasury"]
 
     #[test]
     fn a_bad_condition_is_refused_at_load_with_key_line_and_column() {
-        let error = load("condition = \"amount >> 1000\"\n").unwrap_err();
+        let error = load("condition = \"args.amount >> 1000\"\n").unwrap_err();
         assert_eq!(error.line, Some(7), "{error}");
-        let ConfigErrorKind::Invalid { key, reason } = &error.kind else {
+        let ConfigErrorKind::Rule { key, error: rule } = &error.kind else {
             panic!("{error}");
         };
         assert_eq!(key, "functions.transfer.approval.condition");
-        assert!(reason.contains("column 9"), "{reason}");
+        assert_eq!((rule.line, rule.column), (1, 14), "{error}");
+        assert!(
+            error.to_string().starts_with(
+                "deploy.toml:7: `functions.transfer.approval.condition` at column 14 of the \
+                 expression: does not parse"
+            ),
+            "{error}"
+        );
         for (extra, key) in [
             ("quorum = 0\n", "quorum"),
             ("expiry_secs = 0\n", "expiry_secs"),

@@ -284,3 +284,105 @@ fn processor_sections_load_with_defaults_and_refuse_bad_values() {
         assert!(error.starts_with("deploy.toml:"), "{error}");
     }
 }
+
+/// Policy rules (`docs/policy.md`) are refused at load with the file's line and the position
+/// in the expression.
+mod policy_rules {
+    use super::*;
+
+    const FUNCTION: &str = "[functions.refund]\nupstream = \"http://x\"\n";
+
+    /// The file's line, the line and column in the expression, and the message of a refused
+    /// rule.
+    fn refused(source: &str) -> (Option<usize>, usize, usize, String) {
+        let error = load(source).unwrap_err();
+        let ConfigErrorKind::Rule { error: rule, .. } = &error.kind else {
+            panic!("a rule error expected: {error}");
+        };
+        (error.line, rule.line, rule.column, error.to_string())
+    }
+
+    #[test]
+    fn allow_rules_and_conditions_in_cel_load() {
+        let source = format!(
+            r#"[ingress]
+policy_claims = ["tenant"]
+{FUNCTION}[functions.refund.policy]
+allow_groups = ["support"]
+allow = 'claims.tenant == "acme" && args.amount <= 500'
+[functions.refund.approval]
+condition = '''
+args.amount > 100 &&
+  !("finance" in principal.groups)'''
+approver_groups = ["finance"]
+"#
+        );
+        let config = load(&source).unwrap();
+        let function = &config.functions["refund"];
+        assert!(
+            function
+                .policy
+                .allow
+                .as_deref()
+                .unwrap()
+                .contains("args.amount")
+        );
+        assert_eq!(config.ingress.policy_claims, ["tenant"]);
+    }
+
+    #[test]
+    fn an_allow_rule_that_does_not_compile_is_refused_with_file_line_and_position() {
+        let (line, _, column, error) = refused(&format!(
+            "{FUNCTION}policy = {{ allow = \"principal.groups.exists(g, \" }}\n"
+        ));
+        assert_eq!(line, Some(3), "{error}");
+        assert!(
+            error.starts_with(&format!(
+                "deploy.toml:3: `functions.refund.policy.allow` at column {column} of the \
+                 expression: does not parse"
+            )),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_variable_is_refused_with_file_line_and_position() {
+        // The old language's bare field names are unknown variables in CEL.
+        let (line, _, column, error) = refused(&format!(
+            "{FUNCTION}policy = {{ allow = \"args.amount < 100 && amount > 1\" }}\n"
+        ));
+        assert_eq!((line, column), (Some(3), 22), "{error}");
+        assert!(error.contains("unknown variable `amount`"), "{error}");
+        // A claim is known only when `ingress.policy_claims` names it.
+        let (_, _, _, error) = refused(&format!(
+            "{FUNCTION}policy = {{ allow = 'claims.tenant == \"acme\"' }}\n"
+        ));
+        assert!(error.contains("ingress.policy_claims"), "{error}");
+    }
+
+    #[test]
+    fn a_rule_that_cannot_give_a_boolean_is_refused_with_file_line_and_position() {
+        for rule in ["args.amount", "1 + 2", "'prod'"] {
+            let (line, _, column, error) =
+                refused(&format!("{FUNCTION}policy = {{ allow = \"{rule}\" }}\n"));
+            assert_eq!((line, column), (Some(3), 1), "{error}");
+            assert!(error.contains("not true or false"), "{error}");
+        }
+    }
+
+    #[test]
+    fn an_error_on_a_later_line_of_a_multi_line_rule_names_that_file_line() {
+        let source = format!(
+            r#"{FUNCTION}[functions.refund.approval]
+approver_groups = ["finance"]
+condition = '''
+args.amount > 100 &&
+  principal.team == "x"'''
+"#
+        );
+        let (line, expression_line, column, error) = refused(&source);
+        // Line 6 holds `args.amount > 100 &&`, line 7 the unknown field.
+        assert_eq!((line, expression_line, column), (Some(7), 2, 13), "{error}");
+        assert!(error.contains("principal.team"), "{error}");
+    }
+}

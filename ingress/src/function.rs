@@ -1,16 +1,19 @@
-//! A configured function, compiled for the request path: its policy, its masking rules and the
-//! credential the gateway adds on the way upstream.
+//! A configured function, compiled for the request path: its policy (subject and group lists,
+//! the CEL allow rule), its masking rules and the credential the gateway adds on the way
+//! upstream.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use base64::Engine;
-use callproof_config::{Credential, FunctionConfig, IngressConfig};
+use callproof_config::policy::{Outcome, Vocabulary};
+use callproof_config::{Credential, FunctionConfig, IngressConfig, Rule};
 use callproof_masking::FieldRules;
-use callproof_schemas::{Decision, Principal};
+use callproof_schemas::Decision;
 use http::{HeaderName, HeaderValue, header};
 
 use crate::approval::ApprovalPolicy;
+use crate::rules::CallFacts;
 
 pub struct Function {
     pub upstream: reqwest::Url,
@@ -27,6 +30,9 @@ pub struct Policy {
     pub id: String,
     allow_subjects: HashSet<String>,
     allow_groups: HashSet<String>,
+    /// `policy.allow`, with its key (`functions.<name>.policy.allow`), which names it in the
+    /// recorded decisions.
+    allow: Option<(String, Rule)>,
     pub mask_request: FieldRules,
     pub mask_response: FieldRules,
     pub detect: bool,
@@ -41,6 +47,19 @@ impl Function {
         let upstream = reqwest::Url::parse(&config.upstream)
             .map_err(|error| anyhow::anyhow!("`functions.{name}.upstream`: {error}"))?;
         let policy = &config.policy;
+        let vocabulary = Vocabulary {
+            claims: &ingress.policy_claims,
+        };
+        let allow = policy
+            .allow
+            .as_deref()
+            .map(|source| {
+                let key = format!("functions.{name}.policy.allow");
+                Rule::compile(source, vocabulary)
+                    .map(|rule| (key.clone(), rule))
+                    .map_err(|error| anyhow::anyhow!("`{key}` {error}"))
+            })
+            .transpose()?;
         Ok(Function {
             upstream,
             timeout: Duration::from_millis(config.timeout_ms.unwrap_or(ingress.default_timeout_ms)),
@@ -51,6 +70,7 @@ impl Function {
                 id: format!("functions.{name}.policy"),
                 allow_subjects: policy.allow_subjects.iter().cloned().collect(),
                 allow_groups: policy.allow_groups.iter().cloned().collect(),
+                allow,
                 mask_request: FieldRules::parse(&policy.mask_request)?,
                 mask_response: FieldRules::parse(&policy.mask_response)?,
                 detect: policy.detect,
@@ -60,33 +80,78 @@ impl Function {
             approval: config
                 .approval
                 .as_ref()
-                .map(|approval| ApprovalPolicy::compile(name, approval))
+                .map(|approval| ApprovalPolicy::compile(name, approval, vocabulary))
                 .transpose()?,
         })
     }
 }
 
+impl Function {
+    /// Whether a rule of this function reads `claims`: only then are they read from the token.
+    pub fn reads_claims(&self) -> bool {
+        let allow = self.policy.allow.as_ref().map(|(_, rule)| rule);
+        let condition = self
+            .approval
+            .as_ref()
+            .and_then(|approval| approval.condition.as_ref());
+        allow
+            .into_iter()
+            .chain(condition)
+            .any(|rule| rule.reads("claims"))
+    }
+}
+
 impl Policy {
-    /// Deny by default: allowed only when the subject or one of its groups is listed.
-    pub fn decide(&self, principal: &Principal) -> Decision {
-        let reason = if self.allow_subjects.contains(&principal.subject) {
-            Some(format!("subject {} is allowed", principal.subject))
-        } else {
-            principal
-                .groups
-                .iter()
-                .find(|group| self.allow_groups.contains(*group))
-                .map(|group| format!("group {group} is allowed"))
-        };
-        Decision {
-            allowed: reason.is_some(),
+    /// Deny by default: allowed when the subject or one of its groups is listed, or the allow
+    /// rule holds. `None` when only the allow rule can decide and it reads the arguments, which
+    /// are not read yet: the caller asks again with them.
+    pub fn decide(&self, facts: &CallFacts<'_>) -> Option<Decision> {
+        let principal = facts.principal;
+        let allowed = |reason: String| Decision {
+            allowed: true,
             policy_id: Some(self.id.clone()),
-            reason: reason.unwrap_or_else(|| {
-                format!(
-                    "neither subject {} nor its groups are allowed",
-                    principal.subject
-                )
-            }),
+            reason,
+        };
+        if self.allow_subjects.contains(&principal.subject) {
+            return Some(allowed(format!("subject {} is allowed", principal.subject)));
+        }
+        if let Some(group) = principal
+            .groups
+            .iter()
+            .find(|group| self.allow_groups.contains(*group))
+        {
+            return Some(allowed(format!("group {group} is allowed")));
+        }
+        let not_listed = format!(
+            "neither subject {} nor its groups are allowed",
+            principal.subject
+        );
+        let Some((key, rule)) = &self.allow else {
+            return Some(self.denied(not_listed));
+        };
+        if rule.reads("args") && facts.arguments.is_none() {
+            return None;
+        }
+        // The reason names the rule, never what it read: the arguments may be personal data.
+        Some(match facts.evaluate(rule) {
+            Outcome::Holds => allowed(format!("rule `{key}` holds")),
+            Outcome::DoesNotHold => {
+                self.denied(format!("{not_listed}, and rule `{key}` does not hold"))
+            }
+            Outcome::Undecided(why) => {
+                tracing::info!(rule = %key, why, "allow rule could not be decided: denied");
+                self.denied(format!(
+                    "rule `{key}` could not be decided ({why}), so the call is denied"
+                ))
+            }
+        })
+    }
+
+    fn denied(&self, reason: String) -> Decision {
+        Decision {
+            allowed: false,
+            policy_id: Some(self.id.clone()),
+            reason,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `POST /v1/functions/{name}/invoke`: the gateway's data path.
 //!
-//! authenticate → find the function → policy → read and parse the body → mask it →
+//! authenticate → find the function → policy (an allow rule over `args` waits for the body) →
+//! read and parse the body → approval condition → mask it →
 //! publish `call_received` + `call_forwarded` and wait for the broker → call the function →
 //! mask the answer → publish `call_completed` / `call_failed` → answer.
 //!
@@ -23,6 +24,7 @@ use serde_json::Value;
 use crate::error::{ApiError, CallError};
 use crate::events::CallRecorder;
 use crate::function::Function;
+use crate::rules::CallFacts;
 use crate::upstream::{self, UpstreamError};
 use crate::{AppState, CALL_ID_HEADER};
 
@@ -78,35 +80,55 @@ async fn run(
     };
 
     let Ok(_in_flight) = app.in_flight.clone().try_acquire_owned() else {
-        return Err(deny(app, call, request, None, ApiError::TooManyRequests).await);
+        let refusal = ApiError::TooManyRequests;
+        return Err(deny(app, call, request, PolicyState::NotReached, refusal).await);
     };
 
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    let principal = match callproof_oidc::bearer_token(authorization) {
-        Ok(token) => app.authenticator.authenticate(token).await,
+    let authenticated = match callproof_oidc::bearer_token(authorization) {
+        Ok(token) => (app.authenticator.authenticate(token).await).map(|found| (token, found)),
         Err(error) => Err(error),
     };
-    let principal = match principal {
-        Ok(principal) => principal,
+    let (token, principal) = match authenticated {
+        Ok(authenticated) => authenticated,
         Err(error) => {
             let refusal = ApiError::from_auth(error);
-            return Err(deny(app, call, request, None, refusal).await);
+            return Err(deny(app, call, request, PolicyState::NotReached, refusal).await);
         }
     };
     call.principal = Some(principal.clone());
 
     let Some(function) = app.functions.get(name) else {
         let refusal = ApiError::UnknownFunction(name.to_string());
-        return Err(deny(app, call, request, None, refusal).await);
+        return Err(deny(app, call, request, PolicyState::NotReached, refusal).await);
     };
 
-    let decision = function.policy.decide(&principal);
-    if !decision.allowed {
-        let refusal = ApiError::Forbidden(format!("not allowed to call `{name}`"));
-        return Err(deny(app, call, request, Some(decision), refusal).await);
-    }
+    let claims = if function.reads_claims() {
+        crate::rules::selected_claims(token, &app.policy_claims)
+    } else {
+        serde_json::Map::new()
+    };
+    let mut facts = CallFacts {
+        principal: &principal,
+        claims: &claims,
+        function: name,
+        arguments: None,
+        now: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    };
+    // Decided before the body is read, unless only an allow rule over `args` can decide.
+    let state = match function.policy.decide(&facts) {
+        Some(decision) if !decision.allowed => {
+            let refusal = ApiError::Forbidden(format!("not allowed to call `{name}`"));
+            let state = PolicyState::Decided(decision);
+            return Err(deny(app, call, request, state, refusal).await);
+        }
+        Some(decision) => PolicyState::Decided(decision),
+        None => PolicyState::Pending(function.policy.id.clone()),
+    };
 
     let limit = function.max_request_bytes;
     let declared_length = headers
@@ -119,7 +141,7 @@ async fn run(
     };
     let Ok(raw_body) = raw_body else {
         let refusal = ApiError::PayloadTooLarge { limit };
-        return Err(deny(app, call, request, Some(decision), refusal).await);
+        return Err(deny(app, call, request, state, refusal).await);
     };
     request.body_bytes = i64::try_from(raw_body.len()).unwrap_or(i64::MAX);
 
@@ -128,15 +150,28 @@ async fn run(
         Err(error) => {
             // serde_json's message names line and column, never the content.
             let refusal = ApiError::InvalidJson(error.to_string());
-            return Err(deny(app, call, request, Some(decision), refusal).await);
+            return Err(deny(app, call, request, state, refusal).await);
         }
     };
-    // Decided on the arguments as the caller sent them, before masking: a detector must not
-    // hide the field a condition is about. Only the reason (never a value) is recorded.
+    // Rules are decided on the arguments as the caller sent them, before masking: a detector
+    // must not hide the field a rule is about. Only reasons (never a value) are recorded.
+    facts.arguments = Some(&arguments);
+    let decision = match state {
+        PolicyState::Decided(decision) => decision,
+        pending => match function.policy.decide(&facts) {
+            Some(decision) if decision.allowed => decision,
+            // `None` cannot come now that the arguments are read; it is refused all the same.
+            decision => {
+                let refusal = ApiError::Forbidden(format!("not allowed to call `{name}`"));
+                let state = decision.map_or(pending, PolicyState::Decided);
+                return Err(deny(app, call, request, state, refusal).await);
+            }
+        },
+    };
     let approval_reason = function
         .approval
         .as_ref()
-        .and_then(|policy| policy.requirement(&arguments));
+        .and_then(|policy| policy.requirement(&facts));
     let request_findings = match mask(
         app,
         &mut arguments,
@@ -145,7 +180,10 @@ async fn run(
         "/request/body",
     ) {
         Ok(findings) => findings,
-        Err(refusal) => return Err(deny(app, call, request, Some(decision), refusal).await),
+        Err(refusal) => {
+            let state = PolicyState::Decided(decision);
+            return Err(deny(app, call, request, state, refusal).await);
+        }
     };
     let forwarded_body = serde_json::to_vec(&arguments).map_err(|_| ApiError::Internal)?;
     request.body = Some(String::from_utf8_lossy(&forwarded_body).into_owned());
@@ -322,23 +360,31 @@ fn mask_answer(
     ))
 }
 
+/// How far the policy got when a call is refused.
+enum PolicyState {
+    NotReached,
+    /// Only the allow rule can decide, and it waits for the arguments; the policy's id.
+    Pending(String),
+    Decided(Decision),
+}
+
 /// Records a refusal as `call_denied` and returns the error to answer with: the refusal itself,
 /// or 503 if the refusal could not be recorded.
 ///
-/// `decision` is the policy's, if it was reached. The recorded decision is always a refusal:
-/// a call the policy allowed but the gateway refused afterwards (too large, invalid JSON, not
-/// maskable) must not read as `allowed` in the evidence. It keeps the policy id, and the
-/// refusal becomes its reason; a policy refusal keeps its own reason.
+/// The recorded decision is always a refusal: a call the policy allowed (or had not decided
+/// yet) but the gateway refused afterwards (too large, invalid JSON, not maskable) must not
+/// read as `allowed` in the evidence. It keeps the policy id, and the refusal becomes its
+/// reason; a policy refusal keeps its own reason.
 async fn deny(
     app: &AppState,
     call: &mut CallRecorder,
     request: Request,
-    decision: Option<Decision>,
+    state: PolicyState,
     refusal: ApiError,
 ) -> ApiError {
     let mut denied = call.event(EventKind::CallDenied);
     denied.request = Some(request);
-    denied.decision = Some(refused_decision(decision, &refusal));
+    denied.decision = Some(refused_decision(state, &refusal));
     denied.failure = Some(Failure {
         code: refusal.code().to_string(),
         message: refusal.to_string(),
@@ -349,15 +395,20 @@ async fn deny(
     }
 }
 
-fn refused_decision(policy_decision: Option<Decision>, refusal: &ApiError) -> Decision {
-    match policy_decision {
-        Some(decision) if !decision.allowed => decision,
-        Some(decision) => Decision {
+fn refused_decision(state: PolicyState, refusal: &ApiError) -> Decision {
+    match state {
+        PolicyState::Decided(decision) if !decision.allowed => decision,
+        PolicyState::Decided(Decision { policy_id, .. }) => Decision {
             allowed: false,
-            policy_id: decision.policy_id,
+            policy_id,
             reason: refusal.to_string(),
         },
-        None => Decision {
+        PolicyState::Pending(policy_id) => Decision {
+            allowed: false,
+            policy_id: Some(policy_id),
+            reason: refusal.to_string(),
+        },
+        PolicyState::NotReached => Decision {
             allowed: false,
             policy_id: None,
             reason: refusal.to_string(),
@@ -387,7 +438,7 @@ mod tests {
     #[test]
     fn a_refusal_after_the_policy_allowed_is_recorded_as_not_allowed() {
         let refusal = ApiError::PayloadTooLarge { limit: 64 };
-        let recorded = refused_decision(Some(allowed_by_policy()), &refusal);
+        let recorded = refused_decision(PolicyState::Decided(allowed_by_policy()), &refusal);
         assert!(!recorded.allowed);
         assert_eq!(recorded.policy_id.as_deref(), Some("functions.echo.policy"));
         assert_eq!(recorded.reason, refusal.to_string());
@@ -401,12 +452,12 @@ mod tests {
             reason: "neither subject bob nor its groups are allowed".to_string(),
         };
         let recorded = refused_decision(
-            Some(policy.clone()),
+            PolicyState::Decided(policy.clone()),
             &ApiError::Forbidden("not allowed".into()),
         );
         assert_eq!(recorded, policy);
         let unauthenticated = refused_decision(
-            None,
+            PolicyState::NotReached,
             &ApiError::Unauthenticated("missing bearer token".into()),
         );
         assert!(!unauthenticated.allowed);

@@ -55,6 +55,8 @@ pub struct AppState {
     approval_max_wait: Duration,
     /// Where callers and reviewers reach this gateway, without a trailing slash.
     public_url: String,
+    /// The token claims policy rules may read (`ingress.policy_claims`).
+    policy_claims: Vec<String>,
 }
 
 impl AppState {
@@ -125,6 +127,7 @@ impl App {
             approvals: approvals.clone(),
             approval_max_wait: Duration::from_secs(ingress.approval_max_wait_secs),
             public_url,
+            policy_claims: ingress.policy_claims.clone(),
         };
         let state = Arc::new(state);
         if let Some(longest_expiry) = longest_expiry {

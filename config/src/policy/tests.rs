@@ -262,3 +262,39 @@ fn a_rule_that_errors_is_undecided_and_never_shows_a_value() {
         Outcome::Undecided("a field or element it reads is missing")
     );
 }
+
+/// Every `allow` and `condition` of docs/policy.md compiles, so the guide shows only rules the
+/// gateway accepts.
+#[test]
+fn the_rules_in_the_policy_guide_compile() {
+    let guide = include_str!("../../../docs/policy.md");
+    let mut snippets = Vec::new();
+    let mut lines = guide.lines();
+    while let Some(line) = lines.next() {
+        if !(line.starts_with("allow = '") || line.starts_with("condition = '")) {
+            continue;
+        }
+        let mut snippet = line.to_string();
+        if line.ends_with("= '''") || (line.contains("'''") && !line.ends_with("'''")) {
+            for next in lines.by_ref() {
+                snippet.push('\n');
+                snippet.push_str(next);
+                if next.ends_with("'''") {
+                    break;
+                }
+            }
+        }
+        snippets.push(snippet);
+    }
+    assert!(snippets.len() >= 15, "found {}", snippets.len());
+    for snippet in snippets {
+        let table: toml::Table =
+            toml::from_str(&snippet).unwrap_or_else(|e| panic!("{snippet}: {e}"));
+        let source = table
+            .values()
+            .next()
+            .and_then(|value| value.as_str())
+            .unwrap();
+        compile(source).unwrap_or_else(|error| panic!("{source}: {error}"));
+    }
+}

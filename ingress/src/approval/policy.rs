@@ -2,13 +2,17 @@
 
 use std::time::Duration;
 
-use callproof_config::{ApprovalConfig, Condition};
-use serde_json::Value;
+use callproof_config::policy::{Outcome, Vocabulary};
+use callproof_config::{ApprovalConfig, Rule};
+
+use crate::rules::CallFacts;
 
 pub struct ApprovalPolicy {
     pub id: String,
     /// `None`: every call needs approval.
-    pub condition: Option<Condition>,
+    pub condition: Option<Rule>,
+    /// `functions.<name>.approval.condition`: names the condition in the recorded reasons.
+    condition_key: String,
     pub approver_groups: Vec<String>,
     pub quorum: u32,
     pub expiry: Duration,
@@ -25,13 +29,18 @@ impl std::fmt::Debug for WebhookUrl {
 }
 
 impl ApprovalPolicy {
-    pub fn compile(name: &str, config: &ApprovalConfig) -> anyhow::Result<ApprovalPolicy> {
+    pub fn compile(
+        name: &str,
+        config: &ApprovalConfig,
+        vocabulary: Vocabulary<'_>,
+    ) -> anyhow::Result<ApprovalPolicy> {
+        let condition_key = format!("functions.{name}.approval.condition");
         let condition = config
             .condition
             .as_deref()
-            .map(Condition::parse)
+            .map(|source| Rule::compile(source, vocabulary))
             .transpose()
-            .map_err(|error| anyhow::anyhow!("`functions.{name}.approval.condition` {error}"))?;
+            .map_err(|error| anyhow::anyhow!("`{condition_key}` {error}"))?;
         let webhook = match &config.webhook_url {
             None => None,
             Some(secret) => {
@@ -50,6 +59,7 @@ impl ApprovalPolicy {
         Ok(ApprovalPolicy {
             id: format!("functions.{name}.approval"),
             condition,
+            condition_key,
             approver_groups: config.approver_groups.clone(),
             quorum: config.quorum,
             expiry: Duration::from_secs(config.expiry_secs),
@@ -58,16 +68,18 @@ impl ApprovalPolicy {
     }
 
     /// Why this call needs approval, or `None` if it does not. A condition that cannot be
-    /// evaluated (a missing field compared with `>`) requires approval: fail closed.
-    pub fn requirement(&self, arguments: &Value) -> Option<String> {
+    /// decided (a missing field, a string compared with a number) requires approval: fail
+    /// closed. The reason names the condition, never what it read.
+    pub fn requirement(&self, facts: &CallFacts<'_>) -> Option<String> {
         let Some(condition) = &self.condition else {
             return Some("every call of this function needs approval".to_string());
         };
-        match condition.evaluate(arguments) {
-            Ok(true) => Some(format!("condition `{condition}` holds")),
-            Ok(false) => None,
-            Err(error) => Some(format!(
-                "condition `{condition}` cannot be evaluated ({error}), so approval is required"
+        let key = &self.condition_key;
+        match facts.evaluate(condition) {
+            Outcome::Holds => Some(format!("condition `{key}` holds")),
+            Outcome::DoesNotHold => None,
+            Outcome::Undecided(why) => Some(format!(
+                "condition `{key}` could not be decided ({why}), so approval is required"
             )),
         }
     }
@@ -76,7 +88,8 @@ impl ApprovalPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use callproof_schemas::Principal;
+    use serde_json::{Map, Value, json};
 
     fn policy(condition: Option<&str>) -> ApprovalPolicy {
         let config = ApprovalConfig {
@@ -86,17 +99,46 @@ mod tests {
             expiry_secs: 900,
             webhook_url: None,
         };
-        ApprovalPolicy::compile("transfer", &config).unwrap()
+        ApprovalPolicy::compile("transfer", &config, Vocabulary::default()).unwrap()
+    }
+
+    fn requirement(policy: &ApprovalPolicy, arguments: Value) -> Option<String> {
+        let principal = Principal {
+            issuer: "https://issuer.example".into(),
+            subject: "alice".into(),
+            email: None,
+            groups: vec![],
+            client_id: None,
+            actor: None,
+            authentication: None,
+        };
+        policy.requirement(&CallFacts {
+            principal: &principal,
+            claims: &Map::new(),
+            function: "transfer",
+            arguments: Some(&arguments),
+            now: std::time::Duration::ZERO,
+        })
     }
 
     #[test]
     fn always_or_when_the_condition_holds_or_cannot_be_decided() {
-        assert!(policy(None).requirement(&json!({})).is_some());
-        let large = policy(Some("amount > 1000"));
-        assert!(large.requirement(&json!({"amount": 5000})).is_some());
-        assert!(large.requirement(&json!({"amount": 10})).is_none());
-        let undecidable = large.requirement(&json!({"amount": "lots"})).unwrap();
-        assert!(undecidable.contains("cannot be evaluated"), "{undecidable}");
-        assert!(!undecidable.contains("lots"));
+        assert!(requirement(&policy(None), json!({})).is_some());
+        let large = policy(Some("args.amount > 1000"));
+        let holds = requirement(&large, json!({"amount": 5000})).unwrap();
+        assert_eq!(
+            holds,
+            "condition `functions.transfer.approval.condition` holds"
+        );
+        assert!(requirement(&large, json!({"amount": 10})).is_none());
+        for undecidable in [json!({"amount": "4111 1111 1111 1111"}), json!({})] {
+            let reason = requirement(&large, undecidable).unwrap();
+            assert!(reason.contains("could not be decided"), "{reason}");
+            assert!(
+                reason.contains("functions.transfer.approval.condition"),
+                "{reason}"
+            );
+            assert!(!reason.contains("4111"), "{reason}");
+        }
     }
 }

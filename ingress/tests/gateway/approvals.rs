@@ -38,6 +38,31 @@ async fn a_call_the_condition_does_not_match_runs_without_approval() {
     );
 }
 
+/// Fail closed: a condition that cannot be decided for the arguments (a string where it
+/// compares a number) holds the call for approval, and the recorded reason names the
+/// condition, not the value.
+#[tokio::test]
+async fn a_condition_that_errors_requires_approval_and_records_no_value() {
+    let gateway = Harness::start().await;
+    let answer = gateway
+        .invoke_as_alice("transfer", &json!({"amount": "4111 1111 1111 1111"}))
+        .await;
+    assert_eq!(answer.status, 202, "{}", answer.text);
+    assert_eq!(answer.body["status"], "pending_approval");
+    assert_eq!(gateway.functions.calls(), 0);
+    let events = gateway.events_of(answer.call_id.as_deref().unwrap(), 2);
+    assert_eq!(
+        kinds(&events),
+        [EventKind::CallReceived, EventKind::ApprovalRequested]
+    );
+    let reason = &events[1].decision.as_ref().unwrap().reason;
+    assert!(
+        reason.contains("condition `functions.transfer.approval.condition` could not be decided"),
+        "{reason}"
+    );
+    assert!(!reason.contains("4111"), "{reason}");
+}
+
 #[tokio::test]
 async fn a_held_call_runs_once_approved_with_exactly_the_approved_arguments() {
     let gateway = Harness::start().await;
@@ -186,7 +211,7 @@ async fn a_held_call_runs_once_approved_with_exactly_the_approved_arguments() {
             .as_ref()
             .unwrap()
             .reason
-            .contains("amount > 1000")
+            .contains("condition `functions.transfer.approval.condition` holds")
     );
     let decision = events[2].approval.as_ref().unwrap();
     assert_eq!(decision.reviewer.as_deref(), Some("bob"));

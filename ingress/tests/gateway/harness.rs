@@ -61,6 +61,7 @@ instance_id = "gw-test"
 max_request_bytes = 65536
 approval_max_wait_secs = 20
 approval_takeover_secs = 2
+policy_claims = ["tenant"]
 {ingress_extra}
 
 [oidc]
@@ -141,9 +142,19 @@ policy = {{ allow_groups = ["admins"] }}
 upstream = "{upstream}/echo"
 policy = {{ allow_groups = ["support"], mask_request = ["/iban"] }}
 [functions.transfer.approval]
-condition = 'amount > 1000 || env == "prod"'
+condition = 'args.amount > 1000 || (has(args.env) && args.env == "prod")'
 approver_groups = ["treasury"]
 webhook_url = "${{WEBHOOK_URL}}"
+
+# CEL allow rules (docs/policy.md): over the arguments, decided once the body is read; over
+# the caller and a selected claim, decided before it is.
+[functions.small_refund]
+upstream = "{upstream}/echo"
+policy = {{ allow = 'args.amount <= 100' }}
+
+[functions.agents_of_acme]
+upstream = "{upstream}/echo"
+policy = {{ allow = 'has(principal.actor) && principal.actor.sub.startsWith("agent-") && claims.tenant == "acme"' }}
 
 [functions.wire]
 upstream = "{upstream}/echo"
