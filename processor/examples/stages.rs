@@ -10,7 +10,7 @@ mod events;
 use std::time::{Duration, Instant};
 
 use callproof_processor::decoder::{Decoded, Decoder};
-use callproof_processor::entry::{KafkaSource, event_entry_bytes};
+use callproof_processor::entry::{EntrySource, KafkaSource, event_entry_bytes};
 use callproof_processor::index_schema::IndexFields;
 use callproof_processor::masker::Masker;
 use callproof_processor::siem::{LogPosition, SiemRecord};
@@ -52,7 +52,13 @@ fn main() -> anyhow::Result<()> {
             partition: 0,
             offset: i as i64,
         };
-        let entry = event_entry_bytes(&event, &source);
+        let entry = event_entry_bytes(
+            &event,
+            EntrySource {
+                kafka: &source,
+                gateway_seq: None,
+            },
+        );
         let t3 = Instant::now();
         let index_document = fields.event_document(&event, 0, i as u64);
         let t4 = Instant::now();

@@ -12,6 +12,10 @@
 //! `{"source":…,"undecodable":{"payload_bytes":N,"payload_sha256":"<hex>","reason":"…"}}`
 //! (the payload itself is never stored: it could hold anything).
 //!
+//! When the processor numbered an event other than the gateway did (two gateway instances gave
+//! one call's events the same `seq`; see `sequencer.rs`), `event.seq` is the processor's number
+//! and `source.gateway_seq` the gateway's: `"source":{"gateway_seq":2,"kafka":{…}}`.
+//!
 //! An entry is at most 65,535 bytes (the tile bundle's length prefix). A larger one moves
 //! values out to content-addressed blobs at `blobs/sha256/<hex>`, largest body first
 //! (of `/event/response/body` and `/event/request/body`, then the whole `/event`): the value is
@@ -52,6 +56,23 @@ impl KafkaSource {
             "partition": self.partition,
             "offset": self.offset,
         }})
+    }
+}
+
+/// An entry's `source`: the Kafka message, and the gateway's `seq` when the event's is not it.
+#[derive(Debug, Clone, Copy)]
+pub struct EntrySource<'a> {
+    pub kafka: &'a KafkaSource,
+    pub gateway_seq: Option<i32>,
+}
+
+impl EntrySource<'_> {
+    pub fn to_value(&self) -> Value {
+        let mut value = self.kafka.to_value();
+        if let (Some(gateway_seq), Some(object)) = (self.gateway_seq, value.as_object_mut()) {
+            object.insert("gateway_seq".into(), gateway_seq.into());
+        }
+        value
     }
 }
 
@@ -138,11 +159,11 @@ pub fn encode_entry(document: &Value) -> Result<EncodedEntry, ProcessorError> {
 ///
 /// Every struct is destructured without `..`, so a field added to the schema does not compile
 /// until it is written here; debug builds check that keys come in canonical order.
-pub fn event_entry_bytes(event: &CallEvent, source: &KafkaSource) -> Vec<u8> {
+pub fn event_entry_bytes(event: &CallEvent, source: EntrySource<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(event_size_hint(event));
     let mut entry = Object::open(&mut out);
     entry.field("event", event);
-    entry.field("source", source);
+    entry.field("source", &source);
     entry.close();
     out
 }
@@ -266,10 +287,14 @@ impl Canonical for ApprovalDecision {
     }
 }
 
-impl Canonical for KafkaSource {
+impl Canonical for EntrySource<'_> {
     fn write(&self, out: &mut Vec<u8>) {
+        let EntrySource { kafka, gateway_seq } = self;
         let mut source = Object::open(out);
-        source.field("kafka", &KafkaPosition(self));
+        if let Some(gateway_seq) = gateway_seq {
+            source.field("gateway_seq", gateway_seq);
+        }
+        source.field("kafka", &KafkaPosition(kafka));
         source.close();
     }
 }
@@ -687,13 +712,17 @@ pub(crate) mod tests {
         sparse.approval = None;
         sparse.kind = EventKind::CallCompleted;
         sparse.masking.clear();
-        for event in [full_event(), sparse] {
+        for (event, gateway_seq) in [(full_event(), None), (sparse, Some(2))] {
+            let source = EntrySource {
+                kafka: &source,
+                gateway_seq,
+            };
             let document = serde_json::json!({
                 "event": serde_json::to_value(&event).unwrap(),
                 "source": source.to_value(),
             });
             assert_eq!(
-                String::from_utf8(event_entry_bytes(&event, &source)).unwrap(),
+                String::from_utf8(event_entry_bytes(&event, source)).unwrap(),
                 String::from_utf8(canonical_json(&document)).unwrap()
             );
         }

@@ -16,6 +16,7 @@ pub mod indexer;
 pub mod log_appender;
 pub mod masker;
 pub mod pipeline;
+pub mod sequencer;
 pub mod siem;
 pub mod storage;
 
@@ -175,7 +176,7 @@ impl rdkafka::ClientContext for LastError {
 impl rdkafka::consumer::ConsumerContext for LastError {}
 
 /// Every `stage` label of `callproof_processor_failures_total`.
-const FAILURE_STAGES: [&str; 8] = [
+const FAILURE_STAGES: [&str; 9] = [
     "consume",
     "decode",
     "encode",
@@ -184,6 +185,7 @@ const FAILURE_STAGES: [&str; 8] = [
     "siem",
     "unassigned",
     "offset_gap",
+    "fenced",
 ];
 
 /// Serves `/metrics` (Prometheus) and `/healthz` on `address`; installs the global recorder.
@@ -202,6 +204,7 @@ pub async fn serve_metrics(address: SocketAddr) -> Result<(), ProcessorError> {
         metrics::counter!("callproof_processor_failures_total", "stage" => stage).increment(0);
     }
     metrics::counter!("callproof_processor_duplicates_skipped_total").increment(0);
+    metrics::counter!("callproof_processor_events_renumbered_total").increment(0);
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|error| failed(error.to_string()))?;

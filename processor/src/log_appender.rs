@@ -109,13 +109,14 @@ impl LogAppender {
     }
 
     /// Writes the entries' blobs, then appends the entries and publishes the checkpoint that
-    /// records `next_offset`. Object-store failures are retried (with backoff, up to
+    /// records `next_offset`, and the `extensions` lines after it. Object-store failures are retried (with backoff, up to
     /// [`APPEND_RETRY_LIMIT`]); a failed attempt publishes nothing, so a retry can neither
     /// leave a gap nor write an entry twice.
     pub async fn append(
         &mut self,
         entries: Vec<EncodedEntry>,
         next_offset: i64,
+        extensions: Vec<String>,
     ) -> Result<SignedCheckpoint, ProcessorError> {
         let mut blobs: Vec<Blob> = Vec::new();
         let mut bytes: Vec<Vec<u8>> = Vec::with_capacity(entries.len());
@@ -129,7 +130,10 @@ impl LogAppender {
             })
             .await?;
         }
-        let extension = [offset_extension(&self.topic, self.partition, next_offset)];
+        let extension: Vec<String> =
+            std::iter::once(offset_extension(&self.topic, self.partition, next_offset))
+                .chain(extensions)
+                .collect();
         let partition = self.partition;
         let writer = &mut self.writer;
         let started = Instant::now();

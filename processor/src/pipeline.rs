@@ -39,12 +39,13 @@ use tantivy::schema::TantivyDocument;
 use crate::ProcessorError;
 use crate::decoder::{Decoded, Decoder, RawMessage};
 use crate::entry::{
-    EncodedEntry, MAX_ENTRY_BYTES, canonical_json, encode_entry, event_entry_bytes,
+    EncodedEntry, EntrySource, MAX_ENTRY_BYTES, canonical_json, encode_entry, event_entry_bytes,
 };
 use crate::index_schema::IndexFields;
 use crate::indexer::{Indexer, catch_up};
 use crate::log_appender::{APPEND_RETRY_LIMIT, LogAppender, log_prefix};
 use crate::masker::Masker;
+use crate::sequencer::Sequencer;
 use crate::siem::{LogPosition, PublishReport, SiemPublisher, SiemRecord};
 
 /// Partitions assigned or revoked, as reported by the rebalance callbacks.
@@ -127,6 +128,8 @@ pub struct Stages {
 
 struct PartitionState {
     appender: LogAppender,
+    /// Numbers the partition's calls' events in log order.
+    sequencer: Sequencer,
     indexer: Option<IndexSlot>,
     /// Whether the position of a new log was checked against the partition's beginning.
     position_checked: bool,
@@ -229,6 +232,14 @@ pub struct Pipeline {
     /// Partitions whose append was fenced during the batch in hand (another writer appended to
     /// their log first): the rest of the batch for them is dropped.
     fenced_in_batch: HashSet<i32>,
+}
+
+/// One message to prepare: its place in the log and its number in its call.
+struct Work {
+    message: RawMessage,
+    log_index: u64,
+    /// The event's `seq` in the log (`None` when the message is not an event).
+    seq: Option<i32>,
 }
 
 /// One message, processed up to the append.
@@ -371,7 +382,7 @@ impl Pipeline {
         }
         // Line each partition's messages up with its log: drop what the log already holds,
         // refuse gaps, and give each message its index.
-        let mut work: Vec<(RawMessage, u64)> = Vec::new();
+        let mut work: Vec<Work> = Vec::new();
         let mut n_partitions = 0;
         for (partition, messages) in by_partition {
             let Some(state) = self.partitions.get_mut(&partition) else {
@@ -462,12 +473,28 @@ impl Pipeline {
             }
             n_partitions += 1;
             let base = state.appender.size();
+            let sequencer = &mut state.sequencer;
             work.extend(
                 lined
                     .kept
                     .into_iter()
                     .enumerate()
-                    .map(|(position, message)| (message, base + position as u64)),
+                    .map(|(position, message)| {
+                        // In log order, before the events are decoded on every core.
+                        let seq = callproof_schemas::peek_head(&message.payload).map(|head| {
+                            sequencer.number(
+                                head.call_id,
+                                head.seq,
+                                head.time,
+                                message.source.offset,
+                            )
+                        });
+                        Work {
+                            log_index: base + position as u64,
+                            seq,
+                            message,
+                        }
+                    }),
             );
         }
         if work.is_empty() {
@@ -477,20 +504,19 @@ impl Pipeline {
         metrics::histogram!("callproof_processor_batch_events").record(n_events as f64);
         metrics::histogram!("callproof_processor_batch_bytes").record(
             work.iter()
-                .map(|(message, _)| message.payload.len())
+                .map(|work| work.message.payload.len())
                 .sum::<usize>() as f64,
         );
 
         // Decode, mask and encode a chunk on every core while the chunk before it is published,
         // appended and indexed: those stages mostly wait for the broker and the store.
-        let mut chunks: Vec<Vec<(RawMessage, u64)>> = Vec::new();
+        let mut chunks: Vec<Vec<Work>> = Vec::new();
         let mut rest = work.into_iter().peekable();
         while rest.peek().is_some() {
             chunks.push(rest.by_ref().take(PIPELINE_CHUNK_EVENTS).collect());
         }
         let stages = self.stages.clone();
-        let prepare =
-            |chunk: Vec<(RawMessage, u64)>| tokio::spawn(prepare_all(stages.clone(), chunk));
+        let prepare = |chunk: Vec<Work>| tokio::spawn(prepare_all(stages.clone(), chunk));
         let mut chunks = chunks.into_iter();
         let mut preparing = chunks.next().map(prepare);
         while let Some(handle) = preparing.take() {
@@ -555,8 +581,14 @@ impl Pipeline {
                     .map(|item| std::mem::take(&mut item.entry))
                     .collect();
                 let partition = *partition;
-                appends_in_flight
-                    .push(async move { (partition, state.appender.append(entries, next).await) });
+                let sequences = state.sequencer.extensions_through(next - 1);
+                appends_in_flight.push(async move {
+                    let appended = state.appender.append(entries, next, sequences).await;
+                    if appended.is_ok() {
+                        state.sequencer.appended_through(next - 1);
+                    }
+                    (partition, appended)
+                });
             }
             for (partition, result) in futures::future::join_all(appends_in_flight).await {
                 match result {
@@ -679,6 +711,13 @@ impl Pipeline {
             stages.signer.verifier(),
         );
         let indexer = catch_up(indexer, &reader, &stages.store, appender.size()).await?;
+        let sequencer = Sequencer::recover(
+            &appender.checkpoint().checkpoint,
+            &reader,
+            &stages.store,
+            partition,
+        )
+        .await?;
         tracing::info!(
             partition,
             log_size = appender.size(),
@@ -689,6 +728,7 @@ impl Pipeline {
             partition,
             PartitionState {
                 appender,
+                sequencer,
                 indexer: Some(IndexSlot::Ready(Box::new(indexer))),
                 position_checked: false,
                 gap_seek: None,
@@ -805,7 +845,7 @@ pub fn consumer_config(config: &Config) -> ClientConfig {
 /// outlive a batch: new threads per batch started with cold allocator caches and stacks.
 async fn prepare_all(
     stages: Arc<Stages>,
-    work: Vec<(RawMessage, u64)>,
+    work: Vec<Work>,
 ) -> Result<Vec<Prepared>, ProcessorError> {
     const CHUNK: usize = 128;
     let threads = std::thread::available_parallelism()
@@ -829,7 +869,7 @@ async fn prepare_all(
                     };
                     let prepared = chunk
                         .iter()
-                        .map(|(message, log_index)| prepare(&stages, &fields, message, *log_index))
+                        .map(|work| prepare(&stages, &fields, work))
                         .collect::<Vec<_>>();
                     done.push((position, prepared));
                 }
@@ -854,12 +894,13 @@ async fn prepare_all(
 /// recorded like an undecodable message (its payload's hash and size, never its content), so
 /// the log still accounts for every message and the next one is not held up behind it. An
 /// error here would stop the processor, and the restart would meet the same message again.
-fn prepare(
-    stages: &Stages,
-    fields: &IndexFields,
-    message: &RawMessage,
-    log_index: u64,
-) -> Prepared {
+fn prepare(stages: &Stages, fields: &IndexFields, work: &Work) -> Prepared {
+    let Work {
+        message,
+        log_index,
+        seq,
+    } = work;
+    let log_index = *log_index;
     let source = &message.source;
     let partition = source.partition;
     let origin = format!("{}/{partition}", stages.origin);
@@ -899,8 +940,27 @@ fn prepare(
             ..
         } => return undecodable(reason, payload_sha256, "decode"),
     };
+    let gateway_seq = match seq {
+        Some(seq) if *seq != event.seq => {
+            metrics::counter!("callproof_processor_events_renumbered_total").increment(1);
+            tracing::info!(
+                partition,
+                offset = source.offset,
+                call_id = %event.call_id,
+                gateway_seq = event.seq,
+                seq,
+                "an earlier event of the call has its seq; numbered next"
+            );
+            Some(std::mem::replace(&mut event.seq, *seq))
+        }
+        _ => None,
+    };
+    let entry_source = EntrySource {
+        kafka: source,
+        gateway_seq,
+    };
     stages.masker.mask(&mut event);
-    let bytes = event_entry_bytes(&event, source);
+    let bytes = event_entry_bytes(&event, entry_source);
     let entry = if bytes.len() <= MAX_ENTRY_BYTES {
         EncodedEntry {
             bytes,
@@ -909,7 +969,7 @@ fn prepare(
     } else {
         // Rare: move the largest values to blobs, which needs the entry as a JSON tree.
         let document = serde_json::to_value(&*event)
-            .map(|event| json!({"event": event, "source": source.to_value()}))
+            .map(|event| json!({"event": event, "source": entry_source.to_value()}))
             .map_err(|error| ProcessorError::Encode(error.to_string()))
             .and_then(|document| encode_entry(&document));
         match document {

@@ -85,7 +85,9 @@ async fn metrics_show_lag_batches_latencies_and_failures() {
     for absent in [
         r#"callproof_processor_failures_total{stage="store"}"#,
         r#"callproof_processor_failures_total{stage="offset_gap"}"#,
+        r#"callproof_processor_failures_total{stage="fenced"}"#,
         "callproof_processor_duplicates_skipped_total",
+        "callproof_processor_events_renumbered_total",
     ] {
         assert_eq!(value(absent), 0.0, "{absent}");
     }

@@ -8,6 +8,7 @@ mod masking;
 mod metrics;
 mod ocsf;
 mod reindex;
+mod sequencing;
 mod siem_limits;
 mod startup;
 mod store_failures;

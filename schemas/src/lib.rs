@@ -19,8 +19,8 @@ pub use event::{
     MaskingFinding, Principal, Request, Response,
 };
 pub use wire::{
-    CURRENT_SCHEMA, DecodeError, EncodeError, RELEASED_SCHEMAS, SINGLE_OBJECT_MARKER, decode,
-    encode, schema_fingerprint,
+    CURRENT_SCHEMA, DecodeError, EncodeError, EventHead, RELEASED_SCHEMAS, SINGLE_OBJECT_MARKER,
+    decode, encode, peek_head, schema_fingerprint,
 };
 
 /// The Kafka topic that carries raw (inline-masked) call events, keyed by call id.

@@ -263,6 +263,59 @@ pub(crate) fn decode_value(message: &[u8], reader_schema: &Schema) -> Result<Val
     Ok(value)
 }
 
+/// The first fields of an event, read without decoding the rest: every released schema starts
+/// with `event_id`, `call_id`, `seq`, `kind`, `time` (fields are only ever added after them),
+/// so the processor can number a call's events in partition order before the full decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventHead<'a> {
+    pub call_id: &'a str,
+    pub seq: i32,
+    /// Microseconds since the Unix epoch.
+    pub time: i64,
+}
+
+/// Reads an event's [`EventHead`]; `None` if the message is not a call event of a known schema
+/// (the full decode then says why).
+pub fn peek_head(message: &[u8]) -> Option<EventHead<'_>> {
+    let header = message.get(..HEADER_LEN)?;
+    if header[..2] != SINGLE_OBJECT_MARKER
+        || !READERS
+            .iter()
+            .any(|(known, _, _)| known.as_slice() == &header[2..])
+    {
+        return None;
+    }
+    let mut rest = &message[HEADER_LEN..];
+    let _event_id = read_avro_string(&mut rest)?;
+    let call_id = read_avro_string(&mut rest)?;
+    let seq = i32::try_from(read_avro_long(&mut rest)?).ok()?;
+    let _kind = read_avro_long(&mut rest)?;
+    let time = read_avro_long(&mut rest)?;
+    Some(EventHead { call_id, seq, time })
+}
+
+/// An Avro `long` (or `int`): a zig-zag varint of at most 10 bytes.
+fn read_avro_long(bytes: &mut &[u8]) -> Option<i64> {
+    let mut value: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+/// An Avro `string`: its length as a `long`, then UTF-8 bytes.
+fn read_avro_string<'a>(bytes: &mut &'a [u8]) -> Option<&'a str> {
+    let len = usize::try_from(read_avro_long(bytes)?).ok()?;
+    let (text, rest) = bytes.split_at_checked(len)?;
+    *bytes = rest;
+    std::str::from_utf8(text).ok()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -235,3 +235,50 @@ fn garbage_is_an_error_not_a_panic() {
         let _ = decode(&corrupted);
     }
 }
+
+/// `peek_head` reads what the full decode reads, for current and released data, with values
+/// that take several varint bytes; and refuses what the decode refuses, without panicking.
+#[test]
+fn peek_head_agrees_with_decode() {
+    let v1_message = include_bytes!("../../released/call_event.v1.full_event.bin");
+    let mut messages = vec![v1_message.to_vec()];
+    for (seq, time, call_id) in [
+        (0, 0, "c"),
+        (-1, -1, ""),
+        (i32::MAX, i64::MAX, "call-ü-0191d2"),
+        (i32::MIN, i64::MIN, "x"),
+        (
+            300,
+            1_733_000_000_000_000,
+            "0191d2a4-7c3e-7b1a-9a4e-1f2d3c4b5a69",
+        ),
+    ] {
+        let mut event = full_event();
+        event.seq = seq;
+        event.time = time;
+        event.call_id = call_id.into();
+        messages.push(encode(&event).unwrap());
+    }
+    for message in &messages {
+        let event = decode(message).unwrap();
+        let head = peek_head(message).unwrap();
+        assert_eq!(
+            (head.call_id, head.seq, head.time),
+            (event.call_id.as_str(), event.seq, event.time)
+        );
+    }
+    let good = &messages[1];
+    assert!(peek_head(&[]).is_none());
+    assert!(peek_head(&[0u8; 12]).is_none());
+    let mut unknown = good.clone();
+    unknown[2] ^= 0xff;
+    assert!(peek_head(&unknown).is_none());
+    for cut in 0..HEADER_LEN + 8 {
+        let _ = peek_head(&good[..cut.min(good.len())]);
+    }
+    for position in HEADER_LEN..good.len() {
+        let mut corrupted = good.clone();
+        corrupted[position] = 0xff;
+        let _ = peek_head(&corrupted);
+    }
+}
