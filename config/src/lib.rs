@@ -10,7 +10,6 @@
 //! 4. [`Config::validate`], pure checks of values and of how sections fit together, and the
 //!    sections this service cannot run without.
 
-pub mod condition;
 mod error;
 mod evidence;
 pub mod policy;
@@ -19,7 +18,6 @@ mod secret;
 mod sections;
 mod service;
 
-pub use condition::Condition;
 pub use error::{ConfigError, ConfigErrorKind};
 pub use evidence::EvidenceConfig;
 pub use policy::{Rule, RuleError};
