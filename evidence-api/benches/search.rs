@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use callproof_evidence::search::{Filter, SearchIndex};
-use callproof_processor::index_schema::{CommitPayload, IndexFields, partition_index_dir};
+use callproof_evidence_format::index_schema::{CommitPayload, IndexFields, partition_index_dir};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -195,7 +195,7 @@ fn build_if_missing(root: &Path, n_events: u64) {
         let mut prepared = writer.prepare_commit().expect("prepare");
         prepared.set_payload(
             &serde_json::to_string(&CommitPayload {
-                schema_version: callproof_processor::index_schema::SCHEMA_VERSION,
+                schema_version: callproof_evidence_format::index_schema::SCHEMA_VERSION,
                 partition,
                 log_size: per_partition,
             })

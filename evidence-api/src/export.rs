@@ -22,7 +22,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use callproof_processor::entry::blob_references;
+use callproof_evidence_format::entry::blob_references;
 use callproof_tlog::bundle::{
     self, BUNDLE_FORMAT, MANIFEST_PATH, Manifest, ManifestPartition, README_PATH, REPORT_HTML_PATH,
     REPORT_JSON_PATH, VERIFIER_KEY_PATH,

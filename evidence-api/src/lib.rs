@@ -90,7 +90,7 @@ impl App {
             url: config.storage.url.clone(),
             options: evidence.storage_options.clone(),
         };
-        let store = callproof_processor::storage::open_store(&storage)
+        let store = callproof_evidence_format::store::open_store(&storage)
             .map_err(|error| anyhow::anyhow!("`[storage]`: {error}"))?;
         let logs = Logs::new(store, verifier_key).map_err(anyhow::Error::msg)?;
         let index_root = config.index.path.clone();

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use callproof_processor::entry::{blob_path, blob_references, restore_blob};
-use callproof_processor::log_appender::log_prefix;
+use callproof_evidence_format::entry::{blob_path, blob_references, restore_blob};
+use callproof_evidence_format::store::log_prefix;
 use callproof_tlog::hash::{CompactRange, Hash, leaf_hash, to_base64, tree_hash};
 use callproof_tlog::note::NoteVerifier;
 use callproof_tlog::proof::{

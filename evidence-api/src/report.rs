@@ -20,7 +20,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Response};
-use callproof_processor::entry::blob_references;
+use callproof_evidence_format::entry::blob_references;
 use callproof_report::{Context, Inputs, LogState, Period, Report, ReportEvent};
 use callproof_tlog::hash::to_base64;
 use serde::Deserialize;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use callproof_processor::index_schema::IndexFields;
+use callproof_evidence_format::index_schema::IndexFields;
 use serde::Serialize;
 use tantivy::collector::{Count, DocSetCollector, TopDocs};
 use tantivy::directory::error::{DeleteError, LockError, OpenReadError, OpenWriteError};
@@ -497,7 +497,7 @@ fn open_readers(root: &Path) -> Result<Vec<PartitionIndex>, SearchError> {
 /// Every partition index under `root` (directories named by partition number that hold a
 /// `meta.json`, the processor's layout), each through a [`ReadOnlyDirectory`].
 fn open_read_only_indexes(root: &Path) -> tantivy::Result<Vec<(i32, Index)>> {
-    callproof_processor::index_schema::partition_index_dirs(root)?
+    callproof_evidence_format::index_schema::partition_index_dirs(root)?
         .into_iter()
         .map(|(partition, dir)| Ok((partition, Index::open(ReadOnlyDirectory::open(&dir)?)?)))
         .collect()

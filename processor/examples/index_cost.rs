@@ -16,8 +16,8 @@ mod events;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use callproof_evidence_format::index_schema::IndexFields;
 use callproof_processor::decoder::{Decoded, Decoder};
-use callproof_processor::index_schema::IndexFields;
 use callproof_processor::masker::Masker;
 use clap::Parser;
 use rand::SeedableRng;

@@ -9,9 +9,9 @@ mod events;
 
 use std::time::{Duration, Instant};
 
+use callproof_evidence_format::entry::{EntrySource, KafkaSource, event_entry_bytes};
+use callproof_evidence_format::index_schema::IndexFields;
 use callproof_processor::decoder::{Decoded, Decoder};
-use callproof_processor::entry::{EntrySource, KafkaSource, event_entry_bytes};
-use callproof_processor::index_schema::IndexFields;
 use callproof_processor::masker::Masker;
 use callproof_processor::siem::{LogPosition, SiemRecord};
 use rand::SeedableRng;

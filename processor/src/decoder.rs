@@ -3,7 +3,7 @@
 use callproof_schemas::CallEvent;
 use sha2::{Digest as _, Sha256};
 
-use crate::entry::KafkaSource;
+use callproof_evidence_format::entry::KafkaSource;
 
 /// One consumed message, copied out of the consumer's buffers.
 #[derive(Debug, Clone)]

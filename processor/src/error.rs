@@ -63,6 +63,8 @@ pub enum ProcessorError {
     },
     #[error("a worker task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Format(#[from] callproof_evidence_format::FormatError),
 }
 
 impl ProcessorError {

@@ -12,16 +12,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callproof_tlog::store::LogReader;
-use callproof_tlog::tile::{TILE_WIDTH, parse_bundle, tile_width};
-use futures::{StreamExt as _, TryStreamExt as _};
+use callproof_tlog::tile::TILE_WIDTH;
 use object_store::ObjectStore;
-use serde_json::Value;
 use tantivy::schema::TantivyDocument;
 use tantivy::{Index, IndexWriter, TantivyError};
 
 use crate::ProcessorError;
-use crate::entry::{blob_path, blob_references, restore_blob};
-use crate::index_schema::{CommitPayload, IndexFields, SCHEMA_VERSION, partition_index_dir};
+use callproof_evidence_format::index_schema::{
+    CommitPayload, IndexFields, SCHEMA_VERSION, partition_index_dir,
+};
+use callproof_evidence_format::store::read_entries;
 
 /// How long opening a writer waits for the partition's previous owner (another processor on
 /// this host) to release the index lock after a rebalance.
@@ -183,80 +183,6 @@ impl Indexer {
         );
         Ok(())
     }
-}
-
-/// Reads log entries `from..to` of a log whose checkpoint has `tree_size` entries, with their
-/// blobs put back, in log order.
-pub async fn read_entries(
-    reader: &LogReader,
-    store: &Arc<dyn ObjectStore>,
-    partition: i32,
-    from: u64,
-    to: u64,
-    tree_size: u64,
-) -> Result<Vec<Value>, ProcessorError> {
-    let width = u64::from(TILE_WIDTH);
-    if from >= to {
-        return Ok(Vec::new());
-    }
-    let bundles: Vec<u64> = (from / width..=(to - 1) / width).collect();
-    let fetched: Vec<(u64, Vec<u8>)> = futures::stream::iter(bundles)
-        .map(|bundle| async move {
-            let bytes = reader
-                .bundle(bundle, tile_width(0, bundle, tree_size))
-                .await
-                .map_err(|source| ProcessorError::Log { partition, source })?;
-            Ok::<_, ProcessorError>((bundle, bytes))
-        })
-        .buffered(8)
-        .try_collect()
-        .await?;
-    let mut entries = Vec::with_capacity((to - from) as usize);
-    for (bundle, bytes) in &fetched {
-        let parsed =
-            parse_bundle(bytes).map_err(|source| ProcessorError::Log { partition, source })?;
-        for (position, raw) in parsed.into_iter().enumerate() {
-            let index = bundle * width + position as u64;
-            if index < from || index >= to {
-                continue;
-            }
-            let bad = |reason: String| ProcessorError::BadEntry {
-                partition,
-                index,
-                reason,
-            };
-            let mut entry: Value =
-                serde_json::from_slice(raw).map_err(|error| bad(error.to_string()))?;
-            for (pointer, sha256_hex) in blob_references(&entry) {
-                let path = object_store::path::Path::from(blob_path(&sha256_hex));
-                let blob = store
-                    .get(&path)
-                    .await
-                    .map_err(|source| ProcessorError::Store {
-                        path: path.to_string(),
-                        source,
-                    })?
-                    .bytes()
-                    .await
-                    .map_err(|source| ProcessorError::Store {
-                        path: path.to_string(),
-                        source,
-                    })?;
-                restore_blob(&mut entry, &pointer, &sha256_hex, &blob).map_err(bad)?;
-            }
-            entries.push(entry);
-        }
-    }
-    if entries.len() as u64 != to - from {
-        return Err(ProcessorError::Log {
-            partition,
-            source: callproof_tlog::Error::Corrupt(format!(
-                "expected entries {from}..{to}, read {}",
-                entries.len()
-            )),
-        });
-    }
-    Ok(entries)
 }
 
 /// Indexes the log entries beyond what `indexer` covers, up to `tree_size`, then commits.

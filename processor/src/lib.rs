@@ -5,13 +5,11 @@
 //!
 //! Stages, one file each: [`decoder::Decoder`], [`masker::Masker`],
 //! [`siem::SiemPublisher`], [`log_appender::LogAppender`], [`indexer::Indexer`], wired by
-//! [`pipeline::Pipeline`]. The evidence API reads what they write through [`index_schema`]
-//! (the index), [`entry`] (the entry format) and `callproof_tlog::store::LogReader` (the logs).
+//! [`pipeline::Pipeline`]. What they write is in the `callproof-evidence-format` crate (the entry
+//! format, the index schema, opening the store), through which the evidence API reads it.
 
 pub mod decoder;
-pub mod entry;
 mod error;
-pub mod index_schema;
 pub mod indexer;
 pub mod log_appender;
 pub mod masker;
@@ -75,7 +73,7 @@ pub async fn build(
     let (signer, origin) = log_signer(&config)?;
     let store = match store {
         Some(store) => store,
-        None => storage::open_store(&config.storage)?,
+        None => callproof_evidence_format::store::open_store(&config.storage)?,
     };
     storage::check_writable(&store, &config.storage.url).await?;
     std::fs::create_dir_all(&config.index.path).map_err(|source| ProcessorError::Io {
@@ -255,7 +253,7 @@ pub struct ReindexReport {
 /// index lock refuses a second writer).
 pub async fn reindex(config: &Config) -> Result<ReindexReport, ProcessorError> {
     let (signer, _origin) = log_signer(config)?;
-    let store = storage::open_store(&config.storage)?;
+    let store = callproof_evidence_format::store::open_store(&config.storage)?;
     let listing = store
         .list_with_delimiter(Some(&object_store::path::Path::from("logs")))
         .await

@@ -23,7 +23,8 @@ use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload};
 
 use crate::ProcessorError;
-use crate::entry::{Blob, EncodedEntry};
+use callproof_evidence_format::entry::{Blob, EncodedEntry};
+pub use callproof_evidence_format::store::log_prefix;
 
 /// The first word of the checkpoint extension line that records the Kafka offset.
 pub const OFFSET_EXTENSION: &str = "callproof-kafka-offset";
@@ -33,11 +34,6 @@ pub const OFFSET_EXTENSION: &str = "callproof-kafka-offset";
 /// that stopped polling for longer would lose its partitions to another instance while it
 /// still holds their writers.
 pub const APPEND_RETRY_LIMIT: Duration = Duration::from_secs(60);
-
-/// The object-store prefix of a partition's log.
-pub fn log_prefix(partition: i32) -> Path {
-    Path::from(format!("logs/{partition}"))
-}
 
 /// The checkpoint extension line for a partition's next offset.
 pub fn offset_extension(topic: &str, partition: i32, next_offset: i64) -> String {

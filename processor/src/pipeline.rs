@@ -38,15 +38,15 @@ use tantivy::schema::TantivyDocument;
 
 use crate::ProcessorError;
 use crate::decoder::{Decoded, Decoder, RawMessage};
-use crate::entry::{
-    EncodedEntry, EntrySource, MAX_ENTRY_BYTES, canonical_json, encode_entry, event_entry_bytes,
-};
-use crate::index_schema::IndexFields;
 use crate::indexer::{Indexer, catch_up};
 use crate::log_appender::{APPEND_RETRY_LIMIT, LogAppender, log_prefix};
 use crate::masker::Masker;
 use crate::sequencer::Sequencer;
 use crate::siem::{LogPosition, PublishReport, SiemPublisher, SiemRecord};
+use callproof_evidence_format::entry::{
+    EncodedEntry, EntrySource, MAX_ENTRY_BYTES, canonical_json, encode_entry, event_entry_bytes,
+};
+use callproof_evidence_format::index_schema::IndexFields;
 
 /// Partitions assigned or revoked, as reported by the rebalance callbacks.
 #[derive(Debug)]
@@ -328,7 +328,7 @@ impl Pipeline {
                     let payload = message.payload().unwrap_or_default().to_vec();
                     bytes += payload.len();
                     batch.push(RawMessage {
-                        source: crate::entry::KafkaSource {
+                        source: callproof_evidence_format::entry::KafkaSource {
                             topic: message.topic().to_string(),
                             partition: message.partition(),
                             offset: message.offset(),
@@ -971,7 +971,7 @@ fn prepare(stages: &Stages, fields: &IndexFields, work: &Work) -> Prepared {
         let document = serde_json::to_value(&*event)
             .map(|event| json!({"event": event, "source": entry_source.to_value()}))
             .map_err(|error| ProcessorError::Encode(error.to_string()))
-            .and_then(|document| encode_entry(&document));
+            .and_then(|document| encode_entry(&document).map_err(ProcessorError::from));
         match document {
             Ok(entry) => entry,
             Err(error) => return undecodable(error.to_string(), payload_sha256(), "encode"),
@@ -997,7 +997,7 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::KafkaSource;
+    use callproof_evidence_format::entry::KafkaSource;
 
     fn messages(offsets: &[i64]) -> Vec<RawMessage> {
         offsets

@@ -28,7 +28,7 @@ use object_store::ObjectStore;
 use serde_json::Value;
 
 use crate::ProcessorError;
-use crate::indexer::read_entries;
+use callproof_evidence_format::store::read_entries;
 
 /// The first word of a checkpoint extension line holding a shifted call's numbering.
 pub const SEQ_EXTENSION: &str = "callproof-seq";

@@ -38,7 +38,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::ProcessorError;
-use crate::entry::{KafkaSource, canonical_json, field};
+use callproof_evidence_format::entry::{KafkaSource, canonical_json, field};
 
 /// OCSF schema version the records follow: 1.4.0 is the first whose API Activity has
 /// `http_response`. `tests/ocsf.rs` validates every kind of record against its official schema.

@@ -2,63 +2,10 @@
 
 use std::sync::Arc;
 
-use callproof_config::StorageConfig;
 use object_store::path::Path;
 use object_store::{ObjectStore, PutMode, PutPayload};
 
 use crate::ProcessorError;
-
-/// Opens the store named by `storage.url`. A `file://` directory is created if missing.
-pub fn open_store(config: &StorageConfig) -> Result<Arc<dyn ObjectStore>, ProcessorError> {
-    let bad_url = |reason: String| ProcessorError::StoreUrl {
-        url: config.url.clone(),
-        reason,
-    };
-    let local_path = if config.url.contains("://") {
-        None
-    } else {
-        // A plain path: a local directory, relative to the working directory.
-        Some(std::path::PathBuf::from(&config.url))
-    };
-    let url = match &local_path {
-        Some(_) => None,
-        None => Some(url::Url::parse(&config.url).map_err(|error| bad_url(error.to_string()))?),
-    };
-    let file_path = match (&local_path, &url) {
-        (Some(path), _) => Some(path.clone()),
-        (None, Some(url)) if url.scheme() == "file" => Some(
-            url.to_file_path()
-                .map_err(|()| bad_url("not an absolute local path".into()))?,
-        ),
-        _ => None,
-    };
-    if let Some(path) = file_path {
-        std::fs::create_dir_all(&path).map_err(|error| ProcessorError::StoreUnwritable {
-            url: config.url.clone(),
-            reason: format!("cannot create {}: {error}", path.display()),
-        })?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(&path)
-            .map_err(|error| bad_url(error.to_string()))?;
-        return Ok(Arc::new(store));
-    }
-    let Some(url) = url else {
-        return Err(bad_url("not a URL".into()));
-    };
-    let options = config
-        .options
-        .iter()
-        .map(|(key, value)| (key.clone(), value.expose().to_string()));
-    let (store, prefix) =
-        object_store::parse_url_opts(&url, options).map_err(|error| bad_url(error.to_string()))?;
-    let store: Arc<dyn ObjectStore> = Arc::from(store);
-    if prefix.as_ref().is_empty() {
-        Ok(store)
-    } else {
-        Ok(Arc::new(object_store::prefix::PrefixStore::new(
-            store, prefix,
-        )))
-    }
-}
 
 /// Creates (only if absent) and deletes a probe object, so that a store that is unwritable,
 /// or cannot write conditionally (which the single writer of each log relies on), stops the

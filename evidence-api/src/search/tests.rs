@@ -7,7 +7,7 @@ use super::*;
 /// Builds one partition's index from entries shaped as the processor stores them.
 fn build(root: &Path, partition: i32, events: &[(i64, &str, &str, &str)]) {
     let fields = IndexFields::new();
-    let dir = callproof_processor::index_schema::partition_index_dir(root, partition);
+    let dir = callproof_evidence_format::index_schema::partition_index_dir(root, partition);
     std::fs::create_dir_all(&dir).unwrap();
     let index = Index::create_in_dir(&dir, fields.schema.clone()).unwrap();
     let mut writer: tantivy::IndexWriter = index.writer(15_000_000).unwrap();

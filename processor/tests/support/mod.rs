@@ -9,9 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callproof_processor::index_schema;
-use callproof_processor::indexer::read_entries;
-use callproof_processor::log_appender::log_prefix;
+use callproof_evidence_format::index_schema;
+use callproof_evidence_format::store::log_prefix;
+use callproof_evidence_format::store::read_entries;
 use callproof_schemas::CallEvent;
 use callproof_tlog::note::{NoteSigner, NoteVerifier};
 use callproof_tlog::store::LogReader;

@@ -32,7 +32,7 @@ use callproof_schemas::{
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::ProcessorError;
+use crate::FormatError;
 
 /// The largest entry a log can hold.
 pub const MAX_ENTRY_BYTES: usize = callproof_tlog::tile::MAX_ENTRY_SIZE;
@@ -104,7 +104,7 @@ pub struct EncodedEntry {
 
 /// Encodes an entry document (`{"event"|"undecodable", "source"}`), moving values to blobs
 /// when it would exceed [`MAX_ENTRY_BYTES`].
-pub fn encode_entry(document: &Value) -> Result<EncodedEntry, ProcessorError> {
+pub fn encode_entry(document: &Value) -> Result<EncodedEntry, FormatError> {
     let bytes = canonical_json(document);
     if bytes.len() <= MAX_ENTRY_BYTES {
         return Ok(EncodedEntry {
@@ -148,7 +148,7 @@ pub fn encode_entry(document: &Value) -> Result<EncodedEntry, ProcessorError> {
             return Ok(EncodedEntry { bytes, blobs });
         }
     }
-    Err(ProcessorError::Encode(format!(
+    Err(FormatError::Encode(format!(
         "the entry stays over {MAX_ENTRY_BYTES} bytes with its event in a blob"
     )))
 }
