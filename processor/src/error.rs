@@ -13,8 +13,6 @@ pub enum ProcessorError {
         "`log.signing_key` is not a usable log signing key ({0}); make one with `callproof-processor keygen`"
     )]
     BadKey(String),
-    #[error("`storage.url` {url:?} cannot be opened: {reason}")]
-    StoreUrl { url: String, reason: String },
     #[error("the object store at {url} is not writable: {reason}")]
     StoreUnwritable { url: String, reason: String },
     #[error("cannot reach the Kafka brokers at {brokers}: {reason}")]
@@ -36,12 +34,6 @@ pub enum ProcessorError {
         path: String,
         #[source]
         source: object_store::Error,
-    },
-    #[error("entry {index} of partition {partition}: {reason}")]
-    BadEntry {
-        partition: i32,
-        index: u64,
-        reason: String,
     },
     #[error("cannot encode an entry: {0}")]
     Encode(String),
