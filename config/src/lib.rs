@@ -10,6 +10,7 @@
 //! 4. [`Config::validate`], pure checks of values and of how sections fit together, and the
 //!    sections this service cannot run without.
 
+mod console;
 mod error;
 mod evidence;
 pub mod policy;
@@ -18,6 +19,7 @@ mod secret;
 mod sections;
 mod service;
 
+pub use console::ConsoleConfig;
 pub use error::{ConfigError, ConfigErrorKind};
 pub use evidence::EvidenceConfig;
 pub use policy::{Rule, RuleError};

@@ -36,6 +36,8 @@ pub struct Config {
     pub index: crate::IndexConfig,
     /// Required by the evidence API only.
     pub evidence: Option<crate::EvidenceConfig>,
+    /// Required by the console only.
+    pub console: Option<crate::ConsoleConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -358,6 +360,7 @@ impl Config {
         }
         self.resolve_processor_secrets(env)?;
         self.resolve_evidence_files(env)?;
+        self.resolve_console_secrets(env)?;
         Ok(())
     }
 
@@ -554,6 +557,7 @@ impl Config {
         }
         self.validate_processor()?;
         self.validate_evidence()?;
+        self.validate_console()?;
         Ok(())
     }
 }

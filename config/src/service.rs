@@ -23,6 +23,8 @@ pub enum Service {
     /// `callproof-evidence`: `[evidence]` (its own `storage_options` for reading the store),
     /// `[oidc]`, `[storage]`'s URL, `[index]`, and the functions' policies for the report.
     Evidence,
+    /// `callproof-console`: `[console]` with its client secret, and `[oidc]`'s issuer.
+    Console,
 }
 
 impl Service {
@@ -31,6 +33,7 @@ impl Service {
             Service::Ingress => "callproof-ingress",
             Service::Processor => "callproof-processor",
             Service::Evidence => "callproof-evidence",
+            Service::Console => "callproof-console",
         }
     }
 }
@@ -51,6 +54,11 @@ impl Config {
             // The signing key, and the store's write credentials.
             self.log = None;
             self.storage.options.clear();
+        }
+        if service != Service::Console {
+            self.console = None;
+        } else {
+            self.drop_what_the_console_does_not_use();
         }
         if service != Service::Evidence {
             self.evidence = None;
@@ -79,6 +87,8 @@ impl Config {
             Service::Processor if self.log.is_none() => Err(missing("log")),
             Service::Evidence if self.oidc.is_none() => Err(missing("oidc")),
             Service::Evidence if self.evidence.is_none() => Err(missing("evidence")),
+            Service::Console if self.oidc.is_none() => Err(missing("oidc")),
+            Service::Console if self.console.is_none() => Err(missing("console")),
             _ => Ok(()),
         }
     }
