@@ -10,6 +10,7 @@ mod error;
 pub mod events;
 mod function;
 mod invoke;
+pub mod mcp;
 pub mod rules;
 mod upstream;
 
