@@ -1,6 +1,7 @@
 //! Test harness shared by the crates' integration tests and the end-to-end tests: the real
 //! broker started by `.ci/run` (or a private one, or one behind TLS), a local OIDC issuer with its own keys, a
-//! function service that records what reached it, and helpers to run the callproof binaries.
+//! function service that records what reached it, upstream MCP servers of the official Python SDK
+//! (`mcp_upstream`), and helpers to run the callproof binaries.
 //!
 //! Nothing here fakes a part of the system under test: the broker is Tansu, the issuer and the
 //! function are real HTTP servers on loopback.
@@ -8,6 +9,7 @@
 pub mod broker;
 pub mod function_service;
 pub mod issuer;
+pub mod mcp_upstream;
 pub mod process;
 pub mod tls;
 pub mod webhook;
