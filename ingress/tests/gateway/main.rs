@@ -8,4 +8,5 @@ mod auth;
 mod errors;
 mod harness;
 mod instances;
+mod mcp_upstream;
 mod policy;
