@@ -19,6 +19,7 @@ use rmcp::transport::streamable_http_client::{
 
 use super::http::EventSizeLimiter;
 use super::*;
+use tokio_util::sync::CancellationToken;
 
 type Seen = Arc<Mutex<Vec<HeaderMap>>>;
 
@@ -421,4 +422,103 @@ async fn unreachable_upstream_fails_to_connect_clearly() {
             "{protocol:?}: {error:?}"
         );
     }
+}
+
+/// A legacy MCP server that answers every `tools/call` with `result` (design risk R2: what is
+/// not a `CallToolResult` must never pass as one).
+async fn serve_tool_result(result: serde_json::Value) -> String {
+    let handler = move |body: axum::body::Bytes| {
+        let result = result.clone();
+        async move {
+            let message: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let id = message.get("id").cloned();
+            let answer = match (message["method"].as_str(), id) {
+                (_, None) => {
+                    return Response::builder()
+                        .status(202)
+                        .body(Body::empty())
+                        .expect("202");
+                }
+                (Some("initialize"), Some(id)) => {
+                    serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {
+                    "protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "mock", "version": "1"}}})
+                }
+                (Some("tools/call"), Some(id)) => {
+                    serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result})
+                }
+                (_, Some(id)) => {
+                    serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "no"}})
+                }
+            };
+            Response::builder()
+                .header("content-type", "application/json")
+                .header("mcp-session-id", "s-1")
+                .body(Body::from(answer.to_string()))
+                .expect("response")
+        }
+    };
+    let refuse = || async { StatusCode::METHOD_NOT_ALLOWED };
+    let app = Router::new().route("/mcp", post(handler).get(refuse).delete(refuse));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{address}/mcp")
+}
+
+async fn call_mock(
+    result: serde_json::Value,
+) -> Result<rmcp::model::CallToolResult, UpstreamError> {
+    let config = UpstreamConfig {
+        url: serve_tool_result(result).await,
+        protocol: UpstreamProtocol::Legacy(rmcp::model::ProtocolVersion::V_2025_11_25),
+        connect_timeout: Duration::from_secs(5),
+        call_timeout: Duration::from_secs(5),
+        max_response_bytes: 1 << 20,
+    };
+    let upstream = Upstream::connect(backend(1 << 20), config)
+        .await
+        .expect("connect");
+    let params = rmcp::model::CallToolRequestParams::new("tool");
+    let result = upstream
+        .call_tool(params, |_| {}, &CancellationToken::new())
+        .await;
+    upstream.close().await;
+    result
+}
+
+#[tokio::test]
+async fn only_a_call_tool_result_is_a_tool_result() {
+    let valid = serde_json::json!({"content": [{"type": "text", "text": "ok"}], "isError": false});
+    let result = call_mock(valid).await.expect("a valid result");
+    assert_eq!(result.is_error, Some(false));
+    for invalid in [
+        serde_json::json!({}),
+        serde_json::json!({"foo": "bar"}),
+        serde_json::json!({"content": "not a list"}),
+        serde_json::json!({"content": [{"type": "no-such-type"}]}),
+    ] {
+        let outcome = call_mock(invalid.clone()).await;
+        assert!(
+            matches!(outcome, Err(UpstreamError::UnexpectedResult)),
+            "{invalid}: {outcome:?}"
+        );
+    }
+}
+
+/// Known fidelity gap (design §2.2): fields rmcp's model does not know are dropped on the way.
+#[tokio::test]
+async fn unknown_result_fields_are_dropped() {
+    let result = call_mock(serde_json::json!({
+        "content": [{"type": "text", "text": "ok"}],
+        "structuredContent": {"kept": true},
+        "futureField": 1
+    }))
+    .await
+    .expect("a valid result");
+    let json = serde_json::to_value(&result).expect("serialize");
+    assert_eq!(json["structuredContent"], serde_json::json!({"kept": true}));
+    assert!(json.get("futureField").is_none(), "{json}");
 }
