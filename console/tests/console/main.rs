@@ -4,6 +4,8 @@
 //! the gateway's approvals list. The browser tests (`console/tests/browser/`) do the same
 //! against an independent provider and the real gateway.
 
+mod browser;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

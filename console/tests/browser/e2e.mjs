@@ -1,0 +1,231 @@
+// The console in a real browser (Debian's Chromium, driven by playwright-core) against a real
+// identity provider (idp.mjs) and the real gateway. Started by console/tests/console/browser.rs,
+// which passes:
+//   CONSOLE_URL, IDP_URL, INGRESS_URL, RESOURCE, SCREENSHOTS (a directory)
+// Exits non-zero, naming the step, when anything is not as it should be.
+import { createHash, randomBytes } from 'node:crypto';
+import { chromium } from 'playwright-core';
+
+const { CONSOLE_URL, IDP_URL, INGRESS_URL, RESOURCE, SCREENSHOTS } = process.env;
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const STEP_TIMEOUT = 20_000;
+
+let step = 'start';
+function check(condition, message) {
+  if (!condition) {
+    throw new Error(`${step}: ${message}`);
+  }
+}
+const base64url = (bytes) => Buffer.from(bytes).toString('base64url');
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'],
+});
+
+async function newPage() {
+  const context = await browser.newContext({ viewport: { width: 430, height: 1100 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  return page;
+}
+
+/** The provider's own login page: any password, the user is the login. */
+async function loginAtIdp(page, user) {
+  await page.waitForURL((url) => url.href.startsWith(IDP_URL));
+  await page.fill('input[name=login]', user);
+  await page.fill('input[name=password]', 'any-password');
+  await page.click('button[type=submit]');
+}
+
+/** A caller's access token for the gateway, through the provider's public test client. */
+async function callerToken(user) {
+  const page = await newPage();
+  const discovery = await (await fetch(`${IDP_URL}/.well-known/openid-configuration`)).json();
+  const verifier = base64url(randomBytes(32));
+  const challenge = base64url(createHash('sha256').update(verifier).digest());
+  const redirect = 'http://127.0.0.1:9/callback';
+  let callback;
+  await page.route('http://127.0.0.1:9/**', (route) => {
+    callback = route.request().url();
+    return route.fulfill({ status: 200, body: 'ok' });
+  });
+  const authorize = new URL(discovery.authorization_endpoint);
+  for (const [key, value] of Object.entries({
+    client_id: 'agent-cli', response_type: 'code', redirect_uri: redirect, scope: 'openid',
+    code_challenge: challenge, code_challenge_method: 'S256', resource: RESOURCE,
+    state: base64url(randomBytes(8)), nonce: base64url(randomBytes(8)),
+  })) {
+    authorize.searchParams.set(key, value);
+  }
+  await page.goto(authorize.href);
+  await loginAtIdp(page, user);
+  await page.waitForURL((url) => url.href.startsWith('http://127.0.0.1:9/'));
+  const code = new URL(callback).searchParams.get('code');
+  check(code, `no code for ${user}`);
+  const answer = await fetch(discovery.token_endpoint, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'authorization_code', code, redirect_uri: redirect,
+      code_verifier: verifier, client_id: 'agent-cli', resource: RESOURCE }),
+  });
+  const tokens = await answer.json();
+  check(tokens.access_token, `no access token for ${user}: ${JSON.stringify(tokens)}`);
+  await page.context().close();
+  return tokens.access_token;
+}
+
+async function invokeHeld(token, fn, args) {
+  const answer = await fetch(`${INGRESS_URL}/v1/functions/${fn}/invoke`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(args),
+  });
+  const body = await answer.json();
+  check(answer.status === 202 && body.status === 'pending_approval',
+    `${fn} should be held: ${answer.status} ${JSON.stringify(body)}`);
+  return body.call_id;
+}
+
+/** Signs `user` into the console in a new browser context; the page is on the inbox. */
+async function signInToConsole(user) {
+  const page = await newPage();
+  await page.goto(`${CONSOLE_URL}/`);
+  check(new URL(page.url()).pathname === '/signin', `not sent to sign in: ${page.url()}`);
+  await page.click('#sign-in');
+  await loginAtIdp(page, user);
+  await page.waitForURL(`${CONSOLE_URL}/`);
+  return page;
+}
+
+async function flash(page) {
+  return (await page.textContent('#flash')) || '';
+}
+
+try {
+  step = 'caller tokens';
+  const alice = await callerToken('alice');
+
+  step = 'a held call';
+  const refund = await invokeHeld(alice, 'refund', { amount: 2500, customer: 'c-17', card: '4111 1111 1111 1111' });
+
+  step = 'approver signs in and sees it';
+  const bob = await signInToConsole('bob');
+  const card = bob.locator(`#call-${refund}`);
+  await card.waitFor();
+  const cardText = await card.innerText();
+  for (const expected of ['refund', 'alice', '0 of 1', 'left', 'REDACTED']) {
+    check(cardText.includes(expected), `card lacks ${expected}: ${cardText}`);
+  }
+  check(!cardText.includes('4111 1111 1111 1111'), 'the card shows an unmasked card number');
+  check((await bob.textContent('header.top')).includes('Bob Approver'), 'the header does not name bob');
+
+  step = 'a new call appears without a reload';
+  const payout = await invokeHeld(alice, 'payout', { amount: 90000, account: 'acct-9' });
+  await bob.locator(`#call-${payout}`).waitFor();
+  check((await bob.locator(`#call-${payout}`).innerText()).includes('0 of 2'), 'quorum 2 not shown');
+  await bob.screenshot({ path: `${SCREENSHOTS}/inbox.png`, fullPage: true });
+
+  step = 'a deny needs a comment';
+  const second = await invokeHeld(alice, 'refund', { amount: 5000, customer: 'c-18' });
+  await bob.goto(`${CONSOLE_URL}/approvals/${second}`);
+  await bob.click(`#call-${second} button.deny`);
+  check((await flash(bob)).includes('A deny needs a comment'), `no comment refusal: ${await flash(bob)}`);
+  await bob.fill(`#call-${second} textarea`, 'duplicate of an earlier refund');
+  await bob.click(`#call-${second} button.deny`);
+  check((await flash(bob)).includes('Your denial is recorded') && (await flash(bob)).includes('denied'),
+    `deny not recorded: ${await flash(bob)}`);
+
+  step = 'approve with a comment, with a stale tab left open';
+  const staleTab = await bob.context().newPage();
+  await staleTab.goto(`${CONSOLE_URL}/approvals/${refund}`);
+  await bob.goto(`${CONSOLE_URL}/approvals/${refund}`);
+  await bob.fill(`#call-${refund} textarea`, 'checked with the customer');
+  await bob.click(`#call-${refund} button.approve`);
+  const approved = await flash(bob);
+  check(approved.includes('Your approval is recorded') && /approved|completed|running/.test(approved),
+    `approval not recorded: ${approved}`);
+  await bob.screenshot({ path: `${SCREENSHOTS}/decided.png`, fullPage: true });
+
+  step = 'a stale page is refused';
+  await staleTab.click(`#call-${refund} button.approve`);
+  const stale = await flash(staleTab);
+  check(stale.includes('Nothing was recorded') && stale.includes('out of date'), `stale page: ${stale}`);
+
+  step = 'a second vote by the same person is refused';
+  const payoutTab = await bob.context().newPage();
+  await payoutTab.goto(`${CONSOLE_URL}/approvals/${payout}`);
+  await bob.goto(`${CONSOLE_URL}/approvals/${payout}`);
+  await bob.click(`#call-${payout} button.approve`);
+  check((await flash(bob)).includes('1 of 2'), `first of two approvals: ${await flash(bob)}`);
+  await payoutTab.click(`#call-${payout} button.approve`);
+  check((await flash(payoutTab)).includes('second vote'), `second vote: ${await flash(payoutTab)}`);
+
+  step = 'a form without its CSRF token is refused';
+  await bob.goto(`${CONSOLE_URL}/approvals/${payout}`);
+  await bob.evaluate(() => document.querySelectorAll('input[name=csrf]').forEach((input) => input.remove()));
+  await bob.click(`#call-${payout} button.approve`);
+  check((await bob.textContent('#message')).includes('security token'), 'no CSRF refusal');
+
+  step = 'no self-approval';
+  const aliceConsole = await signInToConsole('alice');
+  check((await aliceConsole.locator(`#call-${payout}`).count()) === 0, 'alice sees her own call in her inbox');
+  await aliceConsole.goto(`${CONSOLE_URL}/approvals/${payout}`);
+  const refusal = await aliceConsole.textContent('#refusal');
+  check(refusal.includes('because you made it'), `self-approval: ${refusal}`);
+  check((await aliceConsole.locator('form.decide').count()) === 0, 'a decision form for her own call');
+
+  step = 'a callback with another state is refused';
+  // The provider is sent an authorization request whose state is not the one this browser's
+  // session holds; it signs bob in and comes back with a valid code and that state.
+  const probe = await newPage();
+  const seen = [];
+  probe.on('request', (request) => seen.push(request.url()));
+  const startSignIn = async () => {
+    const answer = await probe.context().request.get(`${CONSOLE_URL}/auth/login`, { maxRedirects: 0 });
+    check(answer.status() === 303, `sign-in start answered ${answer.status()}`);
+    return new URL(answer.headers().location);
+  };
+  const forged = await startSignIn();
+  check(forged.searchParams.get('code_challenge_method') === 'S256', 'no PKCE S256');
+  forged.searchParams.set('state', 'forged-state');
+  await probe.goto(forged.href);
+  await loginAtIdp(probe, 'bob');
+  await probe.waitForURL((url) => url.href.startsWith(`${CONSOLE_URL}/auth/callback`));
+  const forgedAnswer = await probe.textContent('body');
+  check(forgedAnswer.includes('state mismatch'), `forged state: ${forgedAnswer}`);
+  await probe.goto(`${CONSOLE_URL}/`);
+  check(new URL(probe.url()).pathname === '/signin', 'signed in with a forged state');
+
+  step = 'a replayed code is refused';
+  await probe.goto((await startSignIn()).href);
+  await probe.waitForURL(`${CONSOLE_URL}/`);
+  const callbackUrl = seen.filter((url) => url.startsWith(`${CONSOLE_URL}/auth/callback`)).pop();
+  const used = new URL(callbackUrl);
+  await probe.goto(callbackUrl);
+  const replayed = await probe.textContent('#message');
+  check(replayed.includes('used once'), `replayed callback: ${replayed}`);
+  // The used code with the state of a new sign-in of this browser.
+  const fresh = await startSignIn();
+  const replay = new URL(`${CONSOLE_URL}/auth/callback`);
+  replay.searchParams.set('code', used.searchParams.get('code'));
+  replay.searchParams.set('state', fresh.searchParams.get('state'));
+  await probe.goto(replay.href);
+  const reused = await probe.textContent('#message');
+  check(reused.includes('already used') || reused.includes('did not accept'), `replayed code: ${reused}`);
+
+  step = 'logout ends the session';
+  await bob.goto(`${CONSOLE_URL}/`);
+  await bob.click('#sign-out');
+  await bob.waitForURL(`${CONSOLE_URL}/signed-out`);
+  await bob.goto(`${CONSOLE_URL}/`);
+  check(new URL(bob.url()).pathname === '/signin', 'still signed in after logout');
+
+  console.log(JSON.stringify({ ok: true, refund, payout, second }));
+  await browser.close();
+} catch (error) {
+  console.error(`FAILED ${error.message}`);
+  await browser.close();
+  process.exit(1);
+}
