@@ -12,6 +12,8 @@ Tools:
   fail          a tool error: a result with isError true
   boom          a JSON-RPC error (code -32603) instead of a result
   whoami        the Authorization header this request carried, and the names of all its headers
+  route         its `region` argument is annotated `x-mcp-header: Region`, so a 2026-07-28 call
+                must mirror it in `Mcp-Param-Region` (SDK 2.x checks; 1.x ignores the annotation)
 
 Prints `PORT <n>` on stdout once it listens (on `--port`, 0 for a free one chosen by the OS),
 then serves until killed. `--page-size N` makes tools/list return N tools per page with a cursor.
@@ -22,9 +24,10 @@ import asyncio
 import json
 import socket
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
+from pydantic import Field
 
 try:  # mcp 2.x
     from mcp.server.mcpserver import Context, MCPServer
@@ -118,6 +121,11 @@ def add_tools(server: Any) -> None:
     def boom() -> str:
         """Raises: the SDK answers a JSON-RPC error."""
         raise jsonrpc_error("boom: the tool raised")
+
+    @server.tool()
+    def route(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], message: str) -> str:
+        """Answers with its arguments; `region` travels in a header too (2026-07-28)."""
+        return f"{region}: {message}"
 
     @server.tool()
     def whoami(ctx: Context) -> CallToolResult:

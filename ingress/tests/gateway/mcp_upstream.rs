@@ -20,7 +20,15 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 const CREDENTIAL: &str = "Bearer gateway-held-upstream-credential-5c4b";
-const TOOLS: [&str; 6] = ["boom", "echo", "fail", "get_customer", "slow", "whoami"];
+const TOOLS: [&str; 7] = [
+    "boom",
+    "echo",
+    "fail",
+    "get_customer",
+    "route",
+    "slow",
+    "whoami",
+];
 
 fn start(sdk: Sdk) -> McpUpstream {
     // Two tools per page, so listing must follow cursors.
@@ -96,7 +104,7 @@ async fn exercise(sdk: Sdk, protocol: UpstreamProtocol, expected_version: Protoc
         "{sdk:?} {protocol:?}"
     );
 
-    // tools/list, three pages of two.
+    // tools/list, four pages of two.
     let tools = client.list_tools().await.expect("tools/list");
     let names: Vec<&str> = tools.iter().map(|tool| tool.name.as_ref()).collect();
     assert_eq!(names.len(), TOOLS.len(), "no tool twice: {names:?}");
@@ -374,4 +382,26 @@ async fn mcp_upstream_not_listening_is_unreachable() {
     .expect_err("nothing listens");
     assert!(matches!(error, UpstreamError::Unreachable), "{error:?}");
     assert_eq!(error.to_string(), "upstream is unreachable");
+}
+
+/// Design risk R3, as rmcp 3.1.4 behaves: it derives `Mcp-Param-*` headers only from tool schemas
+/// its own client listed, so a 2026-07-28 call through a client that never listed lacks
+/// `Mcp-Param-Region` and SDK 2.x refuses it (-32020 HeaderMismatch); after a listing it passes.
+/// The gateway must therefore list through every client that calls, or (the design's choice)
+/// have `UpstreamHttp` add the headers from the catalog; this test changes when that lands.
+#[tokio::test]
+async fn mcp_upstream_param_headers_come_only_from_the_clients_own_listing() {
+    let upstream = start(Sdk::V2);
+    let client = connect(&upstream, UpstreamProtocol::Modern).await;
+    let arguments = json!({"region": "eu-west", "message": "hi"});
+    match call(&client, "route", arguments.clone()).await {
+        Err(UpstreamError::JsonRpc(error)) => assert_eq!(error.code.0, -32020, "{error:?}"),
+        other => panic!("a call before any listing should lack Mcp-Param-Region: {other:?}"),
+    }
+    client.list_tools().await.expect("tools/list");
+    let routed = call(&client, "route", arguments)
+        .await
+        .expect("route after listing");
+    assert_eq!(text_of(&routed, 0), "eu-west: hi");
+    client.close().await;
 }
