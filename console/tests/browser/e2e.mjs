@@ -2,11 +2,13 @@
 // identity provider (idp.mjs) and the real gateway. Started by console/tests/console/browser.rs,
 // which passes:
 //   CONSOLE_URL, IDP_URL, INGRESS_URL, RESOURCE, SCREENSHOTS (a directory)
+//   PHASE: `approvals` (the gateway alone), then `audit` (once the processor has written the
+//   logs and the index of what the first phase did, and the evidence API serves them)
 // Exits non-zero, naming the step, when anything is not as it should be.
 import { createHash, randomBytes } from 'node:crypto';
 import { chromium } from 'playwright-core';
 
-const { CONSOLE_URL, IDP_URL, INGRESS_URL, RESOURCE, SCREENSHOTS } = process.env;
+const { PHASE, CONSOLE_URL, IDP_URL, INGRESS_URL, RESOURCE, SCREENSHOTS } = process.env;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const STEP_TIMEOUT = 20_000;
 
@@ -103,7 +105,7 @@ async function flash(page) {
   return (await page.textContent('#flash')) || '';
 }
 
-try {
+async function approvals() {
   step = 'caller tokens';
   const alice = await callerToken('alice');
 
@@ -222,7 +224,82 @@ try {
   await bob.goto(`${CONSOLE_URL}/`);
   check(new URL(bob.url()).pathname === '/signin', 'still signed in after logout');
 
-  console.log(JSON.stringify({ ok: true, refund, payout, second }));
+  return { refund, payout, second };
+}
+
+async function audit() {
+  step = 'an approver is not an auditor';
+  const bob = await signInToConsole('bob');
+  const refused = await bob.goto(`${CONSOLE_URL}/audit?function=refund`);
+  check(refused.status() === 403, `bob's search answered ${refused.status()}`);
+  check((await bob.textContent('#message')).includes('evidence API'), 'no word from the evidence API');
+
+  step = 'an auditor searches';
+  const carol = await signInToConsole('carol');
+  await carol.click('nav a[href="/audit"]');
+  await carol.fill('#function', 'refund');
+  await carol.selectOption('#kind', '');
+  await carol.click('#search');
+  await carol.locator('#hits').waitFor();
+  const hits = await carol.innerText('#hits');
+  for (const expected of ['approval_requested', 'approval_decided', 'call_completed', 'alice', 'bob']) {
+    check(hits.includes(expected), `the hits lack ${expected}: ${hits}`);
+  }
+  await carol.screenshot({ path: `${SCREENSHOTS}/search.png`, fullPage: true });
+
+  step = 'paging';
+  await carol.goto(`${CONSOLE_URL}/audit?function=refund&limit=2`);
+  check((await carol.locator('#hits tr').count()) === 3, 'a page of 2 hits');
+  await carol.click('#next-page');
+  check((await carol.locator('#hits tr').count()) > 1, 'no hits on the next page');
+
+  step = 'the approved call\'s timeline';
+  await carol.goto(`${CONSOLE_URL}/audit?function=refund&kind=call_completed`);
+  await carol.click('#hits a.timeline-link');
+  await carol.locator('#timeline').waitFor();
+  const timeline = await carol.innerText('main');
+  for (const expected of ['Complete', 'call_received', 'approval_requested', 'approval_decided',
+    'call_forwarded', 'call_completed', 'checked with the customer', 'REDACTED:CREDIT_CARD']) {
+    check(timeline.includes(expected), `the timeline lacks ${expected}: ${timeline}`);
+  }
+  check(!timeline.includes('4111 1111 1111 1111'), 'the timeline shows an unmasked card number');
+  await carol.screenshot({ path: `${SCREENSHOTS}/timeline.png`, fullPage: true });
+
+  step = 'an event\'s proof';
+  await carol.click('#timeline a[href^="/audit/proofs/"]');
+  check((await carol.textContent('#proof-status')).includes('served an inclusion proof'), 'no proof');
+  check((await carol.textContent('#verify-command')).trim() === 'callproof-verify proof --key log.vkey entry proof',
+    'not the verify command');
+  for (const file of ['entry', 'proof']) {
+    const link = await carol.getAttribute(`a[download="${file}"]`, 'href');
+    const answer = await carol.context().request.get(`${CONSOLE_URL}${link}`);
+    check(answer.status() === 200 && (await answer.body()).length > 0, `${file} download: ${answer.status()}`);
+  }
+
+  step = 'logs and integrity';
+  await carol.goto(`${CONSOLE_URL}/audit/logs`);
+  await carol.click('#run-integrity');
+  check((await carol.textContent('#integrity')).includes('Every log verified'), 'integrity not verified');
+
+  step = 'the report and the bundle';
+  const day = 24 * 3600 * 1000;
+  const from = new Date(Date.now() - day).toISOString().replace(/\.\d+Z$/, 'Z');
+  const to = new Date(Date.now() + day).toISOString().replace(/\.\d+Z$/, 'Z');
+  await carol.goto(`${CONSOLE_URL}/audit/report?from=${from}&to=${to}`);
+  check((await carol.textContent('#bundle-command')).includes('callproof-verify bundle --key log.vkey'), 'no bundle command');
+  const bundle = await carol.getAttribute('#report-links a[download]', 'href');
+  const archive = await carol.context().request.get(`${CONSOLE_URL}${bundle}`);
+  const bytes = await archive.body();
+  check(archive.status() === 200 && bytes[0] === 0x1f && bytes[1] === 0x8b, `bundle: ${archive.status()}`);
+  await carol.click('#report-links a:text("The report")');
+  check((await carol.textContent('body')).includes('CC8.1'), 'the report page lacks CC8.1');
+  await carol.screenshot({ path: `${SCREENSHOTS}/report.png`, fullPage: true });
+  return {};
+}
+
+try {
+  const result = PHASE === 'audit' ? await audit() : await approvals();
+  console.log(JSON.stringify({ ok: true, phase: PHASE, ...result }));
   await browser.close();
 } catch (error) {
   console.error(`FAILED ${error.message}`);

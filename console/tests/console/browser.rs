@@ -51,6 +51,8 @@ async fn approvers_decide_in_a_real_browser_signed_in_at_a_real_provider() {
     // The provider first: the gateway and the console discover it.
     let idp_port = broker::free_port().unwrap();
     let console_port = broker::free_port().unwrap();
+    let evidence_port = broker::free_port().unwrap();
+    let evidence_url = format!("http://127.0.0.1:{evidence_port}");
     let idp_url = format!("http://127.0.0.1:{idp_port}");
     let console_url = format!("http://127.0.0.1:{console_port}");
     let mut idp = process::Service::start(
@@ -72,6 +74,9 @@ async fn approvers_decide_in_a_real_browser_signed_in_at_a_real_provider() {
     let brokers = broker::bootstrap();
     let topic = broker::unique_name("console-calls");
     broker::create_topic(&brokers, &topic, 1).await.unwrap();
+    broker::create_topic(&brokers, &format!("{topic}-siem"), 1)
+        .await
+        .unwrap();
     let functions = FunctionService::start().await.unwrap();
     let source = format!(
         r#"
@@ -127,6 +132,7 @@ client_secret = "${{CONSOLE_SECRET}}"
 resource = "{RESOURCE}"
 scopes = ["openid", "profile", "email", "groups"]
 ingress_url = "{ingress_url}"
+evidence_url = "{evidence_url}"
 inbox_refresh_secs = 1
 "#
     );
@@ -143,33 +149,15 @@ inbox_refresh_secs = 1
         let _ = axum::serve(listener, router).await;
     });
 
-    let driver = browser_dir().join("e2e.mjs");
-    let output = tokio::task::spawn_blocking({
-        let screenshots = screenshots.clone();
-        move || {
-            Command::new("node")
-                .arg(driver)
-                .env("CONSOLE_URL", &console_url)
-                .env("IDP_URL", &idp_url)
-                .env("INGRESS_URL", &ingress_url)
-                .env("RESOURCE", RESOURCE)
-                .env("SCREENSHOTS", &screenshots)
-                .env("CHROMIUM", &chromium)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    idp.kill();
-    assert!(
-        output.status.success(),
-        "the browser test failed:\n{stdout}\n{stderr}\nprovider log:\n{}",
-        idp.log_text()
-    );
-    assert!(stdout.contains("\"ok\":true"), "{stdout}\n{stderr}");
+    let driver = Driver {
+        console_url: console_url.clone(),
+        idp_url: idp_url.clone(),
+        ingress_url: ingress_url.clone(),
+        screenshots: screenshots.clone(),
+        chromium: chromium.clone(),
+    };
+    let approvals = driver.run("approvals").await;
+    assert!(approvals.contains("\"ok\":true"), "{approvals}");
 
     // The function ran once, for the approved refund only: the denied one and the payout
     // waiting for a second approver never reached it.
@@ -177,7 +165,94 @@ inbox_refresh_secs = 1
     assert_eq!(received.len(), 1, "calls that reached the function");
     assert_eq!(received[0].json()["amount"], 2500);
 
-    for name in ["inbox.png", "decided.png"] {
+    // What the gateway recorded becomes evidence: the real processor writes the logs and the
+    // index from the topic, and the evidence API serves them to the auditor's browser.
+    let store = work.path().join("store");
+    let index = work.path().join("index");
+    let (signer_key, verifier_key) =
+        callproof_tlog::note::NoteSigner::generate("console.test/log").unwrap();
+    let evidence_source = format!(
+        r#"
+[oidc]
+issuer = "{idp_url}"
+audiences = ["{RESOURCE}"]
+
+[kafka]
+brokers = "{brokers}"
+calls_topic = "{topic}"
+siem_topic = "{topic}-siem"
+
+[processor]
+group_id = "{group}"
+batch_max_events = 4
+batch_max_wait_ms = 100
+
+[storage]
+url = "file://{store}"
+
+[log]
+signing_key = "{signer_key}"
+
+[index]
+path = "{index}"
+commit_interval_ms = 200
+writer_memory_mb = 20
+
+[evidence]
+listen = "127.0.0.1:{evidence_port}"
+verifier_key = "{verifier_key}"
+"#,
+        group = broker::unique_name("console-processor"),
+        store = store.display(),
+        index = index.display(),
+    );
+    let load = |service| {
+        Config::from_toml_with_env(&evidence_source, "evidence.toml", service, &|_| None).unwrap()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let processor_config = load(Service::Processor);
+    let processor = tokio::spawn(async move {
+        callproof_processor::run(processor_config, None, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    // Every event the gateway published is in the log; then a clean stop, which commits the
+    // index, and the evidence API (its own binary: one metrics recorder per process).
+    let published = published_events(&brokers, &topic);
+    for _ in 0..600 {
+        if callproof_tests::logged_entries(&store) >= published {
+            break;
+        }
+        assert!(!processor.is_finished(), "the processor stopped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(callproof_tests::logged_entries(&store) >= published);
+    let _ = stop.send(());
+    processor.await.unwrap().unwrap();
+    let config_file = work.path().join("evidence.toml");
+    std::fs::write(&config_file, &evidence_source).unwrap();
+    let mut evidence = process::Service::start(
+        "evidence",
+        &process::binary("callproof-evidence"),
+        &["--config", config_file.to_str().unwrap()],
+        work.path(),
+    )
+    .unwrap();
+    wait_for_port(evidence_port, Duration::from_secs(30))
+        .unwrap_or_else(|error| panic!("{error}: {}", evidence.log_text()));
+    let audit = driver.run("audit").await;
+    assert!(audit.contains("\"ok\":true"), "{audit}");
+    idp.kill();
+    evidence.kill();
+
+    for name in [
+        "inbox.png",
+        "decided.png",
+        "search.png",
+        "timeline.png",
+        "report.png",
+    ] {
         let shot = screenshots.join(name);
         let bytes = std::fs::read(&shot).unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "{name} is not a PNG");
@@ -185,6 +260,56 @@ inbox_refresh_secs = 1
             std::fs::create_dir_all(&keep).unwrap();
             std::fs::copy(&shot, keep.join(format!("console-{name}"))).unwrap();
         }
+    }
+}
+
+/// How many events the gateway published: the topic's high watermark, read with a client of
+/// the test's own.
+fn published_events(brokers: &str, topic: &str) -> u64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", broker::unique_name("console-watermarks"))
+        .create()
+        .unwrap();
+    let (low, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(low, 0);
+    u64::try_from(high).unwrap()
+}
+
+struct Driver {
+    console_url: String,
+    idp_url: String,
+    ingress_url: String,
+    screenshots: PathBuf,
+    chromium: String,
+}
+
+impl Driver {
+    /// Runs one phase of `e2e.mjs`; its output, or a panic with it and why.
+    async fn run(&self, phase: &str) -> String {
+        let mut command = Command::new("node");
+        command
+            .arg(browser_dir().join("e2e.mjs"))
+            .env("PHASE", phase)
+            .env("CONSOLE_URL", &self.console_url)
+            .env("IDP_URL", &self.idp_url)
+            .env("INGRESS_URL", &self.ingress_url)
+            .env("RESOURCE", RESOURCE)
+            .env("SCREENSHOTS", &self.screenshots)
+            .env("CHROMIUM", &self.chromium);
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "the browser test's {phase} phase failed:\n{stdout}\n{stderr}"
+        );
+        stdout
     }
 }
 
