@@ -16,7 +16,8 @@ Tools:
                 must mirror it in `Mcp-Param-Region` (SDK 2.x checks; 1.x ignores the annotation)
 
 Prints `PORT <n>` on stdout once it listens (on `--port`, 0 for a free one chosen by the OS),
-then serves until killed. `--page-size N` makes tools/list return N tools per page with a cursor.
+then serves until killed. `--page-size N` makes tools/list return N tools per page with a cursor;
+`--json` makes it answer requests with one JSON body instead of an SSE stream.
 """
 
 import argparse
@@ -147,7 +148,7 @@ def page(tools: list[Any], cursor: str | None, page_size: int) -> tuple[list[Any
     return tools[start:end], (str(end) if end < len(tools) else None)
 
 
-def build_v2(page_size: int | None) -> Any:
+def build_v2(page_size: int | None, json_response: bool) -> Any:
     class PagedServer(MCPServer):
         async def _handle_list_tools(self, ctx: Any, params: Any) -> ListToolsResult:
             tools = await self.list_tools()
@@ -159,13 +160,13 @@ def build_v2(page_size: int | None) -> Any:
 
     server = PagedServer("callproof-test-upstream", version="sdk2")
     add_tools(server)
-    return server.streamable_http_app()
+    return server.streamable_http_app(json_response=json_response)
 
 
-def build_v1(page_size: int | None) -> Any:
+def build_v1(page_size: int | None, json_response: bool) -> Any:
     # FastMCP turns every exception of a tool into an isError result, so `boom` is answered by a
     # wrapper of the low-level tools/call handler, whose McpError the SDK sends as a JSON-RPC error.
-    server = FastMCP("callproof-test-upstream")
+    server = FastMCP("callproof-test-upstream", json_response=json_response)
     add_tools(server)
     lowlevel = server._mcp_server
     call_tool = lowlevel.request_handlers[v1_types.CallToolRequest]
@@ -194,9 +195,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--page-size", type=int, default=None)
+    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    app = build_v2(args.page_size) if SDK == 2 else build_v1(args.page_size)
+    app = build_v2(args.page_size, args.json) if SDK == 2 else build_v1(args.page_size, args.json)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", args.port))

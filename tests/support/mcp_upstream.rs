@@ -55,6 +55,16 @@ impl McpUpstream {
     /// Starts the server and waits for it to listen. `page_size`: tools per `tools/list` page.
     /// Fails, saying what is missing, when the SDK's virtualenv is not installed.
     pub fn start(sdk: Sdk, page_size: Option<usize>) -> anyhow::Result<McpUpstream> {
+        let page_size = page_size.map(|size| size.to_string());
+        let mut args = Vec::new();
+        if let Some(page_size) = &page_size {
+            args.extend(["--page-size", page_size.as_str()]);
+        }
+        McpUpstream::start_with(sdk, &args)
+    }
+
+    /// Starts the server with more arguments of `upstream.py` (`--json`: JSON answers, not SSE).
+    pub fn start_with(sdk: Sdk, args: &[&str]) -> anyhow::Result<McpUpstream> {
         let python = sdk.python();
         if !python.exists() {
             bail!(
@@ -74,9 +84,7 @@ impl McpUpstream {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log.reopen()?));
-        if let Some(page_size) = page_size {
-            command.args(["--page-size", &page_size.to_string()]);
-        }
+        command.args(args);
         let mut child = command
             .spawn()
             .with_context(|| format!("cannot start {} {}", python.display(), script.display()))?;

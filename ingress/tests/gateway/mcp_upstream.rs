@@ -405,3 +405,37 @@ async fn mcp_upstream_param_headers_come_only_from_the_clients_own_listing() {
     assert_eq!(text_of(&routed, 0), "eu-west: hi");
     client.close().await;
 }
+
+/// rmcp 3.1.4's transport worker awaits each POST before taking the next message, so against an
+/// upstream that answers with JSON (the whole answer once the tool is done) the calls of one
+/// client run one after the other: a quick call waits for a slow one sent before it. Against SSE
+/// answers (the other tests) the POST returns at the stream's head. The gateway must not share
+/// one client between agents for such upstreams (design D6 keeps clients per agent).
+#[tokio::test]
+async fn mcp_upstream_json_answers_serialize_the_calls_of_one_client() {
+    let upstream =
+        McpUpstream::start_with(Sdk::V2, &["--json"]).unwrap_or_else(|error| panic!("{error:#}"));
+    let client = connect(
+        &upstream,
+        UpstreamProtocol::Legacy(ProtocolVersion::V_2025_11_25),
+    )
+    .await;
+    {
+        let slow = call(&client, "slow", json!({"steps": 1, "interval_ms": 2000}));
+        let quick = call(&client, "echo", json!({"message": "quick"}));
+        futures::pin_mut!(slow, quick);
+        // Polled in this order, so the slow call is queued first.
+        let first = tokio::select! {
+            biased;
+            result = &mut slow => ("slow", result),
+            result = &mut quick => ("echo", result),
+        };
+        assert_eq!(
+            first.0, "slow",
+            "the quick call was not held behind the slow one: {first:?}"
+        );
+        first.1.expect("slow");
+        quick.await.expect("echo after slow");
+    }
+    client.close().await;
+}
