@@ -149,16 +149,27 @@ pub async fn from_entries(
         .iter()
         .map(|(name, function)| {
             let policy = &function.policy;
-            (
-                name.clone(),
-                json!({
-                    "allow_groups": policy.allow_groups,
-                    "allow_subjects": policy.allow_subjects,
-                    "mask_request": policy.mask_request,
-                    "mask_response": policy.mask_response,
-                    "detect": policy.detect,
-                }),
-            )
+            let mut listed = json!({
+                "allow_groups": policy.allow_groups,
+                "allow_subjects": policy.allow_subjects,
+                "mask_request": policy.mask_request,
+                "mask_response": policy.mask_response,
+                "detect": policy.detect,
+            });
+            // A CEL rule admits callers beside the lists, and an approval holds some calls: an
+            // auditor reading the lists alone would see fewer callers and no approval.
+            if let Some(rule) = &policy.allow {
+                listed["allow_rule"] = json!(rule);
+            }
+            if let Some(approval) = &function.approval {
+                listed["approval"] = json!({
+                    "condition": approval.condition.as_deref().unwrap_or("every call"),
+                    "approver_groups": approval.approver_groups,
+                    "quorum": approval.quorum,
+                    "expiry_secs": approval.expiry_secs,
+                });
+            }
+            (name.clone(), listed)
         })
         .collect();
     let inputs = Inputs {

@@ -227,6 +227,12 @@ credential = {{ kind = "bearer", token = "${{CALLPROOF_TEST_UNSET_FUNCTION_TOKEN
 
 [functions.get_customer.policy]
 allow_groups = ["support"]
+allow = 'has(principal.actor) && principal.actor.sub == "support-copilot"'
+
+[functions.get_customer.approval]
+condition = "args.amount > 1000"
+approver_groups = ["approvers"]
+webhook_url = "${{CALLPROOF_TEST_UNSET_WEBHOOK}}"
 
 [evidence]
 listen = "127.0.0.1:0"

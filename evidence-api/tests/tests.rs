@@ -280,6 +280,16 @@ async fn auditors_search_replay_prove_report_and_export_and_tampering_is_named()
             .unwrap_or_else(|| panic!("no figure {label:?} in {section}"))
     };
     assert_eq!(report["events"], events.len());
+    // The policy in force, with what admits callers beside the lists and what holds calls; the
+    // approval's webhook (a secret, not the evidence API's) is not there.
+    let policy = figure(&section("CC6.2 / CC6.3"), "policy of get_customer")["value"].clone();
+    assert_eq!(
+        policy["allow_rule"],
+        r#"has(principal.actor) && principal.actor.sub == "support-copilot""#
+    );
+    assert_eq!(policy["approval"]["condition"], "args.amount > 1000");
+    assert_eq!(policy["approval"]["approver_groups"], serde_json::json!(["approvers"]));
+    assert!(!policy.to_string().contains("webhook"), "{policy}");
     assert_eq!(
         figure(
             &section("CC6.2 / CC6.3"),
