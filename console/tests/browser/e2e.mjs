@@ -139,7 +139,10 @@ async function approvals() {
   check((await flash(bob)).includes('Your denial is recorded') && (await flash(bob)).includes('denied'),
     `deny not recorded: ${await flash(bob)}`);
 
-  step = 'approve with a comment, with a stale tab left open';
+  step = 'approve with a comment, with a stale tab and the live inbox left open';
+  const inboxTab = await bob.context().newPage();
+  await inboxTab.goto(`${CONSOLE_URL}/`);
+  await inboxTab.locator(`#call-${refund}`).waitFor();
   const staleTab = await bob.context().newPage();
   await staleTab.goto(`${CONSOLE_URL}/approvals/${refund}`);
   await bob.goto(`${CONSOLE_URL}/approvals/${refund}`);
@@ -149,6 +152,10 @@ async function approvals() {
   check(approved.includes('Your approval is recorded') && /approved|completed|running/.test(approved),
     `approval not recorded: ${approved}`);
   await bob.screenshot({ path: `${SCREENSHOTS}/decided.png`, fullPage: true });
+
+  step = 'a decided call leaves the live inbox without a reload';
+  await inboxTab.locator(`#call-${refund}`).waitFor({ state: 'detached' });
+  check((await inboxTab.locator(`#call-${payout}`).count()) === 1, 'the payout left the inbox too');
 
   step = 'a stale page is refused';
   await staleTab.click(`#call-${refund} button.approve`);
