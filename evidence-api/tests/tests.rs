@@ -288,7 +288,10 @@ async fn auditors_search_replay_prove_report_and_export_and_tampering_is_named()
         r#"has(principal.actor) && principal.actor.sub == "support-copilot""#
     );
     assert_eq!(policy["approval"]["condition"], "args.amount > 1000");
-    assert_eq!(policy["approval"]["approver_groups"], serde_json::json!(["approvers"]));
+    assert_eq!(
+        policy["approval"]["approver_groups"],
+        serde_json::json!(["approvers"])
+    );
     assert!(!policy.to_string().contains("webhook"), "{policy}");
     assert_eq!(
         figure(
