@@ -17,6 +17,7 @@ mod error;
 pub mod inbox;
 mod pages;
 mod security;
+mod session_store;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use callproof_config::{Config, ConsoleConfig};
 use tower_sessions::cookie::SameSite;
-use tower_sessions::{Expiry, MemoryStore, SessionManagerLayer};
+use tower_sessions::{Expiry, SessionManagerLayer};
 
 pub use error::ConsoleError;
 
@@ -85,7 +86,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let idle = time::Duration::seconds(
         i64::try_from(state.config.session_idle_secs).unwrap_or(i64::MAX / 2),
     );
-    let sessions = SessionManagerLayer::new(MemoryStore::default())
+    let sessions = SessionManagerLayer::new(session_store::Sessions::default())
         .with_name(session_cookie_name(secure))
         .with_secure(secure)
         .with_http_only(true)
