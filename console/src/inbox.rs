@@ -43,6 +43,9 @@ pub struct HeldCallView {
     /// Why the call needs approval (the condition that held), when the gateway says.
     #[serde(default)]
     pub reason: Option<String>,
+    /// The approval condition in force for the function (CEL), when it has one.
+    #[serde(default)]
+    pub condition: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -117,7 +117,8 @@ async function approvals() {
   const card = bob.locator(`#call-${refund}`);
   await card.waitFor();
   const cardText = await card.innerText();
-  for (const expected of ['refund', 'alice', '0 of 1', 'left', 'REDACTED']) {
+  // What required approval: the recorded reason and the condition in force.
+  for (const expected of ['refund', 'alice', '0 of 1', 'left', 'REDACTED', 'holds', 'args.amount > 1000']) {
     check(cardText.includes(expected), `card lacks ${expected}: ${cardText}`);
   }
   check(!cardText.includes('4111 1111 1111 1111'), 'the card shows an unmasked card number');

@@ -352,6 +352,15 @@ fn reviewer_view(app: &AppState, call: &HeldCall) -> Value {
         "arguments_sha256": call.arguments_sha256,
         "approver_groups": call.approver_groups,
         "quorum": call.quorum,
+        // Why the call is held, as recorded, and the condition in force (configuration, not
+        // call data), so the approver sees what required their decision.
+        "reason": call.reason,
+        "condition": app
+            .functions
+            .get(&call.function)
+            .and_then(|function| function.approval.as_ref())
+            .and_then(|approval| approval.condition.as_ref())
+            .map(|condition| condition.source()),
         "approvals": call.approvals.iter().map(vote).collect::<Vec<_>>(),
         "denial": call.denial.as_ref().map(vote),
         "requested_at": rfc3339(call.requested_at),

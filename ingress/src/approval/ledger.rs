@@ -93,6 +93,9 @@ pub struct HeldCall {
     pub arguments_sha256: String,
     pub approver_groups: Vec<String>,
     pub quorum: u32,
+    /// Why the call needs approval, as `approval_requested` recorded it (names the condition,
+    /// never a value it read).
+    pub reason: Option<String>,
     pub requested_at: i64,
     pub expires_at: i64,
     pub approvals: Vec<Vote>,
@@ -241,6 +244,10 @@ impl Ledger {
                 arguments_sha256: held_sha256,
                 approver_groups: approval.approvers.clone(),
                 quorum: u32::try_from(approval.quorum).unwrap_or(1).max(1),
+                reason: event
+                    .decision
+                    .as_ref()
+                    .map(|decision| decision.reason.clone()),
                 requested_at: event.time,
                 expires_at: approval.expires_at.unwrap_or(event.time),
                 approvals: Vec::new(),

@@ -114,6 +114,17 @@ async fn a_held_call_runs_once_approved_with_exactly_the_approved_arguments() {
     assert_eq!(listed["caller"]["subject"], "alice");
     assert_eq!(listed["arguments"]["iban"], "[REDACTED:FIELD]");
     assert_eq!(listed["arguments"]["amount"], 5000);
+    // Why it waits: the recorded reason names the condition, and the condition in force.
+    assert!(
+        listed["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("holds") && !reason.contains("5000")),
+        "{listed}"
+    );
+    assert_eq!(
+        listed["condition"],
+        r#"args.amount > 1000 || (has(args.env) && args.env == "prod")"#
+    );
     let held_sha256 = listed["arguments_sha256"].as_str().unwrap().to_string();
     assert_eq!(gateway.functions.calls(), 0, "nothing runs before approval");
 
