@@ -122,6 +122,7 @@ async function approvals() {
     check(cardText.includes(expected), `card lacks ${expected}: ${cardText}`);
   }
   check(!cardText.includes('4111 1111 1111 1111'), 'the card shows an unmasked card number');
+  check((await card.locator('code.condition').count()) === 1, 'the condition is not shown once, under why');
   check((await bob.textContent('header.top')).includes('Bob Approver'), 'the header does not name bob');
 
   step = 'a new call appears without a reload';
