@@ -19,6 +19,13 @@
 //!
 //! Only asymmetric algorithms are accepted: with HS256 allowed, anyone holding the issuer's
 //! *public* key could mint tokens.
+//!
+//! Verified tokens are cached ([`token_cache`]): a hit is checked again against the clock (with
+//! the verifier's leeway) and against the issuer's current keys under the rules above, so a
+//! cached token never outlives its `exp`, its key's removal from the JWKS, or the configuration
+//! (the cache is part of the `Authenticator`, built from the configuration at start).
+
+mod token_cache;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -31,7 +38,10 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use token_cache::{KeyId, Outcome, TokenCache, VerifiedToken};
 use tokio::sync::{Mutex, RwLock};
+
+pub use token_cache::{MAX_CACHED_TOKENS, TokenCacheStats};
 
 /// Why a token was refused. The message is safe to return to the caller.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -97,6 +107,9 @@ pub struct Authenticator {
     /// Serialises refetches (single flight) and remembers the last attempt, so a burst of tokens
     /// that all want a refetch causes one fetch.
     refetch: Mutex<RefetchState>,
+    /// Tokens verified before, keyed by their bytes and the audiences accepted. It lives and dies
+    /// with this `Authenticator`, so a configuration change (which rebuilds it) empties it.
+    verified: TokenCache,
 }
 
 #[derive(Default)]
@@ -131,6 +144,9 @@ struct CachedKey {
     key: Arc<DecodingKey>,
     /// The algorithm the JWK is pinned to, if it names one.
     algorithm: Option<Algorithm>,
+    /// Which published key this is; a cached token counts only while its `kid` still finds the
+    /// key that verified it.
+    id: KeyId,
 }
 
 #[derive(Deserialize)]
@@ -156,6 +172,7 @@ impl Authenticator {
             http,
             keys: RwLock::new(KeyCache::default()),
             refetch: Mutex::new(RefetchState::default()),
+            verified: TokenCache::new(MAX_CACHED_TOKENS),
         })
     }
 
@@ -167,11 +184,75 @@ impl Authenticator {
         }
     }
 
-    /// Verifies `token` and returns who it names.
+    /// Verifies `token` for the configured audiences (`oidc.audiences`) and returns who it names.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        self.authenticate_for(token, &self.config.audiences).await
+    }
+
+    /// Verifies `token` as [`Authenticator::authenticate`] does, accepting the audiences given
+    /// instead of the configured ones: an endpoint that is a resource of its own (the MCP
+    /// endpoint, RFC 8707/9728) requires tokens issued for its URI.
+    pub async fn authenticate_for(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<Principal, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TooLarge);
         }
+        let digest = token_cache::digest(token, audiences);
+        match self.verified.get(&digest) {
+            Some(cached) => match self.still_valid(&cached).await {
+                Ok(true) => {
+                    self.verified.count(Outcome::Hit);
+                    return Ok(cached.principal.clone());
+                }
+                // Verified again below, which says why it no longer verifies, if it does not.
+                Ok(false) => {
+                    self.verified.remove(&digest);
+                    self.verified.count(Outcome::Stale);
+                }
+                // Verification would stop at the same point, on the same key lookup.
+                Err(error) => {
+                    self.verified.remove(&digest);
+                    self.verified.count(Outcome::Stale);
+                    return Err(error);
+                }
+            },
+            None => self.verified.count(Outcome::Miss),
+        }
+        let verified = self.verify(token, audiences).await?;
+        let principal = verified.principal.clone();
+        self.verified.insert(
+            digest,
+            verified,
+            jsonwebtoken::get_current_timestamp(),
+            self.config.clock_skew_secs,
+        );
+        Ok(principal)
+    }
+
+    /// How the cache of verified tokens has done so far.
+    pub fn token_cache_stats(&self) -> TokenCacheStats {
+        self.verified.stats()
+    }
+
+    /// Whether verifying the token of `cached` again would still succeed. The digest fixes the
+    /// header, the signature, the claims and the audiences; what can change is the time and the
+    /// issuer's keys. The key is looked up as verification looks it up (the JWKS TTL, refetch
+    /// and staleness rules apply), and must be the very key that verified the token.
+    async fn still_valid(&self, cached: &VerifiedToken) -> Result<bool, AuthError> {
+        let key = self
+            .key_for(cached.kid.as_deref(), cached.algorithm)
+            .await?;
+        Ok(key.id == cached.key
+            && cached.valid_at(
+                jsonwebtoken::get_current_timestamp(),
+                self.config.clock_skew_secs,
+            ))
+    }
+
+    async fn verify(&self, token: &str, audiences: &[String]) -> Result<VerifiedToken, AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|error| AuthError::Malformed(describe_malformed(&error)))?;
         if !self.algorithms.contains(&header.alg) {
@@ -183,18 +264,32 @@ impl Authenticator {
         validation.leeway = self.config.clock_skew_secs;
         validation.validate_nbf = true;
         validation.set_issuer(&[&self.config.issuer]);
-        validation.set_audience(&self.config.audiences);
+        validation.set_audience(audiences);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
             .map_err(|error| classify(&error))?;
-        Ok(self.principal_from_claims(&data.claims, header.alg, header.kid))
+        let claims = &data.claims;
+        // `exp` is required and was read by the verifier, so it is a date.
+        let expires_at = claims
+            .get("exp")
+            .and_then(token_cache::numeric_date)
+            .ok_or_else(|| AuthError::MissingClaim("exp".to_string()))?;
+        let not_before = claims.get("nbf").and_then(token_cache::numeric_date);
+        Ok(VerifiedToken {
+            principal: self.principal_from_claims(claims, header.alg, header.kid.clone()),
+            algorithm: header.alg,
+            kid: header.kid,
+            key: key.id,
+            expires_at,
+            not_before,
+        })
     }
 
     async fn key_for(
         &self,
         kid: Option<&str>,
         algorithm: Algorithm,
-    ) -> Result<Arc<DecodingKey>, AuthError> {
+    ) -> Result<CachedKey, AuthError> {
         let ttl = Duration::from_secs(self.config.jwks_cache_secs);
         {
             let cache = self.keys.read().await;
@@ -271,7 +366,7 @@ impl Authenticator {
             if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
                 continue; // symmetric keys are never trusted for verification
             }
-            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+            let (Ok(key), Some(id)) = (DecodingKey::from_jwk(jwk), token_cache::key_id(jwk)) else {
                 tracing::warn!(kid = ?jwk.common.key_id, "skipping a JWK that cannot be used");
                 continue;
             };
@@ -282,6 +377,7 @@ impl Authenticator {
             let cached = CachedKey {
                 key: Arc::new(key),
                 algorithm,
+                id,
             };
             match &jwk.common.key_id {
                 Some(kid) => {
@@ -356,7 +452,7 @@ impl KeyCache {
         &self,
         kid: Option<&str>,
         algorithm: Algorithm,
-    ) -> Result<Option<Arc<DecodingKey>>, AuthError> {
+    ) -> Result<Option<CachedKey>, AuthError> {
         let pinned_to_other = |key: &CachedKey| key.algorithm.is_some_and(|pin| pin != algorithm);
         match kid {
             Some(kid) => match self.keys.get(kid) {
@@ -364,7 +460,7 @@ impl KeyCache {
                 Some(key) if pinned_to_other(key) => {
                     Err(AuthError::AlgorithmNotAccepted(format!("{algorithm:?}")))
                 }
-                Some(key) => Ok(Some(key.key.clone())),
+                Some(key) => Ok(Some(key.clone())),
                 None => Ok(None),
             },
             None => Ok(self
@@ -372,7 +468,7 @@ impl KeyCache {
                 .iter()
                 .chain(self.keys.values())
                 .find(|key| !pinned_to_other(key))
-                .map(|key| key.key.clone())),
+                .cloned()),
         }
     }
 }

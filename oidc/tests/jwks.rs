@@ -1,6 +1,8 @@
 //! The JWKS cache against a local issuer (its own HTTP server and keys): keys the issuer
 //! withdraws stop verifying once the cache is past its TTL, refetches are single flight and rate
-//! limited, and an issuer that stays down fails closed.
+//! limited, and an issuer that stays down fails closed. Then the cache of verified tokens: a hit
+//! never outlives the token's `exp`, its key's removal or replacement, or the audiences it was
+//! verified for.
 //!
 //! These tests wait for TTLs to pass (seconds); they never assert on how long anything took.
 
@@ -8,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callproof_config::OidcConfig;
-use callproof_oidc::{AuthError, Authenticator};
-use callproof_tests::issuer::{AUDIENCE, TestIssuer, ec_key, sign};
+use callproof_oidc::{AuthError, Authenticator, TokenCacheStats};
+use callproof_tests::issuer::{AUDIENCE, TestIssuer, ec_key, now_secs, sign};
 use jsonwebtoken::Algorithm;
 
 fn config(issuer: &TestIssuer, cache_secs: u64, min_refresh_secs: u64) -> OidcConfig {
@@ -135,4 +137,164 @@ async fn an_issuer_down_from_the_start_is_unavailable_not_an_unknown_key() {
             .await,
         Err(AuthError::IssuerUnavailable)
     );
+}
+
+// The cache of verified tokens.
+
+fn stats(hits: u64, misses: u64, stale: u64, entries: usize) -> TokenCacheStats {
+    TokenCacheStats {
+        hits,
+        misses,
+        stale,
+        entries,
+    }
+}
+
+#[tokio::test]
+async fn a_cached_token_gives_the_same_principal() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let authenticator = authenticator(config(&issuer, 600, 1)).await;
+    let token = sign(
+        &issuer.key(Algorithm::EdDSA),
+        &issuer.claims("alice", &["support"]),
+    );
+    let verified = authenticator.authenticate(&token).await.unwrap();
+    let cached = authenticator.authenticate(&token).await.unwrap();
+    assert_eq!(cached, verified);
+    assert_eq!(authenticator.token_cache_stats(), stats(1, 1, 0, 1));
+}
+
+/// The token expires at `exp` + the leeway, cached or not; a cached one past that is verified
+/// again, which refuses it as `Expired`.
+#[tokio::test]
+async fn a_cached_token_is_refused_once_past_its_exp_and_the_leeway() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let authenticator = authenticator(OidcConfig {
+        clock_skew_secs: 1,
+        ..config(&issuer, 600, 1)
+    })
+    .await;
+    let mut claims = issuer.claims("alice", &[]);
+    let expires_at = now_secs();
+    claims["exp"] = expires_at.into();
+    let token = sign(&issuer.key(Algorithm::EdDSA), &claims);
+    // At `exp`, and a second past it, the leeway still accepts the token.
+    assert!(authenticator.authenticate(&token).await.is_ok());
+    assert!(authenticator.authenticate(&token).await.is_ok());
+    assert_eq!(authenticator.token_cache_stats().hits, 1);
+
+    while now_secs() <= expires_at + 1 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        authenticator.authenticate(&token).await,
+        Err(AuthError::Expired)
+    );
+    assert_eq!(authenticator.token_cache_stats(), stats(1, 1, 1, 0));
+}
+
+#[tokio::test]
+async fn a_key_withdrawn_from_the_jwks_ends_the_cached_tokens_it_verified() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let authenticator = authenticator(config(&issuer, 1, 1)).await;
+    let key = issuer.key(Algorithm::EdDSA);
+    let token = sign(&key, &issuer.claims("alice", &[]));
+    assert!(authenticator.authenticate(&token).await.is_ok());
+    assert!(authenticator.authenticate(&token).await.is_ok());
+    assert_eq!(authenticator.token_cache_stats().hits, 1);
+
+    issuer.withdraw(&key.kid);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        authenticator.authenticate(&token).await,
+        Err(AuthError::UnknownKey(Some(key.kid.clone())))
+    );
+    assert_eq!(authenticator.token_cache_stats(), stats(1, 1, 1, 0));
+}
+
+/// The `kid` alone is not the key: an issuer that publishes new material under the same `kid`
+/// ends the tokens the old material verified.
+#[tokio::test]
+async fn a_key_replaced_under_the_same_kid_ends_the_cached_tokens_the_old_one_verified() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let authenticator = authenticator(config(&issuer, 1, 1)).await;
+    let old_key = issuer.key(Algorithm::ES256);
+    let token = sign(&old_key, &issuer.claims("alice", &[]));
+    assert!(authenticator.authenticate(&token).await.is_ok());
+
+    let new_key = ec_key(&old_key.kid).unwrap();
+    issuer.withdraw(&old_key.kid);
+    issuer.publish(new_key.clone());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        authenticator.authenticate(&token).await,
+        Err(AuthError::BadSignature)
+    );
+    assert_eq!(authenticator.token_cache_stats(), stats(0, 1, 1, 0));
+    let renewed = sign(&new_key, &issuer.claims("alice", &[]));
+    assert!(authenticator.authenticate(&renewed).await.is_ok());
+}
+
+/// A refetch that finds the same keys keeps the tokens they verified: the JWKS TTL does not
+/// empty the cache.
+#[tokio::test]
+async fn an_unchanged_jwks_refetched_keeps_the_cached_tokens() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let authenticator = authenticator(config(&issuer, 1, 1)).await;
+    let token = issuer.token("alice", &[]);
+    assert!(authenticator.authenticate(&token).await.is_ok());
+    let fetches = issuer.jwks_fetches();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert!(authenticator.authenticate(&token).await.is_ok());
+    assert_eq!(
+        issuer.jwks_fetches(),
+        fetches + 1,
+        "the keys were fetched again"
+    );
+    assert_eq!(authenticator.token_cache_stats(), stats(1, 1, 0, 1));
+}
+
+#[tokio::test]
+async fn a_token_cached_for_some_audiences_is_refused_for_others() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let authenticator = authenticator(config(&issuer, 600, 1)).await;
+    let mcp = vec!["https://gateway.example/mcp".to_string()];
+    let token = issuer.token("alice", &[]);
+    assert!(authenticator.authenticate(&token).await.is_ok());
+    assert_eq!(
+        authenticator.authenticate_for(&token, &mcp).await,
+        Err(AuthError::WrongAudience)
+    );
+    // The refusal is not cached and does not disturb the entry of the configured audiences.
+    assert!(authenticator.authenticate(&token).await.is_ok());
+    assert_eq!(authenticator.token_cache_stats(), stats(1, 2, 0, 1));
+
+    let mut claims = issuer.claims("alice", &[]);
+    claims["aud"] = mcp[0].clone().into();
+    let for_mcp = sign(&issuer.key(Algorithm::EdDSA), &claims);
+    assert!(authenticator.authenticate_for(&for_mcp, &mcp).await.is_ok());
+    assert!(authenticator.authenticate_for(&for_mcp, &mcp).await.is_ok());
+    assert_eq!(
+        authenticator.authenticate(&for_mcp).await,
+        Err(AuthError::WrongAudience)
+    );
+}
+
+#[tokio::test]
+async fn a_tampered_cached_token_is_a_miss_and_fails_verification() {
+    let issuer = TestIssuer::start().await.unwrap();
+    let authenticator = authenticator(config(&issuer, 600, 1)).await;
+    let token = sign(&issuer.key(Algorithm::EdDSA), &issuer.claims("alice", &[]));
+    assert!(authenticator.authenticate(&token).await.is_ok());
+
+    // One character in the middle of the signature: six bits of it.
+    let mut tampered = token.clone().into_bytes();
+    let at = tampered.len() - 20;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    assert_eq!(
+        authenticator.authenticate(&tampered).await,
+        Err(AuthError::BadSignature)
+    );
+    assert_eq!(authenticator.token_cache_stats(), stats(0, 2, 0, 1));
 }
