@@ -13,6 +13,7 @@
 mod console;
 mod error;
 mod evidence;
+mod mcp;
 pub mod policy;
 mod processor;
 mod secret;
@@ -22,6 +23,9 @@ mod service;
 pub use console::ConsoleConfig;
 pub use error::{ConfigError, ConfigErrorKind};
 pub use evidence::EvidenceConfig;
+pub use mcp::{
+    McpConfig, McpProtocol, McpServerConfig, McpToolConfig, TOOL_NAME_SEPARATOR, is_mcp_server_name,
+};
 pub use policy::{Rule, RuleError};
 pub use processor::{IndexConfig, LogConfig, ProcessorConfig, StorageConfig};
 pub use secret::Secret;

@@ -38,6 +38,8 @@ pub struct Config {
     pub evidence: Option<crate::EvidenceConfig>,
     /// Required by the console only.
     pub console: Option<crate::ConsoleConfig>,
+    /// The MCP gateway (`/mcp`) and its upstream MCP servers; absent, `/mcp` is not served.
+    pub mcp: Option<crate::McpConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -240,6 +242,11 @@ pub struct PolicyConfig {
     pub allow_subjects: Vec<String>,
     #[serde(default)]
     pub allow_groups: Vec<String>,
+    /// When not empty, a further condition on whoever the subjects, groups or rule allowed: the
+    /// call must come through one of these agents (the token's RFC 8693 actor, `act.sub`, else
+    /// its `client_id`). "Support staff, but only through these agents."
+    #[serde(default)]
+    pub allow_agents: Vec<String>,
     /// A CEL expression (see `docs/policy.md`) that allows the calls for which it holds, beside
     /// the subjects and groups listed above: a call is allowed when any of the three allows it.
     pub allow: Option<String>,
@@ -260,6 +267,7 @@ impl Default for PolicyConfig {
         PolicyConfig {
             allow_subjects: Vec::new(),
             allow_groups: Vec::new(),
+            allow_agents: Vec::new(),
             allow: None,
             mask_request: Vec::new(),
             mask_response: Vec::new(),
@@ -325,23 +333,11 @@ impl Config {
                     .resolve(&key, env)
                     .map_err(|kind| (key.clone(), kind))?;
             }
-            let at = format!("functions.{name}.credential");
-            match &mut function.credential {
-                Credential::None => {}
-                Credential::Bearer(bearer) => {
-                    resolve_one(&mut bearer.token, &bearer.token_file, &at, "token", env)?
-                }
-                Credential::Header(header) => {
-                    resolve_one(&mut header.value, &header.value_file, &at, "value", env)?
-                }
-                Credential::Basic(basic) => resolve_one(
-                    &mut basic.password,
-                    &basic.password_file,
-                    &at,
-                    "password",
-                    env,
-                )?,
-            }
+            resolve_credential(
+                &mut function.credential,
+                &format!("functions.{name}.credential"),
+                env,
+            )?;
         }
         // Not secrets, but deployment-specific: the quick start and containers name the broker
         // and the masking key through the environment.
@@ -361,6 +357,7 @@ impl Config {
         self.resolve_processor_secrets(env)?;
         self.resolve_evidence_files(env)?;
         self.resolve_console_secrets(env)?;
+        self.resolve_mcp_secrets(env)?;
         Ok(())
     }
 
@@ -512,30 +509,13 @@ impl Config {
                     ),
                 ));
             }
-            if let Credential::Header(header) = &function.credential
-                && http_header_name_is_invalid(&header.name)
-            {
-                return Err(invalid(
-                    &at("credential.name"),
-                    format!("{:?} is not a valid HTTP header name", header.name),
-                ));
-            }
-            for (key, rules) in [
-                ("policy.mask_request", &function.policy.mask_request),
-                ("policy.mask_response", &function.policy.mask_response),
-            ] {
-                callproof_masking::FieldRules::parse(rules)
-                    .map_err(|error| invalid(&at(key), error.to_string()))?;
-            }
-            if let Some(source) = &function.policy.allow {
-                check_rule(&at("policy.allow"), source, vocabulary)?;
-            }
-            if let Some(approval) = &function.approval {
-                if let Some(source) = &approval.condition {
-                    check_rule(&at("approval.condition"), source, vocabulary)?;
-                }
-                validate_approval(approval).map_err(|(key, reason)| invalid(&at(key), reason))?;
-            }
+            check_credential(&at("credential"), &function.credential)?;
+            check_policy(
+                &format!("functions.{name}"),
+                &function.policy,
+                function.approval.as_ref(),
+                vocabulary,
+            )?;
         }
         for (key, value) in [
             (
@@ -558,6 +538,7 @@ impl Config {
         self.validate_processor()?;
         self.validate_evidence()?;
         self.validate_console()?;
+        self.validate_mcp()?;
         Ok(())
     }
 }
@@ -587,6 +568,91 @@ fn validate_approval(approval: &ApprovalConfig) -> Result<(), (&'static str, Str
     // `webhook_url` is a secret, usually from the environment: the gateway checks it is an
     // http(s) URL when it starts, with an error that does not repeat it.
     Ok(())
+}
+
+pub(crate) fn invalid_key(key: &str, reason: String) -> KeyError {
+    (
+        key.to_string(),
+        ConfigErrorKind::Invalid {
+            key: key.to_string(),
+            reason,
+        },
+    )
+}
+
+/// Checks a credential table at `at` (`functions.<name>.credential`, `mcp.servers.<name>.credential`).
+pub(crate) fn check_credential(at: &str, credential: &Credential) -> Result<(), KeyError> {
+    if let Credential::Header(header) = credential
+        && http_header_name_is_invalid(&header.name)
+    {
+        return Err(invalid_key(
+            &format!("{at}.name"),
+            format!("{:?} is not a valid HTTP header name", header.name),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a `policy` table and its `approval` beside it, under `prefix`
+/// (`functions.<name>`, `mcp.servers.<server>.tools.<tool>`).
+pub(crate) fn check_policy(
+    prefix: &str,
+    policy: &PolicyConfig,
+    approval: Option<&ApprovalConfig>,
+    vocabulary: crate::policy::Vocabulary<'_>,
+) -> Result<(), KeyError> {
+    let at = |key: &str| format!("{prefix}.{key}");
+    for (key, rules) in [
+        ("policy.mask_request", &policy.mask_request),
+        ("policy.mask_response", &policy.mask_response),
+    ] {
+        callproof_masking::FieldRules::parse(rules)
+            .map_err(|error| invalid_key(&at(key), error.to_string()))?;
+    }
+    if policy
+        .allow_agents
+        .iter()
+        .any(|agent| agent.trim().is_empty())
+    {
+        return Err(invalid_key(
+            &at("policy.allow_agents"),
+            "must not contain an empty name".into(),
+        ));
+    }
+    if let Some(source) = &policy.allow {
+        check_rule(&at("policy.allow"), source, vocabulary)?;
+    }
+    if let Some(approval) = approval {
+        if let Some(source) = &approval.condition {
+            check_rule(&at("approval.condition"), source, vocabulary)?;
+        }
+        validate_approval(approval).map_err(|(key, reason)| invalid_key(&at(key), reason))?;
+    }
+    Ok(())
+}
+
+/// Resolves the secret of a credential table at `at`.
+pub(crate) fn resolve_credential(
+    credential: &mut Credential,
+    at: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), KeyError> {
+    match credential {
+        Credential::None => Ok(()),
+        Credential::Bearer(bearer) => {
+            resolve_one(&mut bearer.token, &bearer.token_file, at, "token", env)
+        }
+        Credential::Header(header) => {
+            resolve_one(&mut header.value, &header.value_file, at, "value", env)
+        }
+        Credential::Basic(basic) => resolve_one(
+            &mut basic.password,
+            &basic.password_file,
+            at,
+            "password",
+            env,
+        ),
+    }
 }
 
 /// Compiles a policy expression as the gateway will, refusing it with its position.

@@ -49,6 +49,7 @@ impl Config {
                     approval.webhook_url = None;
                 }
             }
+            self.drop_mcp_secrets();
         }
         if service != Service::Processor {
             // The signing key, and the store's write credentials.

@@ -29,12 +29,13 @@ impl std::fmt::Debug for WebhookUrl {
 }
 
 impl ApprovalPolicy {
+    /// Compiles `<prefix>.approval` (`functions.<name>`, `mcp.servers.<server>.tools.<tool>`).
     pub fn compile(
-        name: &str,
+        prefix: &str,
         config: &ApprovalConfig,
         vocabulary: Vocabulary<'_>,
     ) -> anyhow::Result<ApprovalPolicy> {
-        let condition_key = format!("functions.{name}.approval.condition");
+        let condition_key = format!("{prefix}.approval.condition");
         let condition = config
             .condition
             .as_deref()
@@ -49,15 +50,13 @@ impl ApprovalPolicy {
                     .ok()
                     .filter(|url| matches!(url.scheme(), "http" | "https"))
                     .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "`functions.{name}.approval.webhook_url` is not an http(s) URL"
-                        )
+                        anyhow::anyhow!("`{prefix}.approval.webhook_url` is not an http(s) URL")
                     })?;
                 Some(WebhookUrl(url))
             }
         };
         Ok(ApprovalPolicy {
-            id: format!("functions.{name}.approval"),
+            id: format!("{prefix}.approval"),
             condition,
             condition_key,
             approver_groups: config.approver_groups.clone(),
@@ -99,7 +98,7 @@ mod tests {
             expiry_secs: 900,
             webhook_url: None,
         };
-        ApprovalPolicy::compile("transfer", &config, Vocabulary::default()).unwrap()
+        ApprovalPolicy::compile("functions.transfer", &config, Vocabulary::default()).unwrap()
     }
 
     fn requirement(policy: &ApprovalPolicy, arguments: Value) -> Option<String> {
