@@ -1,6 +1,7 @@
-//! A demo OIDC issuer: discovery document, JWKS, and `GET /token` that mints an EdDSA token for
-//! any subject, groups and acting agent. Its key is kept in the data directory, so tokens and
-//! the gateway's cached keys survive a restart.
+//! A demo OIDC issuer: discovery document, JWKS, `GET /token` that mints an EdDSA token for
+//! any subject, groups and acting agent, and a sign-in for the console ([`crate::signin`]:
+//! authorization code flow with PKCE, a page listing the demo users, no password). Its key is
+//! kept in the data directory, so tokens and the gateway's cached keys survive a restart.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use axum::extract::{Query, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,6 +20,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::signin::{self, SignIn};
+
 const KEY_ID: &str = "demo-ed25519";
 
 pub struct Issuer {
@@ -26,6 +29,8 @@ pub struct Issuer {
     pub audience: String,
     signing: SigningKey,
     encoding: EncodingKey,
+    /// The console's client and the codes handed out at sign-in.
+    pub sign_in: SignIn,
 }
 
 #[derive(Deserialize)]
@@ -70,11 +75,19 @@ impl Issuer {
             audience,
             signing,
             encoding,
+            sign_in: SignIn::new(None),
         })
     }
 
+    /// Registers the client that may sign people in (the quick start's console).
+    pub fn with_client(mut self, client: signin::Client) -> Issuer {
+        self.sign_in = SignIn::new(Some(client));
+        self
+    }
+
+    /// An access token for the gateway and the evidence API (`aud` = the configured audience).
     pub fn mint(&self, request: &TokenRequest) -> anyhow::Result<String> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        let now = now_secs();
         let groups: Vec<&str> = request
             .groups
             .split(',')
@@ -95,12 +108,17 @@ impl Issuer {
         if let Some(agent) = &request.act {
             claims["act"] = json!({ "sub": agent });
         }
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(KEY_ID.to_string());
-        Ok(jsonwebtoken::encode(&header, &claims, &self.encoding)?)
+        self.sign(&claims)
     }
 
-    fn jwks(&self) -> Value {
+    /// A JWT of `claims`, signed with the issuer's key (the one the JWKS publishes).
+    pub fn sign(&self, claims: &Value) -> anyhow::Result<String> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(KEY_ID.to_string());
+        Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+    }
+
+    pub(crate) fn jwks(&self) -> Value {
         json!({"keys": [{
             "kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": KEY_ID,
             "x": URL_SAFE_NO_PAD.encode(self.signing.verifying_key().as_bytes()),
@@ -108,11 +126,23 @@ impl Issuer {
     }
 }
 
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
 pub fn router(issuer: Arc<Issuer>) -> Router {
     Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/jwks", get(jwks))
         .route("/token", get(token))
+        .route(
+            "/authorize",
+            get(signin::authorize_page).post(signin::authorize),
+        )
+        .route("/oauth/token", post(signin::token))
         .with_state(issuer)
 }
 
@@ -120,6 +150,15 @@ async fn discovery(State(issuer): State<Arc<Issuer>>) -> Json<Value> {
     Json(json!({
         "issuer": issuer.url,
         "jwks_uri": format!("{}/jwks", issuer.url),
+        "authorization_endpoint": format!("{}/authorize", issuer.url),
+        "token_endpoint": format!("{}/oauth/token", issuer.url),
+        "response_types_supported": ["code"],
+        "grant_types_supported": ["authorization_code"],
+        "subject_types_supported": ["public"],
+        "scopes_supported": ["openid", "profile", "email"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "name", "email", "groups"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "id_token_signing_alg_values_supported": ["EdDSA"],
     }))
 }
