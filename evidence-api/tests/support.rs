@@ -63,6 +63,7 @@ pub fn event(call_id: &str, seq: i32, kind: EventKind, time: i64, subject: &str)
         approval: None,
         failure: None,
         masking: Vec::new(),
+        mcp: None,
     }
 }
 

@@ -12,6 +12,11 @@
 //! `{"source":…,"undecodable":{"payload_bytes":N,"payload_sha256":"<hex>","reason":"…"}}`
 //! (the payload itself is never stored: it could hold anything).
 //!
+//! An optional record added to the event after the first release (`mcp`) is left out when the
+//! event has none, rather than written as `null` as the others are: the entries of events
+//! without it stay byte for byte what they were before it existed (`CallEvent`'s JSON leaves it
+//! out the same way).
+//!
 //! When the processor numbered an event other than the gateway did (two gateway instances gave
 //! one call's events the same `seq`; see `sequencer.rs`), `event.seq` is the processor's number
 //! and `source.gateway_seq` the gateway's: `"source":{"gateway_seq":2,"kafka":{…}}`.
@@ -27,7 +32,7 @@ use std::io::Write as _;
 
 use callproof_schemas::{
     Actor, Approval, ApprovalDecision, Authentication, CallEvent, Decision, EventKind, Failure,
-    MaskingFinding, Principal, Request, Response,
+    MaskingFinding, Mcp, McpOutcome, Principal, Request, Response,
 };
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
@@ -275,6 +280,39 @@ impl Canonical for EventKind {
     }
 }
 
+impl Canonical for McpOutcome {
+    fn write(&self, out: &mut Vec<u8>) {
+        write_str(self.as_str(), out);
+    }
+}
+
+impl Canonical for Mcp {
+    fn write(&self, out: &mut Vec<u8>) {
+        let Mcp {
+            method,
+            server,
+            tool,
+            jsonrpc_id,
+            session,
+            protocol_version,
+            client,
+            outcome,
+            error_code,
+        } = self;
+        let mut object = Object::open(out);
+        object.field("client", client);
+        object.field("error_code", error_code);
+        object.field("jsonrpc_id", jsonrpc_id);
+        object.field("method", method);
+        object.field("outcome", outcome);
+        object.field("protocol_version", protocol_version);
+        object.field("server", server);
+        object.field("session", session);
+        object.field("tool", tool);
+        object.close();
+    }
+}
+
 impl Canonical for ApprovalDecision {
     fn write(&self, out: &mut Vec<u8>) {
         write_str(
@@ -334,6 +372,7 @@ impl Canonical for CallEvent {
             approval,
             failure,
             masking,
+            mcp,
         } = self;
         let mut object = Object::open(out);
         object.field("approval", approval);
@@ -345,6 +384,9 @@ impl Canonical for CallEvent {
         object.field("gateway", gateway);
         object.field("kind", kind);
         object.field("masking", masking);
+        if let Some(mcp) = mcp {
+            object.field("mcp", mcp);
+        }
         object.field("principal", principal);
         object.field("request", request);
         object.field("response", response);
@@ -697,6 +739,17 @@ pub(crate) mod tests {
                 path: "/request/body/a".into(),
                 count: 2,
             }],
+            mcp: Some(Mcp {
+                method: "tools/call".into(),
+                server: Some("crm".into()),
+                tool: Some("get_customer".into()),
+                jsonrpc_id: Some("\"a\"".into()),
+                session: Some("0123456789abcdef".into()),
+                protocol_version: None,
+                client: Some("agent/1.0".into()),
+                outcome: Some(McpOutcome::JsonrpcError),
+                error_code: Some(-32602),
+            }),
         }
     }
 
@@ -712,6 +765,7 @@ pub(crate) mod tests {
         sparse.approval = None;
         sparse.kind = EventKind::CallCompleted;
         sparse.masking.clear();
+        sparse.mcp = None;
         for (event, gateway_seq) in [(full_event(), None), (sparse, Some(2))] {
             let source = EntrySource {
                 kafka: &source,
@@ -726,6 +780,75 @@ pub(crate) mod tests {
                 String::from_utf8(canonical_json(&document)).unwrap()
             );
         }
+    }
+
+    /// An entry of an event without `mcp` is byte for byte what it was before the field
+    /// existed (the expected bytes are the canonical JSON of the event's JSON as v1 wrote it,
+    /// computed apart), so entries do not change with the schema: the same event read again
+    /// from Kafka after a restart gives the same entry whichever release wrote the log.
+    #[test]
+    fn entries_of_events_without_mcp_are_unchanged_by_its_addition() {
+        let event = CallEvent {
+            event_id: "e-1".into(),
+            call_id: "c-1".into(),
+            seq: 1,
+            kind: EventKind::CallDenied,
+            time: 1_700_000_000_000_000,
+            gateway: "gw".into(),
+            function: "refund".into(),
+            principal: None,
+            request: None,
+            response: None,
+            decision: Some(Decision {
+                allowed: false,
+                policy_id: None,
+                reason: "no rule".into(),
+            }),
+            approval: None,
+            failure: None,
+            masking: Vec::new(),
+            mcp: None,
+        };
+        let source = KafkaSource {
+            topic: "callproof.calls.v1".into(),
+            partition: 0,
+            offset: 7,
+        };
+        let expected = concat!(
+            r#"{"event":{"approval":null,"call_id":"c-1","decision":{"allowed":false,"#,
+            r#""policy_id":null,"reason":"no rule"},"event_id":"e-1","failure":null,"#,
+            r#""function":"refund","gateway":"gw","kind":"call_denied","masking":[],"#,
+            r#""principal":null,"request":null,"response":null,"seq":1,"#,
+            r#""time":1700000000000000},"source":{"kafka":{"offset":7,"partition":0,"#,
+            r#""topic":"callproof.calls.v1"}}}"#
+        );
+        let entry_source = EntrySource {
+            kafka: &source,
+            gateway_seq: None,
+        };
+        assert_eq!(
+            String::from_utf8(event_entry_bytes(&event, entry_source)).unwrap(),
+            expected
+        );
+        // The path of entries too large for the log (blobs) goes through the event's JSON.
+        let document = serde_json::json!({
+            "event": serde_json::to_value(&event).unwrap(),
+            "source": entry_source.to_value(),
+        });
+        assert_eq!(
+            String::from_utf8(encode_entry(&document).unwrap().bytes).unwrap(),
+            expected
+        );
+        // And one with `mcp` has it, between `masking` and `principal`.
+        let with_mcp = CallEvent {
+            mcp: full_event().mcp,
+            ..event
+        };
+        let entry = String::from_utf8(event_entry_bytes(&with_mcp, entry_source)).unwrap();
+        assert!(
+            entry.contains(r#""masking":[],"mcp":{"client":"agent/1.0","error_code":-32602,"#),
+            "{entry}"
+        );
     }
 
     #[test]

@@ -25,6 +25,10 @@
 //! | `partition` | u64 | indexed, stored, fast | the log (= Kafka partition) holding the entry |
 //! | `log_index` | u64 | indexed, stored, fast | the entry's index in that log: fetch it and its proof with `LogReader` |
 //! | `body` | text (default tokenizer, positions), many | indexed | masked request and response bodies, failure message, decision reason, approval comment |
+//! | `mcp_method` | string (raw) | indexed, stored | the JSON-RPC method of a call through `/mcp` (`tools/call`, …) |
+//! | `mcp_server` | string (raw) | indexed, stored | the upstream MCP server's configured name |
+//! | `mcp_tool` | string (raw) | indexed, stored | the tool's name at that server |
+//! | `mcp_outcome` | string (raw) | indexed, stored | `result`, `tool_error`, `jsonrpc_error` or `transport_error` |
 //!
 //! Bodies are not stored: the log entry at (`partition`, `log_index`) is the record.
 
@@ -46,8 +50,8 @@ use tantivy::schema::{
 use tantivy::{DateTime, Index, Order};
 
 /// Bumped when the schema changes; an index with another version must be rebuilt
-/// (`callproof-processor reindex`).
-pub const SCHEMA_VERSION: u32 = 1;
+/// (`callproof-processor reindex`). 2: the `mcp_*` fields.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The fields of the index, resolved against its schema.
 #[derive(Clone, Debug)]
@@ -68,6 +72,10 @@ pub struct IndexFields {
     pub partition: Field,
     pub log_index: Field,
     pub body: Field,
+    pub mcp_method: Field,
+    pub mcp_server: Field,
+    pub mcp_tool: Field,
+    pub mcp_outcome: Field,
 }
 
 impl Default for IndexFields {
@@ -100,6 +108,11 @@ impl IndexFields {
         let partition = builder.add_u64_field("partition", INDEXED | STORED | FAST);
         let log_index = builder.add_u64_field("log_index", INDEXED | STORED | FAST);
         let body = builder.add_text_field("body", TEXT);
+        // Added last, so the fields before keep their ids.
+        let mcp_method = builder.add_text_field("mcp_method", STRING | STORED);
+        let mcp_server = builder.add_text_field("mcp_server", STRING | STORED);
+        let mcp_tool = builder.add_text_field("mcp_tool", STRING | STORED);
+        let mcp_outcome = builder.add_text_field("mcp_outcome", STRING | STORED);
         IndexFields {
             schema: builder.build(),
             event_id,
@@ -117,6 +130,10 @@ impl IndexFields {
             partition,
             log_index,
             body,
+            mcp_method,
+            mcp_server,
+            mcp_tool,
+            mcp_outcome,
         }
     }
 
@@ -168,6 +185,10 @@ impl IndexFields {
             (self.agent, indexed.agent),
             (self.function, indexed.function),
             (self.reviewer, indexed.reviewer),
+            (self.mcp_method, indexed.mcp_method),
+            (self.mcp_server, indexed.mcp_server),
+            (self.mcp_tool, indexed.mcp_tool),
+            (self.mcp_outcome, indexed.mcp_outcome),
         ] {
             if let Some(value) = value {
                 document.add_text(field, value);
@@ -223,6 +244,10 @@ struct Indexed<'a> {
     allowed: Option<bool>,
     detectors: BTreeSet<&'a str>,
     status: Option<i64>,
+    mcp_method: Option<&'a str>,
+    mcp_server: Option<&'a str>,
+    mcp_tool: Option<&'a str>,
+    mcp_outcome: Option<&'a str>,
     /// Full text: request body, response body, failure message, decision reason, approval
     /// comment.
     texts: [Option<&'a str>; 5],
@@ -232,6 +257,7 @@ impl<'a> Indexed<'a> {
     fn of_event(event: &'a CallEvent) -> Indexed<'a> {
         let principal = event.principal.as_ref();
         let approval = event.approval.as_ref();
+        let mcp = event.mcp.as_ref();
         Indexed {
             event_id: Some(&event.event_id),
             call_id: Some(&event.call_id),
@@ -258,6 +284,12 @@ impl<'a> Indexed<'a> {
                 .response
                 .as_ref()
                 .map(|response| i64::from(response.status)),
+            mcp_method: mcp.map(|mcp| mcp.method.as_str()),
+            mcp_server: mcp.and_then(|mcp| mcp.server.as_deref()),
+            mcp_tool: mcp.and_then(|mcp| mcp.tool.as_deref()),
+            mcp_outcome: mcp
+                .and_then(|mcp| mcp.outcome)
+                .map(|outcome| outcome.as_str()),
             texts: [
                 event
                     .request
@@ -306,6 +338,10 @@ impl<'a> Indexed<'a> {
                 .filter_map(|finding| finding.get("detector").and_then(Value::as_str))
                 .collect(),
             status: field(event, &["response", "status"]).and_then(Value::as_i64),
+            mcp_method: text(&["mcp", "method"]),
+            mcp_server: text(&["mcp", "server"]),
+            mcp_tool: text(&["mcp", "tool"]),
+            mcp_outcome: text(&["mcp", "outcome"]),
             texts: [
                 text(&["request", "body"]),
                 text(&["response", "body"]),
@@ -434,6 +470,7 @@ mod tests {
         sparse.approval = None;
         sparse.decision = None;
         sparse.masking.clear();
+        sparse.mcp = None;
         for event in [full_event(), sparse] {
             let entry = serde_json::json!({"event": serde_json::to_value(&event).unwrap()});
             let from_entry = fields.document(&entry, 3, 17).to_json(&fields.schema);
@@ -450,8 +487,45 @@ mod tests {
             "\"deny\"",
             "\"EMAIL\"",
             "\"support\"",
+            "\"mcp_method\":[\"tools/call\"]",
+            "\"mcp_server\":[\"crm\"]",
+            "\"mcp_tool\":[\"get_customer\"]",
+            "\"mcp_outcome\":[\"jsonrpc_error\"]",
         ] {
             assert!(full.contains(expected), "{expected} missing from {full}");
         }
+    }
+
+    #[test]
+    fn an_mcp_call_is_found_by_its_server_tool_and_outcome() {
+        let fields = IndexFields::new();
+        let index = Index::create_in_ram(fields.schema.clone());
+        let mut writer = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        let mut plain = full_event();
+        plain.event_id = "plain".into();
+        plain.mcp = None;
+        writer
+            .add_document(fields.event_document(&full_event(), 0, 0))
+            .unwrap();
+        writer
+            .add_document(fields.event_document(&plain, 0, 1))
+            .unwrap();
+        writer.commit().unwrap();
+        let indexes = [(0, index)];
+        let found = |query: &str| -> Vec<Option<String>> {
+            search(&indexes, query, 10)
+                .unwrap()
+                .into_iter()
+                .map(|hit| hit.event_id)
+                .collect()
+        };
+        let mcp_event = vec![Some(full_event().event_id)];
+        assert_eq!(found("mcp_tool:get_customer"), mcp_event);
+        assert_eq!(
+            found("mcp_server:crm AND mcp_method:\"tools/call\" AND mcp_outcome:jsonrpc_error"),
+            mcp_event
+        );
+        assert!(found("mcp_tool:get_customers").is_empty());
+        assert_eq!(found("function:refund").len(), 2);
     }
 }

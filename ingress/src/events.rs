@@ -216,6 +216,7 @@ impl CallRecorder {
             approval: None,
             failure: None,
             masking: Vec::new(),
+            mcp: None,
         }
     }
 }

@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use callproof_config::KafkaConfig;
 use callproof_schemas::{
-    Approval, ApprovalDecision, CallEvent, Decision, EventKind, Failure, MaskingFinding, Request,
-    Response,
+    Approval, ApprovalDecision, CallEvent, Decision, EventKind, Failure, MaskingFinding, Mcp,
+    McpOutcome, Request, Response,
 };
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -514,6 +514,11 @@ struct CallproofDetails<'a> {
     request: Option<RequestPart<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response: Option<ResponsePart<'a>>,
+    /// What a call through the MCP endpoint adds. OCSF 1.4.0 has no attribute for a JSON-RPC
+    /// method, an MCP server or a tool (`api.operation` already names the call as
+    /// `mcp:<server>__<tool>`), so all of it stays here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mcp: Option<McpPart<'a>>,
 }
 
 #[derive(Serialize)]
@@ -560,6 +565,54 @@ impl<'a> ApprovalPart<'a> {
             comment: approval.comment.as_deref(),
             expires_at: approval.expires_at,
             arguments_sha256: approval.arguments_sha256.as_deref(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct McpPart<'a> {
+    method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jsonrpc_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<McpOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<i32>,
+}
+
+impl<'a> McpPart<'a> {
+    fn of(mcp: &'a Mcp) -> McpPart<'a> {
+        let Mcp {
+            method,
+            server,
+            tool,
+            jsonrpc_id,
+            session,
+            protocol_version,
+            client,
+            outcome,
+            error_code,
+        } = mcp;
+        McpPart {
+            method,
+            server: server.as_deref(),
+            tool: tool.as_deref(),
+            jsonrpc_id: jsonrpc_id.as_deref(),
+            session: session.as_deref(),
+            protocol_version: protocol_version.as_deref(),
+            client: client.as_deref(),
+            outcome: *outcome,
+            error_code: *error_code,
         }
     }
 }
@@ -815,6 +868,7 @@ impl<'a> EventRecord<'a> {
                         .filter(|email| !is_ocsf_email(email)),
                     request: request.map(RequestPart::of),
                     response: response.map(ResponsePart::of),
+                    mcp: event.mcp.as_ref().map(McpPart::of),
                 },
             },
         }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use callproof_processor::siem::{OCSF_VERSION, stub_record};
 use callproof_schemas::{
-    Actor, Approval, ApprovalDecision, CallEvent, Decision, EventKind, Failure, Principal,
+    Actor, Approval, ApprovalDecision, CallEvent, Decision, EventKind, Failure, Mcp, McpOutcome,
+    Principal,
 };
 use rand::SeedableRng;
 use rdkafka::ClientConfig;
@@ -155,6 +156,30 @@ fn events_of_every_kind() -> Vec<CallEvent> {
         message: "x".repeat(600 * 1024),
     });
     events.extend([large_body, oversized]);
+
+    // MCP: a tool call the upstream answered with a JSON-RPC error, and a request refused
+    // before any tool was known.
+    let mut tool_call = next(EventKind::CallCompleted);
+    tool_call.function = "mcp:crm__get_customer".into();
+    tool_call.mcp = Some(Mcp {
+        method: "tools/call".into(),
+        server: Some("crm".into()),
+        tool: Some("get_customer".into()),
+        jsonrpc_id: Some("7".into()),
+        session: Some("0123456789abcdef".into()),
+        protocol_version: Some("2025-11-25".into()),
+        client: Some("claude-code/2.1.0".into()),
+        outcome: Some(McpOutcome::JsonrpcError),
+        error_code: Some(-32602),
+    });
+    let mut mcp_refused = next(EventKind::CallDenied);
+    mcp_refused.function = "mcp".into();
+    mcp_refused.response = None;
+    mcp_refused.mcp = Some(Mcp {
+        method: "tools/call".into(),
+        ..Mcp::default()
+    });
+    events.extend([tool_call, mcp_refused]);
     events
 }
 
@@ -290,6 +315,34 @@ async fn every_siem_record_is_valid_ocsf_of_the_version_it_declares() {
         record["actor"]["user"]["email_addr"] == "jane.doe@example.com"
             && record["actor"]["app_name"] == "agent-9"
     }));
+    // An MCP call carries its MCP facts, absent values left out; other calls have none.
+    let tool_call = records
+        .iter()
+        .find(|record| record["api"]["operation"] == "mcp:crm__get_customer")
+        .expect("the MCP tool call's record");
+    assert_eq!(
+        tool_call["unmapped"]["callproof"]["mcp"],
+        serde_json::json!({
+            "method": "tools/call", "server": "crm", "tool": "get_customer", "jsonrpc_id": "7",
+            "session": "0123456789abcdef", "protocol_version": "2025-11-25",
+            "client": "claude-code/2.1.0", "outcome": "jsonrpc_error", "error_code": -32602,
+        })
+    );
+    let mcp_refused = records
+        .iter()
+        .find(|record| record["api"]["operation"] == "mcp")
+        .expect("the MCP refusal's record");
+    assert_eq!(
+        mcp_refused["unmapped"]["callproof"]["mcp"],
+        serde_json::json!({"method": "tools/call"})
+    );
+    assert_eq!(
+        records
+            .iter()
+            .filter(|record| record["unmapped"]["callproof"].get("mcp").is_some())
+            .count(),
+        2
+    );
 
     // The stub of each of them (what a record too large for the broker becomes) is valid too.
     let stubs: Vec<String> = records

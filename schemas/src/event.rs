@@ -13,6 +13,8 @@ pub struct CallEvent {
     /// Microseconds since the Unix epoch (Avro `timestamp-micros`).
     pub time: i64,
     pub gateway: String,
+    /// What was called: a function as named in the request path; an MCP tool call as
+    /// `mcp:<server>__<tool>`; `mcp` for an MCP request refused before a tool is known.
     pub function: String,
     pub principal: Option<Principal>,
     pub request: Option<Request>,
@@ -21,6 +23,13 @@ pub struct CallEvent {
     pub approval: Option<Approval>,
     pub failure: Option<Failure>,
     pub masking: Vec<MaskingFinding>,
+    /// The MCP facts of a call made through `/mcp`; `None` on the HTTP function path.
+    ///
+    /// Left out of the event's JSON when `None` (a field added after v1): a log entry is the
+    /// canonical JSON of its event, and entries of events without it must stay byte for byte
+    /// what they were before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<Mcp>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -160,4 +169,65 @@ pub struct MaskingFinding {
     /// JSON pointer, prefixed by `/request/body` or `/response/body`.
     pub path: String,
     pub count: i32,
+}
+
+/// What a call through the MCP endpoint adds to its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mcp {
+    /// The JSON-RPC method, e.g. `tools/call`.
+    pub method: String,
+    /// The configured upstream server's name.
+    pub server: Option<String>,
+    /// The tool's name at the upstream server.
+    pub tool: Option<String>,
+    /// The request id as JSON text: `7` or `"a"`.
+    pub jsonrpc_id: Option<String>,
+    /// The first 16 hex digits of the SHA-256 of the gateway's session id: the id itself is a
+    /// bearer handle and is never recorded.
+    pub session: Option<String>,
+    pub protocol_version: Option<String>,
+    /// The client's self-reported `clientInfo`, as `name/version`.
+    pub client: Option<String>,
+    pub outcome: Option<McpOutcome>,
+    /// The JSON-RPC error code when `outcome` is `jsonrpc_error`.
+    pub error_code: Option<i32>,
+}
+
+/// How the upstream answered a tool call. Variant order is the schema's symbol order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum McpOutcome {
+    /// A result.
+    Result,
+    /// A result with `isError: true`: the tool ran and reported an error.
+    ToolError,
+    /// A JSON-RPC error response.
+    JsonrpcError,
+    /// No answer: the connection failed or timed out.
+    TransportError,
+}
+
+impl McpOutcome {
+    pub const ALL: [McpOutcome; 4] = [
+        McpOutcome::Result,
+        McpOutcome::ToolError,
+        McpOutcome::JsonrpcError,
+        McpOutcome::TransportError,
+    ];
+
+    /// The schema's symbol for this outcome, e.g. `tool_error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            McpOutcome::Result => "result",
+            McpOutcome::ToolError => "tool_error",
+            McpOutcome::JsonrpcError => "jsonrpc_error",
+            McpOutcome::TransportError => "transport_error",
+        }
+    }
+}
+
+impl std::fmt::Display for McpOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

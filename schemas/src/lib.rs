@@ -16,7 +16,7 @@ mod wire;
 
 pub use event::{
     Actor, Approval, ApprovalDecision, Authentication, CallEvent, Decision, EventKind, Failure,
-    MaskingFinding, Principal, Request, Response,
+    MaskingFinding, Mcp, McpOutcome, Principal, Request, Response,
 };
 pub use wire::{
     CURRENT_SCHEMA, DecodeError, EncodeError, EventHead, RELEASED_SCHEMAS, SINGLE_OBJECT_MARKER,

@@ -482,6 +482,7 @@ fn call(call_id: &str, start: i64, kinds: &[EventKind]) -> Vec<CallEvent> {
             approval: None,
             failure: None,
             masking: Vec::new(),
+            mcp: None,
         })
         .collect()
 }

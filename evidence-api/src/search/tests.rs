@@ -170,3 +170,64 @@ fn cursors_round_trip_and_refuse_garbage() {
     assert!(Cursor::decode("not a cursor").is_err());
     assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("v2:1:2:3")).is_err());
 }
+
+#[test]
+fn an_mcp_call_is_found_by_its_server_and_tool_in_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let fields = IndexFields::new();
+    let index_dir = callproof_evidence_format::index_schema::partition_index_dir(dir.path(), 0);
+    std::fs::create_dir_all(&index_dir).unwrap();
+    let index = Index::create_in_dir(&index_dir, fields.schema.clone()).unwrap();
+    let mut writer: tantivy::IndexWriter = index.writer(15_000_000).unwrap();
+    let calls = [
+        ("mcp:crm__get_customer", Some(("crm", "get_customer"))),
+        (
+            "mcp:billing__get_customer",
+            Some(("billing", "get_customer")),
+        ),
+        ("get_customer", None),
+    ];
+    for (log_index, (function, mcp)) in calls.into_iter().enumerate() {
+        let mut event = json!({
+            "event_id": format!("e-{log_index}"),
+            "call_id": format!("call-{log_index}"),
+            "kind": "call_completed",
+            "time": 1_000 + log_index as i64,
+            "function": function,
+        });
+        if let Some((server, tool)) = mcp {
+            event["mcp"] = json!({"method": "tools/call", "server": server, "tool": tool});
+        }
+        writer
+            .add_document(fields.document(&json!({"event": event}), 0, log_index as u64))
+            .unwrap();
+    }
+    writer.commit().unwrap();
+    let index = SearchIndex::open(dir.path()).unwrap();
+    // Through `q`, the query over the indexed fields, as an auditor searches.
+    let found = |query: &str| -> Vec<String> {
+        let filter = Filter {
+            query: Some(query.into()),
+            ..Filter::default()
+        };
+        index
+            .search(&filter, 10, None)
+            .unwrap()
+            .hits
+            .into_iter()
+            .filter_map(|hit| hit.function)
+            .collect()
+    };
+    assert_eq!(
+        found("mcp_tool:get_customer"),
+        ["mcp:billing__get_customer", "mcp:crm__get_customer"]
+    );
+    assert_eq!(
+        found("mcp_tool:get_customer AND mcp_server:crm"),
+        ["mcp:crm__get_customer"]
+    );
+    assert_eq!(
+        found("mcp_method:\"tools/call\" -mcp_server:crm"),
+        ["mcp:billing__get_customer"]
+    );
+}

@@ -134,6 +134,7 @@ pub fn call_event(rng: &mut impl Rng, sequence: u64, body_bytes: usize) -> CallE
         approval: None,
         failure: None,
         masking: Vec::new(),
+        mcp: None,
     }
 }
 

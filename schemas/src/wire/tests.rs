@@ -68,6 +68,29 @@ fn full_event() -> CallEvent {
             path: "/request/body/card".into(),
             count: 1,
         }],
+        mcp: Some(full_mcp()),
+    }
+}
+
+fn full_mcp() -> Mcp {
+    Mcp {
+        method: "tools/call".into(),
+        server: Some("crm".into()),
+        tool: Some("get_customer".into()),
+        jsonrpc_id: Some(r#""req-7""#.into()),
+        session: Some("0123456789abcdef".into()),
+        protocol_version: Some("2025-11-25".into()),
+        client: Some("claude-code/2.1.0".into()),
+        outcome: Some(McpOutcome::JsonrpcError),
+        error_code: Some(-32602),
+    }
+}
+
+/// What an event written by the v1 release decodes to: the full event without what v2 added.
+fn full_event_v1() -> CallEvent {
+    CallEvent {
+        mcp: None,
+        ..full_event()
     }
 }
 
@@ -87,13 +110,30 @@ fn minimal_event(kind: EventKind) -> CallEvent {
         approval: None,
         failure: None,
         masking: vec![],
+        mcp: None,
     }
 }
 
 #[test]
 fn every_kind_and_every_field_round_trip() {
-    let mut events = vec![full_event()];
+    let mut events = vec![full_event(), full_event_v1()];
     events.extend(EventKind::ALL.into_iter().map(minimal_event));
+    // An MCP record with only its required field, and each outcome.
+    let mut sparse_mcp = minimal_event(EventKind::CallDenied);
+    sparse_mcp.function = "mcp".into();
+    sparse_mcp.mcp = Some(Mcp {
+        method: "initialize".into(),
+        ..Mcp::default()
+    });
+    events.push(sparse_mcp);
+    for outcome in McpOutcome::ALL {
+        let mut event = minimal_event(EventKind::CallCompleted);
+        event.mcp = Some(Mcp {
+            outcome: Some(outcome),
+            ..full_mcp()
+        });
+        events.push(event);
+    }
     for event in events {
         let message = encode(&event).unwrap();
         assert_eq!(decode(&message).unwrap(), event);
@@ -111,16 +151,26 @@ fn fingerprints_match_the_avro_specification_and_other_implementations() {
         schema_fingerprint(r#"{"type":"long","logicalType":"timestamp-micros"}"#),
         schema_fingerprint("\"long\"")
     );
-    // Computed independently by Python's fastavro (`fingerprint(to_parsing_canonical_form(...),
-    // "CRC-64-AVRO")`): a consumer in another language must find our schema by its fingerprint.
-    let expected = [0x21, 0x4f, 0x3c, 0x74, 0xb2, 0x2c, 0xc4, 0xdd];
+    // Computed independently by Python's fastavro 1.13 (`fingerprint(to_parsing_canonical_form(
+    // parse_schema(...)), "CRC-64-AVRO")`, whose hex is the header's byte order): a consumer in
+    // another language must find our schema by its fingerprint. One per release, oldest first.
+    let released = [
+        [0x21, 0x4f, 0x3c, 0x74, 0xb2, 0x2c, 0xc4, 0xdd],
+        [0xfc, 0x07, 0x01, 0x2f, 0x0b, 0xde, 0x7a, 0xe1],
+    ];
+    let computed: Vec<[u8; 8]> = RELEASED_SCHEMAS
+        .iter()
+        .map(|(_, fingerprint)| *fingerprint)
+        .collect();
+    assert_eq!(computed, released);
+    let current = released[1];
     assert_eq!(
         schema_fingerprint(include_str!("../../call_event.avsc")),
-        expected
+        current
     );
     let message = encode(&full_event()).unwrap();
     assert_eq!(message[..2], SINGLE_OBJECT_MARKER);
-    assert_eq!(message[2..10], expected);
+    assert_eq!(message[2..10], current);
 }
 
 #[test]
@@ -197,12 +247,58 @@ fn every_released_schema_reads_current_data_and_current_reads_released() {
     }
 }
 
+/// Bytes written by each release and committed, with the event each must decode to.
+fn released_messages() -> [(&'static [u8], CallEvent); 2] {
+    [
+        (
+            include_bytes!("../../released/call_event.v1.full_event.bin"),
+            full_event_v1(),
+        ),
+        (
+            include_bytes!("../../released/call_event.v2.full_event.bin"),
+            full_event(),
+        ),
+    ]
+}
+
 #[test]
-fn data_written_by_the_first_release_still_decodes() {
-    // Bytes written by the v1 release and committed: they must decode to the same event for as long
-    // as v1 data may sit in Kafka or in a log.
-    let v1_message = include_bytes!("../../released/call_event.v1.full_event.bin");
-    assert_eq!(decode(v1_message).unwrap(), full_event());
+fn data_written_by_every_release_still_decodes() {
+    // They must decode to the same event for as long as such data may sit in Kafka or in a log.
+    for (version, (message, expected)) in released_messages().into_iter().enumerate() {
+        let version = version + 1;
+        let decoded = decode(message)
+            .unwrap_or_else(|error| panic!("v{version} data no longer decodes: {error}"));
+        assert_eq!(decoded, expected, "v{version}");
+    }
+}
+
+#[test]
+fn every_release_reads_data_written_by_every_other() {
+    // Each release's committed bytes, read through every released schema (not only the
+    // current one): a consumer still on an older release must read what a newer gateway wrote.
+    for (written_by, (message, _)) in released_messages().into_iter().enumerate() {
+        for (read_by, (reader, _)) in RELEASED_SCHEMAS.iter().enumerate() {
+            decode_value(message, reader).unwrap_or_else(|error| {
+                panic!(
+                    "v{} cannot read v{} data: {error}",
+                    read_by + 1,
+                    written_by + 1
+                )
+            });
+        }
+    }
+}
+
+#[test]
+fn the_current_schema_is_the_latest_release() {
+    // A schema change is released with it (a copy in released/ and bytes it wrote), so a
+    // consumer can always find the schema of what the gateway writes.
+    let latest = include_str!("../../released/call_event.v2.avsc");
+    assert_eq!(include_str!("../../call_event.avsc"), latest);
+    assert_eq!(
+        encode(&full_event()).unwrap(),
+        include_bytes!("../../released/call_event.v2.full_event.bin")
+    );
 }
 
 #[test]
@@ -225,6 +321,8 @@ fn garbage_is_an_error_not_a_panic() {
         decode(&trailing),
         Err(DecodeError::TrailingBytes(1))
     ));
+    // Every cut, those before the trailing `mcp` or between its fields included (apache-avro alone
+    // reads a union at the end of its input as null).
     for cut in HEADER_LEN..good.len() {
         assert!(decode(&good[..cut]).is_err(), "truncated at {cut} decoded");
     }
@@ -240,8 +338,10 @@ fn garbage_is_an_error_not_a_panic() {
 /// that take several varint bytes; and refuses what the decode refuses, without panicking.
 #[test]
 fn peek_head_agrees_with_decode() {
-    let v1_message = include_bytes!("../../released/call_event.v1.full_event.bin");
-    let mut messages = vec![v1_message.to_vec()];
+    let mut messages: Vec<Vec<u8>> = released_messages()
+        .iter()
+        .map(|(message, _)| message.to_vec())
+        .collect();
     for (seq, time, call_id) in [
         (0, 0, "c"),
         (-1, -1, ""),
@@ -267,7 +367,7 @@ fn peek_head_agrees_with_decode() {
             (event.call_id.as_str(), event.seq, event.time)
         );
     }
-    let good = &messages[1];
+    let good = &messages[2];
     assert!(peek_head(&[]).is_none());
     assert!(peek_head(&[0u8; 12]).is_none());
     let mut unknown = good.clone();

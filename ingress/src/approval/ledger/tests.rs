@@ -36,6 +36,7 @@ fn event(kind: EventKind, seq: i32, gateway: &str) -> CallEvent {
         approval: None,
         failure: None,
         masking: vec![],
+        mcp: None,
     }
 }
 
