@@ -4,6 +4,13 @@
 //! principal). Both go through `Authenticator::authenticate` against a local issuer, in the same
 //! run, so their ratio is what the cache buys.
 //!
+//! First run (2 cores shared with other builds): `eddsa/cold` 68.3 us, `eddsa/cached` 1.34 us
+//! (51x); `es256/cold` 439 us, `es256/cached` 1.30 us (338x). The cached figure includes a
+//! `block_on` per call; of it, the cache's mutex is held for one hash-map probe, which is why a
+//! concurrent cache crate was not worth a dependency. In the gateway under wrk at 16 connections,
+//! `perf` puts all of `callproof_oidc` at 0.4% of the gateway's CPU, down from about 7% when every
+//! call verified its token.
+//!
 //! `cargo bench -p callproof-oidc --bench verify`.
 
 use std::hint::black_box;

@@ -20,7 +20,7 @@
 //! Only asymmetric algorithms are accepted: with HS256 allowed, anyone holding the issuer's
 //! *public* key could mint tokens.
 //!
-//! Verified tokens are cached ([`token_cache`]): a hit is checked again against the clock (with
+//! Verified tokens are cached (`token_cache.rs`): a hit is checked again against the clock (with
 //! the verifier's leeway) and against the issuer's current keys under the rules above, so a
 //! cached token never outlives its `exp`, its key's removal from the JWKS, or the configuration
 //! (the cache is part of the `Authenticator`, built from the configuration at start).
