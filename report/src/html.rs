@@ -1,142 +1,88 @@
 //! The report as a self-contained HTML page: values as text (never JSON), every figure with
-//! its search and proofs, every exception with its link.
+//! its search and proofs, every exception with its link. Rendered from `askama` templates
+//! (`report/templates/`), which escape everything they print; readable on a phone, with no
+//! script and no external resource.
 
-use std::fmt::Write as _;
-
+use askama::Template;
 use serde_json::Value;
 
-use crate::{Counts, Report};
+use crate::{Counts, Figure, Report};
 
-/// The report as a self-contained HTML page (no script, no external resource).
-pub fn render_html(report: &Report) -> String {
-    let mut html = String::with_capacity(16 * 1024);
-    html.push_str("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
-    let _ = write!(html, "<title>{}</title>", escape(&report.title));
-    html.push_str(
-        "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}\
-         table{border-collapse:collapse;width:100%;margin:.5rem 0 1rem}td,th{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;vertical-align:top}\
-         th{background:#f4f4f4}blockquote{color:#555;border-left:3px solid #ccc;margin:0;padding-left:1rem}\
-         ul.values{margin:0;padding-left:1rem}\
-         .ok{color:#1a7f37}.bad{color:#cf222e}code{font-size:.85em;word-break:break-all}</style></head><body>\n",
-    );
-    let _ = write!(
-        html,
-        "<h1>{}</h1>\n<p>Period <b>{}</b> to <b>{}</b> (end excluded). Generated {}. {} events; {} calls begun in the period.</p>\n<p>Log verifier key: <code>{}</code></p>\n",
-        escape(&report.title),
-        escape(&report.from),
-        escape(&report.to),
-        escape(&report.generated_at),
-        report.events,
-        report.calls,
-        escape(&report.verifier_key),
-    );
-    for section in &report.sections {
-        let _ = write!(
-            html,
-            "<h2>{} — {}</h2>\n<blockquote>{}</blockquote>\n<p>{}</p>\n",
-            escape(&section.id),
-            escape(&section.title),
-            escape(&section.criterion),
-            escape(&section.evidence)
-        );
-        html.push_str("<table><tr><th>Figure</th><th>Value</th><th>Evidence</th></tr>\n");
-        for figure in &section.figures {
-            let mut links = Vec::new();
-            if let Some(search) = &figure.search {
-                let text = match figure.counts {
-                    Some(Counts::Events) | None => "search",
-                    Some(Counts::Calls) => "search (count its calls)",
-                    Some(Counts::Principals) => "search (count its principals)",
-                    Some(Counts::Agents) => "search (count its agents)",
-                };
-                links.push(format!("<a href=\"{}\">{text}</a>", escape(search)));
-            }
-            for (position, proof) in figure.proofs.iter().enumerate() {
-                links.push(format!(
-                    "<a href=\"{}\">{}</a>",
-                    escape(proof),
-                    position + 1
-                ));
-            }
-            let _ = writeln!(
-                html,
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&figure.label),
-                value_html(&figure.value),
-                links.join(" ")
-            );
-        }
-        html.push_str("</table>\n");
-        if section.exceptions.is_empty() {
-            html.push_str("<p class=\"ok\">No exceptions.</p>\n");
-        } else {
-            html.push_str("<p class=\"bad\">Exceptions:</p><ul>\n");
-            for exception in &section.exceptions {
-                match &exception.link {
-                    Some(link) => {
-                        let text = if link.contains("/v1/calls/") {
-                            "timeline"
-                        } else {
-                            "evidence"
-                        };
-                        let _ = writeln!(
-                            html,
-                            "<li>{} (<a href=\"{}\">{text}</a>)</li>",
-                            escape(&exception.text),
-                            escape(link)
-                        );
-                    }
-                    None => {
-                        let _ = writeln!(html, "<li>{}</li>", escape(&exception.text));
-                    }
-                }
-            }
-            html.push_str("</ul>\n");
+#[derive(Template)]
+#[template(path = "report.html")]
+struct ReportPage<'a> {
+    report: &'a Report,
+}
+
+impl ReportPage<'_> {
+    /// The text of a figure's search link: what to count in it.
+    fn search_text(&self, figure: &Figure) -> &'static str {
+        match figure.counts {
+            Some(Counts::Events) | None => "search",
+            Some(Counts::Calls) => "search (count its calls)",
+            Some(Counts::Principals) => "search (count its principals)",
+            Some(Counts::Agents) => "search (count its agents)",
         }
     }
-    html.push_str("</body></html>\n");
-    html
+
+    /// The text of an exception's link: a call's timeline, or other evidence.
+    fn link_text(&self, link: &str) -> &'static str {
+        if link.contains("/v1/calls/") {
+            "timeline"
+        } else {
+            "evidence"
+        }
+    }
 }
 
 /// A value as text: numbers and strings as they are, yes/no, a dash for nothing, lists
 /// separated by commas, objects as a list of `name: value`.
-fn value_html(value: &Value) -> String {
-    match value {
-        Value::Null => "—".to_string(),
-        Value::Bool(true) => "yes".to_string(),
-        Value::Bool(false) => "no".to_string(),
-        Value::Number(number) => number.to_string(),
-        Value::String(text) => escape(text),
-        Value::Array(items) if items.is_empty() => "none".to_string(),
-        Value::Array(items) => items.iter().map(value_html).collect::<Vec<_>>().join(", "),
-        Value::Object(fields) => {
-            let mut html = String::from("<ul class=\"values\">");
-            for (name, field) in fields {
-                let _ = write!(
-                    html,
-                    "<li>{}: {}</li>",
-                    escape(&name.replace('_', " ")),
-                    value_html(field)
-                );
-            }
-            html.push_str("</ul>");
-            html
+#[derive(Template)]
+#[template(path = "value.html")]
+struct ValueHtml<'a> {
+    value: &'a Value,
+}
+
+/// Its template escapes every text it prints, so the page that includes it must not escape it
+/// again.
+impl askama::filters::HtmlSafe for ValueHtml<'_> {}
+
+/// How a value is shown.
+enum Shape<'a> {
+    Text(String),
+    List(Vec<ValueHtml<'a>>),
+    Fields(Vec<(String, ValueHtml<'a>)>),
+}
+
+impl<'a> ValueHtml<'a> {
+    fn new(value: &'a Value) -> Self {
+        ValueHtml { value }
+    }
+
+    fn shape(&self) -> Shape<'a> {
+        match self.value {
+            Value::Null => Shape::Text("—".into()),
+            Value::Bool(true) => Shape::Text("yes".into()),
+            Value::Bool(false) => Shape::Text("no".into()),
+            Value::Number(number) => Shape::Text(number.to_string()),
+            Value::String(text) => Shape::Text(text.clone()),
+            Value::Array(items) if items.is_empty() => Shape::Text("none".into()),
+            Value::Array(items) => Shape::List(items.iter().map(ValueHtml::new).collect()),
+            Value::Object(fields) => Shape::Fields(
+                fields
+                    .iter()
+                    .map(|(name, field)| (name.replace('_', " "), ValueHtml::new(field)))
+                    .collect(),
+            ),
         }
     }
 }
 
-/// Escapes text for HTML content and attribute values.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for character in text.chars() {
-        match character {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            other => out.push(other),
-        }
-    }
-    out
+/// The report as a self-contained HTML page (no script, no external resource). Deterministic:
+/// `callproof-verify` renders it again from a bundle's entries and compares the bytes.
+pub fn render_html(report: &Report) -> String {
+    // Rendering into a String fails only if a value's Display does, which none here can.
+    ReportPage { report }.render().unwrap_or_else(|error| {
+        format!("<!doctype html>\n<p>the report page failed: {error}</p>\n")
+    })
 }

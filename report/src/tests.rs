@@ -180,8 +180,9 @@ fn the_page_shows_values_not_json_and_links_exceptions() {
     let report = build(&inputs(), &scenario());
     let html = render_html(&report);
     assert!(html.contains("<li>allow groups: support</li>"), "{html}");
-    assert!(!html.contains("{\""), "no JSON object on the page");
-    assert!(!html.contains("[\""), "no JSON array on the page");
+    for json in ["{\"", "[\"", "{&#34;", "[&#34;"] {
+        assert!(!html.contains(json), "no JSON on the page: {json}");
+    }
     assert!(
         html.contains("(<a href=\"/v1/calls/gap\">timeline</a>)"),
         "{html}"
@@ -199,8 +200,54 @@ fn html_escapes_everything_that_comes_from_events() {
     events[1].call_id = Some("c\"<b>".into());
     let html = render_html(&build(&inputs(), &events));
     assert!(!html.contains("<script>alert"));
-    assert!(html.contains("&lt;script&gt;"));
-    assert!(html.contains("c&quot;&lt;b&gt;"));
+    assert!(html.contains("&#60;script&#62;"), "{html}");
+    assert!(html.contains("c&#34;&#60;b&#62;"), "{html}");
+}
+
+#[test]
+fn a_script_in_a_function_name_a_principal_or_a_policy_value_is_escaped_once() {
+    let script = "<script>alert(1)</script>";
+    let mut events = scenario();
+    for event in &mut events {
+        event.function = Some(script.into());
+        event.subject = Some(format!("{script}&"));
+    }
+    let mut inputs = inputs();
+    inputs.context.policies = BTreeMap::from([(
+        script.to_string(),
+        json!({"allow_groups": [script], "approval": {"condition": script}}),
+    )]);
+    let html = render_html(&build(&inputs, &events));
+    assert!(!html.contains("<script"), "{html}");
+    // In a label, in a value nested in lists and objects, in a link: escaped exactly once.
+    assert!(
+        html.contains("<td>policy of &#60;script&#62;alert(1)&#60;/script&#62;</td>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<li>allow groups: &#60;script&#62;alert(1)&#60;/script&#62;</li>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<li>condition: &#60;script&#62;alert(1)&#60;/script&#62;</li>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("from &#60;script&#62;alert(1)&#60;/script&#62;&#38;</td>"),
+        "{html}"
+    );
+    assert!(!html.contains("&#38;#60;"), "escaped twice: {html}");
+}
+
+#[test]
+fn the_page_is_for_phones_and_loads_nothing_from_elsewhere() {
+    let html = render_html(&build(&inputs(), &scenario()));
+    assert!(
+        html.contains(r#"<meta name="viewport" content="width=device-width, initial-scale=1">"#)
+    );
+    for outside in ["<script", "<link", "<img", "@import", "url(", "src="] {
+        assert!(!html.contains(outside), "{outside} in the page");
+    }
 }
 
 #[test]
