@@ -382,3 +382,187 @@ fn peek_head_agrees_with_decode() {
         let _ = peek_head(&corrupted);
     }
 }
+
+/// The encoder before issue 17: the event as a generic value, resolved against the schema, then
+/// written (validating it) with `to_avro_datum`. Kept as the reference the fast one must match.
+fn encode_by_resolving(event: &CallEvent) -> Vec<u8> {
+    let schema = &*CURRENT_SCHEMA;
+    let value = apache_avro::to_value(event)
+        .and_then(|value| value.resolve(schema))
+        .unwrap();
+    let datum = apache_avro::to_avro_datum(schema, value).unwrap();
+    [
+        &SINGLE_OBJECT_MARKER[..],
+        &schema_fingerprint(include_str!("../../call_event.avsc")),
+        &datum,
+    ]
+    .concat()
+}
+
+/// A small deterministic generator (SplitMix64), so that the comparison below needs no
+/// dependency and fails the same way every run.
+struct Draw(u64);
+
+impl Draw {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn chance(&mut self) -> bool {
+        self.below(2) == 0
+    }
+
+    fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize].clone()
+    }
+
+    /// Values whose varints take one byte, several, or the most.
+    fn long(&mut self) -> i64 {
+        match self.below(4) {
+            0 => self.below(64) as i64 - 32,
+            1 => self.pick(&[i64::MIN, i64::MAX, -1, 0, 1 << 35]),
+            _ => self.next() as i64,
+        }
+    }
+
+    fn int(&mut self) -> i32 {
+        match self.below(3) {
+            0 => self.below(64) as i32 - 32,
+            1 => self.pick(&[i32::MIN, i32::MAX, -1, 0]),
+            _ => self.next() as i32,
+        }
+    }
+
+    fn text(&mut self) -> String {
+        let pieces = [
+            "",
+            "a",
+            "é",
+            "日本",
+            "\"q\"",
+            "\n",
+            "\u{0}",
+            "[REDACTED:EMAIL]",
+            "x",
+        ];
+        let n = self.pick(&[0u64, 1, 3, 40, 200]);
+        (0..n).map(|_| self.pick(&pieces)).collect()
+    }
+
+    fn maybe<T>(&mut self, make: impl FnOnce(&mut Self) -> T) -> Option<T> {
+        if self.chance() {
+            Some(make(self))
+        } else {
+            None
+        }
+    }
+
+    fn list<T>(&mut self, mut make: impl FnMut(&mut Self) -> T) -> Vec<T> {
+        let n = self.pick(&[0u64, 0, 1, 2, 7]);
+        (0..n).map(|_| make(self)).collect()
+    }
+
+    fn event(&mut self) -> CallEvent {
+        CallEvent {
+            event_id: self.text(),
+            call_id: self.text(),
+            seq: self.int(),
+            kind: self.pick(&EventKind::ALL),
+            time: self.long(),
+            gateway: self.text(),
+            function: self.text(),
+            principal: self.maybe(|draw| Principal {
+                issuer: draw.text(),
+                subject: draw.text(),
+                email: draw.maybe(Draw::text),
+                groups: draw.list(Draw::text),
+                client_id: draw.maybe(Draw::text),
+                actor: draw.maybe(|draw| Actor {
+                    subject: draw.text(),
+                    issuer: draw.maybe(Draw::text),
+                    client_id: draw.maybe(Draw::text),
+                }),
+                authentication: draw.maybe(|draw| Authentication {
+                    method: draw.text(),
+                    algorithm: draw.text(),
+                    key_id: draw.maybe(Draw::text),
+                    token_id: draw.maybe(Draw::text),
+                    issued_at: draw.maybe(Draw::long),
+                    expires_at: draw.maybe(Draw::long),
+                }),
+            }),
+            request: self.maybe(|draw| Request {
+                method: draw.text(),
+                path: draw.text(),
+                body: draw.maybe(Draw::text),
+                body_bytes: draw.long(),
+                content_type: draw.maybe(Draw::text),
+            }),
+            response: self.maybe(|draw| Response {
+                status: draw.int(),
+                body: draw.maybe(Draw::text),
+                body_bytes: draw.long(),
+                latency_micros: draw.long(),
+            }),
+            decision: self.maybe(|draw| Decision {
+                allowed: draw.chance(),
+                policy_id: draw.maybe(Draw::text),
+                reason: draw.text(),
+            }),
+            approval: self.maybe(|draw| Approval {
+                approvers: draw.list(Draw::text),
+                quorum: draw.int(),
+                reviewer: draw.maybe(Draw::text),
+                decision: draw
+                    .maybe(|draw| draw.pick(&[ApprovalDecision::Approve, ApprovalDecision::Deny])),
+                comment: draw.maybe(Draw::text),
+                expires_at: draw.maybe(Draw::long),
+                arguments_sha256: draw.maybe(Draw::text),
+            }),
+            failure: self.maybe(|draw| Failure {
+                code: draw.text(),
+                message: draw.text(),
+            }),
+            masking: self.list(|draw| MaskingFinding {
+                detector: draw.text(),
+                path: draw.text(),
+                count: draw.int(),
+            }),
+            mcp: self.maybe(|draw| Mcp {
+                method: draw.text(),
+                server: draw.maybe(Draw::text),
+                tool: draw.maybe(Draw::text),
+                jsonrpc_id: draw.maybe(Draw::text),
+                session: draw.maybe(Draw::text),
+                protocol_version: draw.maybe(Draw::text),
+                client: draw.maybe(Draw::text),
+                outcome: draw.maybe(|draw| draw.pick(&McpOutcome::ALL)),
+                error_code: draw.maybe(Draw::int),
+            }),
+        }
+    }
+}
+
+/// Issue 17: `encode` writes straight from the struct. Its bytes must be those of the encoder
+/// it replaced, which resolved every event against the schema by field and symbol name, so a
+/// field or an enum variant declared out of the schema's order would show here.
+#[test]
+fn encode_writes_what_the_resolving_encoder_wrote() {
+    let mut draw = Draw(17);
+    let mut events = vec![full_event(), full_event_v1()];
+    events.extend(EventKind::ALL.into_iter().map(minimal_event));
+    events.extend((0..2_000).map(|_| draw.event()));
+    for event in &events {
+        let message = encode(event).unwrap();
+        assert_eq!(message, encode_by_resolving(event), "{event:#?}");
+        assert_eq!(&decode(&message).unwrap(), event);
+    }
+}
