@@ -42,9 +42,8 @@ pub struct McpConfig {
     #[serde(default = "default_list_page_size")]
     pub list_page_size: usize,
     /// How long a `tools/call` that needs approval holds the agent before answering that it is
-    /// pending (at most `ingress.approval_max_wait_secs`).
-    #[serde(default = "default_hold_wait_secs")]
-    pub hold_wait_secs: u64,
+    /// pending (at most `ingress.approval_max_wait_secs`, which is also the default).
+    pub hold_wait_secs: Option<u64>,
     /// How often a held call tells the agent it is still waiting (a progress notification when
     /// the agent asked for progress, else an SSE comment).
     #[serde(default = "default_hold_progress_secs")]
@@ -67,9 +66,6 @@ fn default_catalog_ttl_secs() -> u64 {
 }
 fn default_list_page_size() -> usize {
     100
-}
-fn default_hold_wait_secs() -> u64 {
-    60
 }
 fn default_hold_progress_secs() -> u64 {
     10
@@ -249,7 +245,9 @@ impl Config {
                 "must be between 1 and 1000".into(),
             ));
         }
-        if mcp.hold_wait_secs > self.ingress.approval_max_wait_secs {
+        if let Some(wait) = mcp.hold_wait_secs
+            && wait > self.ingress.approval_max_wait_secs
+        {
             return Err(invalid_key(
                 "mcp.hold_wait_secs",
                 format!(

@@ -161,9 +161,13 @@ impl EventPublisher {
 pub struct CallRecorder {
     pub call_id: String,
     gateway: String,
-    function: String,
+    /// What is called: a function's name, or `mcp:<server>__<tool>` once an MCP request names
+    /// its tool.
+    pub function: String,
     next_seq: i32,
     pub principal: Option<Principal>,
+    /// Recorded on every event of a call through `/mcp`.
+    pub mcp: Option<callproof_schemas::Mcp>,
 }
 
 impl CallRecorder {
@@ -174,6 +178,7 @@ impl CallRecorder {
             function: function.to_string(),
             next_seq: 0,
             principal: None,
+            mcp: None,
         }
     }
 
@@ -191,7 +196,13 @@ impl CallRecorder {
             function: function.to_string(),
             next_seq,
             principal: Some(caller),
+            mcp: None,
         }
+    }
+
+    pub fn with_mcp(mut self, mcp: callproof_schemas::Mcp) -> CallRecorder {
+        self.mcp = Some(mcp);
+        self
     }
 
     pub fn next_seq(&self) -> i32 {
@@ -216,7 +227,7 @@ impl CallRecorder {
             approval: None,
             failure: None,
             masking: Vec::new(),
-            mcp: None,
+            mcp: self.mcp.clone(),
         }
     }
 }

@@ -295,7 +295,7 @@ fn failed_event(call: &mut CallRecorder, failure: &ApiError) -> CallEvent {
 
 /// Masks a JSON document with policy rules (and detectors if enabled), returning the findings
 /// with their paths rooted at `prefix` as events record them.
-fn mask(
+pub(crate) fn mask(
     app: &AppState,
     document: &mut Value,
     rules: &FieldRules,
@@ -309,7 +309,7 @@ fn mask(
     Ok(event_findings(findings, prefix))
 }
 
-fn event_findings(findings: Vec<Finding>, prefix: &str) -> Vec<MaskingFinding> {
+pub(crate) fn event_findings(findings: Vec<Finding>, prefix: &str) -> Vec<MaskingFinding> {
     findings
         .into_iter()
         .map(|finding| MaskingFinding {
@@ -361,7 +361,7 @@ fn mask_answer(
 }
 
 /// How far the policy got when a call is refused.
-enum PolicyState {
+pub(crate) enum PolicyState {
     NotReached,
     /// Only the allow rule can decide, and it waits for the arguments; the policy's id.
     Pending(String),
@@ -384,7 +384,7 @@ async fn deny(
 ) -> ApiError {
     let mut denied = call.event(EventKind::CallDenied);
     denied.request = Some(request);
-    denied.decision = Some(refused_decision(state, &refusal));
+    denied.decision = Some(refused_decision(state, refusal.to_string()));
     denied.failure = Some(Failure {
         code: refusal.code().to_string(),
         message: refusal.to_string(),
@@ -395,23 +395,23 @@ async fn deny(
     }
 }
 
-fn refused_decision(state: PolicyState, refusal: &ApiError) -> Decision {
+pub(crate) fn refused_decision(state: PolicyState, reason: String) -> Decision {
     match state {
         PolicyState::Decided(decision) if !decision.allowed => decision,
         PolicyState::Decided(Decision { policy_id, .. }) => Decision {
             allowed: false,
             policy_id,
-            reason: refusal.to_string(),
+            reason,
         },
         PolicyState::Pending(policy_id) => Decision {
             allowed: false,
             policy_id: Some(policy_id),
-            reason: refusal.to_string(),
+            reason,
         },
         PolicyState::NotReached => Decision {
             allowed: false,
             policy_id: None,
-            reason: refusal.to_string(),
+            reason,
         },
     }
 }
@@ -438,7 +438,10 @@ mod tests {
     #[test]
     fn a_refusal_after_the_policy_allowed_is_recorded_as_not_allowed() {
         let refusal = ApiError::PayloadTooLarge { limit: 64 };
-        let recorded = refused_decision(PolicyState::Decided(allowed_by_policy()), &refusal);
+        let recorded = refused_decision(
+            PolicyState::Decided(allowed_by_policy()),
+            refusal.to_string(),
+        );
         assert!(!recorded.allowed);
         assert_eq!(recorded.policy_id.as_deref(), Some("functions.echo.policy"));
         assert_eq!(recorded.reason, refusal.to_string());
@@ -453,13 +456,11 @@ mod tests {
         };
         let recorded = refused_decision(
             PolicyState::Decided(policy.clone()),
-            &ApiError::Forbidden("not allowed".into()),
+            "not allowed".to_string(),
         );
         assert_eq!(recorded, policy);
-        let unauthenticated = refused_decision(
-            PolicyState::NotReached,
-            &ApiError::Unauthenticated("missing bearer token".into()),
-        );
+        let unauthenticated =
+            refused_decision(PolicyState::NotReached, "missing bearer token".to_string());
         assert!(!unauthenticated.allowed);
         assert_eq!(unauthenticated.reason, "missing bearer token");
     }

@@ -58,6 +58,8 @@ pub struct AppState {
     public_url: String,
     /// The token claims policy rules may read (`ingress.policy_claims`).
     policy_claims: Vec<String>,
+    /// The MCP gateway at `/mcp`, when `[mcp]` is configured.
+    mcp: Option<mcp::Mcp>,
 }
 
 impl AppState {
@@ -114,6 +116,7 @@ impl App {
             .unwrap_or_else(|| format!("http://{}", ingress.listen))
             .trim_end_matches('/')
             .to_string();
+        let mcp = mcp::Mcp::build(&config, &public_url)?;
         let state = AppState {
             instance_id: config.ingress.instance_id.clone(),
             authenticator,
@@ -129,8 +132,12 @@ impl App {
             approval_max_wait: Duration::from_secs(ingress.approval_max_wait_secs),
             public_url,
             policy_claims: ingress.policy_claims.clone(),
+            mcp,
         };
         let state = Arc::new(state);
+        if state.mcp.is_some() {
+            mcp::Mcp::spawn_reaper(&state);
+        }
         if let Some(longest_expiry) = longest_expiry {
             let lookback = longest_expiry
                 + Duration::from_secs(
@@ -169,7 +176,13 @@ fn prometheus_handle() -> anyhow::Result<PrometheusHandle> {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    let mcp = if state.mcp.is_some() {
+        mcp::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
+        .merge(mcp)
         .route("/v1/functions/{name}/invoke", post(invoke::invoke))
         .route("/v1/calls/{id}", get(approval::call_status))
         .route("/v1/approvals", get(approval::list))

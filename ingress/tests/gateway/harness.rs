@@ -38,15 +38,25 @@ impl Harness {
 
     /// Starts a gateway publishing to `brokers`, with the functions every test uses.
     pub async fn start_on(brokers: String) -> Harness {
-        Harness::start_configured(brokers, "", "").await
+        Harness::start_configured(brokers, "", "", "").await
+    }
+
+    /// As [`Harness::start`], with more tables at the end of the file (`[mcp]`).
+    pub async fn start_with_tables(tables: &str) -> Harness {
+        Harness::start_configured(broker::bootstrap(), "", "", tables).await
     }
 
     /// As [`Harness::start`], with extra lines for the `[ingress]` and `[oidc]` sections.
     pub async fn start_with(ingress_extra: &str, oidc_extra: &str) -> Harness {
-        Harness::start_configured(broker::bootstrap(), ingress_extra, oidc_extra).await
+        Harness::start_configured(broker::bootstrap(), ingress_extra, oidc_extra, "").await
     }
 
-    async fn start_configured(brokers: String, ingress_extra: &str, oidc_extra: &str) -> Harness {
+    async fn start_configured(
+        brokers: String,
+        ingress_extra: &str,
+        oidc_extra: &str,
+        tables: &str,
+    ) -> Harness {
         let issuer = TestIssuer::start().await.unwrap();
         let functions = FunctionService::start().await.unwrap();
         let webhook = WebhookReceiver::start().await.unwrap();
@@ -165,6 +175,8 @@ approval = {{ approver_groups = ["treasury", "risk"], quorum = 2 }}
 upstream = "{upstream}/echo"
 policy = {{ allow_groups = ["support"] }}
 approval = {{ approver_groups = ["treasury"], expiry_secs = 2 }}
+
+{tables}
 "#,
             issuer = issuer.url,
         );

@@ -8,5 +8,6 @@ mod auth;
 mod errors;
 mod harness;
 mod instances;
+mod mcp;
 mod mcp_upstream;
 mod policy;

@@ -1,0 +1,633 @@
+//! `/mcp`: the gateway as an MCP server in front of a real upstream (the official Python SDK 2.x,
+//! `tests/mcp/upstream.py`), spoken to with plain HTTP so that every header and every byte of
+//! the protocol is the test's own: the legacy handshake and sessions, the stateless 2026-07-28
+//! revision, per-caller tool lists, masking both ways, the events of each call, and the
+//! JSON-RPC error (and recorded denial) of each kind of bad request.
+
+use base64::Engine;
+use callproof_schemas::{CallEvent, EventKind, McpOutcome};
+use callproof_tests::mcp_upstream::{McpUpstream, Sdk};
+use serde_json::{Value, json};
+
+use crate::harness::{Answer, Harness, UPSTREAM_TOKEN, answer, kinds};
+
+const RESOURCE: &str = "https://gateway.test/mcp";
+const MODERN: &str = "2026-07-28";
+const CARD: &str = "4111 1111 1111 1111";
+const EMAIL: &str = "jane.doe@example.com";
+
+struct Gateway {
+    harness: Harness,
+    _upstream: McpUpstream,
+}
+
+async fn start() -> Gateway {
+    let upstream = McpUpstream::start(Sdk::V2, Some(2)).unwrap_or_else(|error| panic!("{error:#}"));
+    let tables = format!(
+        r#"
+[mcp]
+resource = "{RESOURCE}"
+list_page_size = 3
+
+[mcp.servers.crm]
+url = "{url}"
+credential = {{ kind = "bearer", token = "${{UPSTREAM_TOKEN}}" }}
+[mcp.servers.crm.default.policy]
+allow_groups = ["support"]
+[mcp.servers.crm.tools.get_customer.policy]
+allow_groups = ["support"]
+mask_request = ["/ssn"]
+mask_response = ["card_number"]
+[mcp.servers.crm.tools.whoami.policy]
+allow_subjects = ["carol"]
+# The test reads the credential the upstream saw; the detectors would mask it.
+detect = false
+"#,
+        url = upstream.url
+    );
+    Gateway {
+        harness: Harness::start_with_tables(&tables).await,
+        _upstream: upstream,
+    }
+}
+
+/// A token for `/mcp`: its audience is the gateway's resource URI.
+fn token(gateway: &Gateway, subject: &str, groups: &[&str]) -> String {
+    let issuer = &gateway.harness.issuer;
+    let mut claims = issuer.claims(subject, groups);
+    claims["aud"] = json!(RESOURCE);
+    callproof_tests::issuer::sign(&issuer.key(jsonwebtoken::Algorithm::ES256), &claims)
+}
+
+/// An agent speaking to `/mcp` over plain HTTP.
+struct Agent<'g> {
+    gateway: &'g Gateway,
+    token: String,
+    session: Option<String>,
+    /// `MCP-Protocol-Version` sent with the session.
+    version: &'static str,
+    next_id: u64,
+}
+
+impl<'g> Agent<'g> {
+    fn new(gateway: &'g Gateway, subject: &str, groups: &[&str]) -> Agent<'g> {
+        Agent {
+            gateway,
+            token: token(gateway, subject, groups),
+            session: None,
+            version: "2025-11-25",
+            next_id: 1,
+        }
+    }
+
+    fn request(&self, body: &Value) -> reqwest::RequestBuilder {
+        let mut request = self
+            .gateway
+            .harness
+            .client
+            .post(format!("{}/mcp", self.gateway.harness.url))
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .bearer_auth(&self.token)
+            .body(body.to_string());
+        if let Some(session) = &self.session {
+            request = request
+                .header("mcp-session-id", session)
+                .header("mcp-protocol-version", self.version);
+        }
+        request
+    }
+
+    async fn send(&mut self, method: &str, params: Value) -> Answer {
+        let id = self.next_id;
+        self.next_id += 1;
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        read(self.request(&body)).await
+    }
+
+    /// The legacy handshake: `initialize`, then `notifications/initialized`.
+    async fn initialize(&mut self) -> Answer {
+        let answer = self
+            .send(
+                "initialize",
+                json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "test-agent", "version": "1.0"}}),
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        self.session = answer
+            .headers
+            .get("mcp-session-id")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        assert!(
+            self.session.is_some(),
+            "no session id: {:?}",
+            answer.headers
+        );
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let acknowledged = read(self.request(&initialized)).await;
+        assert_eq!(acknowledged.status, 202, "{}", acknowledged.text);
+        answer
+    }
+
+    /// A 2026-07-28 request: `_meta` and the headers that repeat the body.
+    async fn send_modern(&mut self, method: &str, mut params: Value) -> Answer {
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "modern-agent", "version": "2.0"},
+        });
+        let id = self.next_id;
+        self.next_id += 1;
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let mut request = self
+            .request(&body)
+            .header("mcp-protocol-version", MODERN)
+            .header("mcp-method", method);
+        if let Some(name) = body["params"]["name"].as_str() {
+            request = request.header("mcp-name", name);
+        }
+        read(request).await
+    }
+
+    /// Every tool name this agent is offered, following cursors.
+    async fn tool_names(&mut self) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut cursor = Value::Null;
+        for _ in 0..10 {
+            let params = if cursor.is_null() {
+                json!({})
+            } else {
+                json!({"cursor": cursor})
+            };
+            let page = self.send("tools/list", params).await;
+            assert_eq!(page.status, 200, "{}", page.text);
+            let tools = page.body["result"]["tools"].as_array().unwrap().clone();
+            assert!(tools.len() <= 3, "page size is 3: {}", page.text);
+            names.extend(
+                tools
+                    .iter()
+                    .map(|tool| tool["name"].as_str().unwrap().to_string()),
+            );
+            cursor = page.body["result"]["nextCursor"].clone();
+            if cursor.is_null() {
+                return names;
+            }
+        }
+        panic!("more pages than tools");
+    }
+}
+
+/// Reads an answer, JSON or SSE (the last `data:` line is the response).
+async fn read(request: reqwest::RequestBuilder) -> Answer {
+    let mut answer = answer(request).await;
+    let is_sse = answer
+        .headers
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/event-stream"));
+    if is_sse {
+        let messages: Vec<Value> = answer
+            .text
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .filter_map(|data| serde_json::from_str(data.trim()).ok())
+            .collect();
+        answer.body = messages.last().cloned().unwrap_or(Value::Null);
+    }
+    answer
+}
+
+fn call_id(answer: &Answer) -> &str {
+    answer
+        .call_id
+        .as_deref()
+        .unwrap_or_else(|| panic!("no call id: {:?} {}", answer.headers, answer.text))
+}
+
+fn one_denial(gateway: &Gateway, answer: &Answer) -> CallEvent {
+    let events = gateway.harness.events_of(call_id(answer), 1);
+    assert_eq!(kinds(&events), [EventKind::CallDenied], "{}", answer.text);
+    events.into_iter().next().unwrap()
+}
+
+#[tokio::test]
+async fn a_legacy_agent_sees_only_its_tools_and_calls_them_masked_both_ways() {
+    let gateway = start().await;
+    let mut alice = Agent::new(&gateway, "alice", &["support"]);
+    let initialized = alice.initialize().await;
+    assert_eq!(initialized.body["result"]["protocolVersion"], "2025-11-25");
+    assert_eq!(
+        initialized.body["result"]["serverInfo"]["name"],
+        "callproof"
+    );
+
+    // whoami is carol's only: alice is never offered it.
+    let names = alice.tool_names().await;
+    assert_eq!(
+        names,
+        [
+            "crm__boom",
+            "crm__echo",
+            "crm__fail",
+            "crm__get_customer",
+            "crm__route",
+            "crm__slow"
+        ]
+    );
+
+    let answer = alice
+        .send(
+            "tools/call",
+            json!({"name": "crm__get_customer", "arguments": {"customer_id": "c-42", "ssn": "123-45-6789"}}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let result = &answer.body["result"];
+    assert_ne!(result["isError"], true, "{}", answer.text);
+    assert!(
+        !answer.text.contains(CARD),
+        "card number reached the agent: {}",
+        answer.text
+    );
+    assert!(
+        !answer.text.contains(EMAIL),
+        "e-mail reached the agent: {}",
+        answer.text
+    );
+    assert!(answer.text.contains("Jane Doe"), "{}", answer.text);
+    assert!(
+        result.get("resultType").is_none(),
+        "a legacy answer has no resultType"
+    );
+    let call = call_id(&answer).to_string();
+    assert_eq!(result["_meta"]["dev.callproof/call_id"], json!(call));
+
+    let events = gateway.harness.events_of(&call, 3);
+    assert_eq!(
+        kinds(&events),
+        [
+            EventKind::CallReceived,
+            EventKind::CallForwarded,
+            EventKind::CallCompleted
+        ]
+    );
+    for event in &events {
+        assert_eq!(event.function, "mcp:crm__get_customer");
+        let mcp = event.mcp.as_ref().expect("mcp facts on every event");
+        assert_eq!(mcp.method, "tools/call");
+        assert_eq!(mcp.server.as_deref(), Some("crm"));
+        assert_eq!(mcp.tool.as_deref(), Some("get_customer"));
+        assert_eq!(mcp.protocol_version.as_deref(), Some("2025-11-25"));
+        assert_eq!(mcp.client.as_deref(), Some("test-agent/1.0"));
+        let session = mcp.session.as_deref().unwrap();
+        assert_eq!(session.len(), 16);
+        assert!(!alice.session.as_deref().unwrap().contains(session));
+        assert_eq!(event.principal.as_ref().unwrap().subject, "alice");
+    }
+    let request_body = events[0].request.as_ref().unwrap().body.as_deref().unwrap();
+    assert!(!request_body.contains("123-45-6789"), "{request_body}");
+    assert!(request_body.contains("[REDACTED"), "{request_body}");
+    let completed = &events[2];
+    assert_eq!(
+        completed.mcp.as_ref().unwrap().outcome,
+        Some(McpOutcome::Result)
+    );
+    let recorded = completed
+        .response
+        .as_ref()
+        .unwrap()
+        .body
+        .as_deref()
+        .unwrap();
+    assert!(
+        !recorded.contains(CARD) && !recorded.contains(EMAIL),
+        "{recorded}"
+    );
+    assert!(
+        completed
+            .masking
+            .iter()
+            .any(|finding| finding.path.starts_with("/response/body/structuredContent")),
+        "{:?}",
+        completed.masking
+    );
+
+    // The upstream sees the gateway's credential, never the agent's token.
+    let mut carol = Agent::new(&gateway, "carol", &[]);
+    carol.initialize().await;
+    assert_eq!(carol.tool_names().await, ["crm__whoami"]);
+    let whoami = carol
+        .send("tools/call", json!({"name": "crm__whoami"}))
+        .await;
+    assert_eq!(whoami.status, 200, "{}", whoami.text);
+    assert!(whoami.text.contains(UPSTREAM_TOKEN), "{}", whoami.text);
+    assert!(
+        !whoami.text.contains(&carol.token),
+        "the agent's token went upstream"
+    );
+
+    // Ending the session: it is gone for good.
+    let ended = gateway
+        .harness
+        .client
+        .delete(format!("{}/mcp", gateway.harness.url))
+        .bearer_auth(&alice.token)
+        .header("mcp-session-id", alice.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 204);
+    let after = alice.send("tools/list", json!({})).await;
+    assert_eq!(after.status, 404, "{}", after.text);
+}
+
+#[tokio::test]
+async fn tool_errors_and_upstream_errors_are_answered_and_recorded_apart() {
+    let gateway = start().await;
+    let mut alice = Agent::new(&gateway, "alice", &["support"]);
+    alice.initialize().await;
+
+    let failed = alice.send("tools/call", json!({"name": "crm__fail"})).await;
+    assert_eq!(failed.body["result"]["isError"], true, "{}", failed.text);
+    let events = gateway.harness.events_of(call_id(&failed), 3);
+    assert_eq!(events[2].kind, EventKind::CallCompleted, "{events:#?}");
+    assert_eq!(
+        events[2].mcp.as_ref().unwrap().outcome,
+        Some(McpOutcome::ToolError),
+        "{events:#?}"
+    );
+
+    let boom = alice.send("tools/call", json!({"name": "crm__boom"})).await;
+    let code = boom.body["error"]["code"].as_i64();
+    assert!(code.is_some(), "{}", boom.text);
+    let events = gateway.harness.events_of(call_id(&boom), 3);
+    assert_eq!(events[2].kind, EventKind::CallFailed);
+    let mcp = events[2].mcp.as_ref().unwrap();
+    assert_eq!(mcp.outcome, Some(McpOutcome::JsonrpcError));
+    assert_eq!(mcp.error_code.map(i64::from), code);
+    assert_eq!(events[2].failure.as_ref().unwrap().code, "mcp_error");
+}
+
+#[tokio::test]
+async fn a_hidden_tool_answers_as_an_unknown_one_and_the_record_says_why() {
+    let gateway = start().await;
+    let mut alice = Agent::new(&gateway, "alice", &["support"]);
+    alice.initialize().await;
+    let hidden = alice
+        .send("tools/call", json!({"name": "crm__whoami"}))
+        .await;
+    let unknown = alice.send("tools/call", json!({"name": "crm__nope"})).await;
+    for (answer, name) in [(&hidden, "crm__whoami"), (&unknown, "crm__nope")] {
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body["error"]["code"], -32602, "{}", answer.text);
+        assert_eq!(
+            answer.body["error"]["message"],
+            format!("Unknown tool: {name}")
+        );
+    }
+    let hidden_reason = one_denial(&gateway, &hidden).decision.unwrap().reason;
+    assert!(hidden_reason.contains("alice"), "{hidden_reason}");
+    let unknown_reason = one_denial(&gateway, &unknown).decision.unwrap().reason;
+    assert!(
+        unknown_reason.contains("has no tool nope"),
+        "{unknown_reason}"
+    );
+}
+
+#[tokio::test]
+async fn the_stateless_revision_is_served_with_its_headers_checked() {
+    let gateway = start().await;
+    let mut agent = Agent::new(&gateway, "alice", &["support"]);
+    let discovered = agent.send_modern("server/discover", json!({})).await;
+    assert_eq!(discovered.status, 200, "{}", discovered.text);
+    assert!(
+        discovered.body["result"]["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(MODERN))
+    );
+    let listed = agent.send_modern("tools/list", json!({})).await;
+    assert_eq!(
+        listed.body["result"]["resultType"], "complete",
+        "{}",
+        listed.text
+    );
+    assert_eq!(listed.body["result"]["cacheScope"], "private");
+    assert!(listed.body["result"]["ttlMs"].is_u64());
+    let called = agent
+        .send_modern(
+            "tools/call",
+            json!({"name": "crm__echo", "arguments": {"message": "hi"}}),
+        )
+        .await;
+    assert_eq!(called.status, 200, "{}", called.text);
+    assert_eq!(
+        called.body["result"]["resultType"], "complete",
+        "{}",
+        called.text
+    );
+    assert!(called.text.contains("hi"));
+    let events = gateway.harness.events_of(call_id(&called), 3);
+    let mcp = events[0].mcp.as_ref().unwrap();
+    assert_eq!(mcp.protocol_version.as_deref(), Some(MODERN));
+    assert_eq!(mcp.session, None);
+    assert_eq!(mcp.client.as_deref(), Some("modern-agent/2.0"));
+
+    // A name header the client had to encode is decoded before it is compared.
+    let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+        "name": "crm__echo", "arguments": {"message": "b64"},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN,
+                  "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let encoded = format!(
+        "=?base64?{}?=",
+        base64::engine::general_purpose::STANDARD.encode("crm__echo")
+    );
+    let modern = |name: &str| {
+        agent
+            .request(&body)
+            .header("mcp-protocol-version", MODERN)
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", name.to_string())
+    };
+    let accepted = read(modern(&encoded)).await;
+    assert_eq!(accepted.status, 200, "{}", accepted.text);
+    let mismatch = read(modern("crm__fail")).await;
+    assert_eq!(mismatch.status, 400, "{}", mismatch.text);
+    assert_eq!(mismatch.body["error"]["code"], -32020);
+    assert_eq!(
+        one_denial(&gateway, &mismatch).failure.unwrap().code,
+        "mcp_header_mismatch"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_the_error_the_specification_names_and_a_recorded_denial() {
+    let gateway = start().await;
+    let mut alice = Agent::new(&gateway, "alice", &["support"]);
+    alice.initialize().await;
+    let session = alice.session.clone().unwrap();
+    let mut bob = Agent::new(&gateway, "bob", &["support"]);
+    bob.session = Some(session.clone());
+    let mut stale = Agent::new(&gateway, "alice", &["support"]);
+    stale.session = Some(session.clone());
+    stale.version = "2025-06-18";
+    let stateless = Agent::new(&gateway, "alice", &["support"]);
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let modern_meta = json!({"io.modelcontextprotocol/protocolVersion": MODERN,
+                             "io.modelcontextprotocol/clientCapabilities": {}});
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, i64, &str)> = vec![
+        ("not JSON", alice.request(&json!(null)).body("{nope"), 400, -32700, "invalid_json"),
+        ("a batch", alice.request(&json!([ping])), 400, -32600, "mcp_invalid_request"),
+        ("unknown method", alice.request(&json!({"jsonrpc": "2.0", "id": 2, "method": "resources/list"})), 200, -32601, "mcp_method_not_found"),
+        ("no session", Agent::new(&gateway, "alice", &["support"]).request(&ping), 400, -32600, "mcp_session_required"),
+        ("another caller's session", bob.request(&ping), 404, -32600, "mcp_session_not_found"),
+        (
+            "wrong version header",
+            stale.request(&ping),
+            400, -32600, "mcp_unsupported_version",
+        ),
+        (
+            "unsupported stateless version",
+            stateless.request(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {"_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2099-01-01",
+                "io.modelcontextprotocol/clientCapabilities": {}}}})),
+            400, -32022, "mcp_unsupported_version",
+        ),
+        (
+            "method header disagrees with the body",
+            stateless
+                .request(&json!({"jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": {"_meta": modern_meta}}))
+                .header("mcp-protocol-version", MODERN)
+                .header("mcp-method", "tools/call"),
+            400, -32020, "mcp_header_mismatch",
+        ),
+        (
+            "unknown method, stateless",
+            stateless
+                .request(&json!({"jsonrpc": "2.0", "id": 5, "method": "ping", "params": {"_meta": modern_meta}}))
+                .header("mcp-protocol-version", MODERN)
+                .header("mcp-method", "ping"),
+            404, -32601, "mcp_method_not_found",
+        ),
+        (
+            "oversized message",
+            alice.request(&json!({"jsonrpc": "2.0", "id": 6, "method": "ping", "params": {"pad": "x".repeat(70_000)}})),
+            413, -32600, "payload_too_large",
+        ),
+        (
+            "not JSON content",
+            gateway
+                .harness
+                .client
+                .post(format!("{}/mcp", gateway.harness.url))
+                .bearer_auth(&alice.token)
+                .header("content-type", "text/plain")
+                .body(ping.to_string()),
+            415, -32600, "unsupported_media_type",
+        ),
+        ("bad arguments", alice.request(&json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "crm__echo", "arguments": [1]}})), 200, -32602, "mcp_invalid_params"),
+    ];
+    for (what, request, status, code, recorded) in cases {
+        let answer = read(request).await;
+        assert_eq!(answer.status, status, "{what}: {}", answer.text);
+        assert_eq!(
+            answer.body["error"]["code"], code,
+            "{what}: {}",
+            answer.text
+        );
+        let denied = one_denial(&gateway, &answer);
+        assert_eq!(denied.failure.unwrap().code, recorded, "{what}");
+        assert!(!denied.decision.unwrap().allowed, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn the_endpoint_is_an_oauth_protected_resource() {
+    let gateway = start().await;
+    let metadata: Value = gateway
+        .harness
+        .client
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            gateway.harness.url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["resource"], RESOURCE);
+    assert_eq!(
+        metadata["authorization_servers"],
+        json!([gateway.harness.issuer.url])
+    );
+
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let anonymous = gateway
+        .harness
+        .client
+        .post(format!("{}/mcp", gateway.harness.url))
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(ping.to_string());
+    // A token for the HTTP API (audience `callproof`) is not a token for this resource.
+    let mut other_audience = Agent::new(&gateway, "alice", &["support"]);
+    other_audience.token = gateway.harness.issuer.token("alice", &["support"]);
+    for (request, invalid_token) in [(anonymous, false), (other_audience.request(&ping), true)] {
+        let answer = read(request).await;
+        assert_eq!(answer.status, 401, "{}", answer.text);
+        let challenge = answer.headers["www-authenticate"].to_str().unwrap();
+        // RFC 9728: the well-known path goes between the resource's host and its path.
+        assert!(
+            challenge.contains(
+                r#"resource_metadata="https://gateway.test/.well-known/oauth-protected-resource/mcp""#
+            ),
+            "{challenge}"
+        );
+        assert_eq!(
+            challenge.contains(r#"error="invalid_token""#),
+            invalid_token,
+            "{challenge}"
+        );
+        let denied = one_denial(&gateway, &answer);
+        assert_eq!(denied.failure.unwrap().code, "unauthenticated");
+    }
+
+    let foreign = read(
+        Agent::new(&gateway, "alice", &["support"])
+            .request(&ping)
+            .header("origin", "https://evil.example"),
+    )
+    .await;
+    assert_eq!(foreign.status, 403, "{}", foreign.text);
+}
+
+#[tokio::test]
+async fn progress_reaches_the_agent_that_asked_for_it() {
+    let gateway = start().await;
+    let mut alice = Agent::new(&gateway, "alice", &["support"]);
+    alice.initialize().await;
+    let body = json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": {
+        "name": "crm__slow", "arguments": {"steps": 3, "interval_ms": 20},
+        "_meta": {"progressToken": "tok-1"}}});
+    let answer = read(alice.request(&body)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let progress: Vec<Value> = answer
+        .text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+        .filter(|message| message["method"] == "notifications/progress")
+        .collect();
+    assert!(!progress.is_empty(), "{}", answer.text);
+    assert!(
+        progress
+            .iter()
+            .all(|message| message["params"]["progressToken"] == "tok-1")
+    );
+    assert_eq!(answer.body["id"], 41, "{}", answer.text);
+    assert!(answer.body["result"].is_object(), "{}", answer.text);
+}
