@@ -631,3 +631,84 @@ async fn progress_reaches_the_agent_that_asked_for_it() {
     assert_eq!(answer.body["id"], 41, "{}", answer.text);
     assert!(answer.body["result"].is_object(), "{}", answer.text);
 }
+
+/// Runs `tests/mcp/agent.py` under an SDK's virtualenv against the gateway.
+async fn sdk_agent(gateway: &Gateway, sdk: Sdk, mode: &str, token: &str) -> Value {
+    let script = callproof_tests::workspace_root().join("tests/mcp/agent.py");
+    let output = tokio::process::Command::new(sdk.python())
+        .arg(&script)
+        .args(["--url", &format!("{}/mcp", gateway.harness.url)])
+        .args(["--token", token, "--mode", mode])
+        .output()
+        .await
+        .unwrap_or_else(|error| panic!("cannot run {}: {error}", script.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "SDK {} agent ({mode}) failed: {}\n{stdout}",
+        sdk.major(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|error| panic!("{error}: {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_sdks_list_and_call_tools_through_the_gateway_in_every_era() {
+    let gateway = start().await;
+    let token = token(&gateway, "alice", &["support"]);
+    for (sdk, mode) in [
+        (Sdk::V1, "legacy"),
+        (Sdk::V2, "legacy"),
+        (Sdk::V2, MODERN),
+        (Sdk::V2, "auto"),
+    ] {
+        let what = format!("SDK {} in {mode} mode", sdk.major());
+        let seen = sdk_agent(&gateway, sdk, mode, &token).await;
+        assert_eq!(
+            seen["tools"],
+            json!([
+                "crm__boom",
+                "crm__echo",
+                "crm__fail",
+                "crm__get_customer",
+                "crm__route",
+                "crm__slow"
+            ]),
+            "{what}: {seen}"
+        );
+        assert!(
+            seen["echo"].to_string().contains("hello from the sdk"),
+            "{what}: {seen}"
+        );
+        let customer = seen["customer"].to_string();
+        assert!(customer.contains("Jane Doe"), "{what}: {customer}");
+        assert!(
+            !customer.contains(CARD) && !customer.contains(EMAIL),
+            "{what}: {customer}"
+        );
+        assert!(
+            !seen["progress"].as_array().unwrap().is_empty(),
+            "{what}: no progress reached the agent: {seen}"
+        );
+        assert!(
+            seen["hidden"]
+                .to_string()
+                .contains("Unknown tool: crm__whoami"),
+            "{what}: {seen}"
+        );
+    }
+    // Both eras were spoken: `auto` and the pinned version chose the stateless one.
+    let versions: std::collections::BTreeMap<String, usize> = gateway
+        .harness
+        .all_raw_events()
+        .iter()
+        .filter_map(|(_, payload)| callproof_schemas::decode(payload).ok())
+        .filter(|event| event.kind == EventKind::CallReceived && event.function == "mcp:crm__echo")
+        .filter_map(|event| event.mcp.and_then(|mcp| mcp.protocol_version))
+        .fold(Default::default(), |mut counts, version| {
+            *counts.entry(version).or_default() += 1;
+            counts
+        });
+    assert_eq!(versions.get(MODERN), Some(&2), "{versions:?}");
+    assert_eq!(versions.values().sum::<usize>(), 4, "{versions:?}");
+}
