@@ -1,11 +1,14 @@
 //! The quick start tried as a new user would: run `scripts/quickstart`, wait for its banner, run
-//! the commands it prints exactly as printed, press Ctrl-C, then start it again on the same data.
+//! the commands it prints exactly as printed, sign in to the console it names as the people it
+//! names (through the demo issuer's sign-in page, over plain HTTP, as a browser without
+//! JavaScript would), press Ctrl-C, then start it again on the same data.
 //!
 //! The script starts its own Tansu broker (with its data in `.data/`), so the second run also
 //! shows that the broker, the log, the index and the keys survive a restart. It listens on the
-//! fixed ports the printed commands name (8080, 8081, 9400, 9500, 9464), so nothing else in the
-//! suite may use them; every other test takes free ports.
+//! fixed ports the printed commands name (8080, 8081, 8082, 9400, 9500, 9464), so nothing else in
+//! the suite may use them; every other test takes free ports.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -21,7 +24,10 @@ const BANNER_START: &str = "Try these commands in another terminal:";
 const BANNER_END: &str = "Press Ctrl-C to stop everything.";
 /// What the demo function answers for customer 42 before the gateway masks it.
 const RAW_CUSTOMER_VALUES: [&str; 3] = ["4111 1111 1111 1111", "219-09-9999", "ada@example.com"];
-const QUICKSTART_PORTS: [u16; 5] = [8080, 8081, 9400, 9500, 9464];
+const QUICKSTART_PORTS: [u16; 6] = [8080, 8081, 8082, 9400, 9500, 9464];
+const CONSOLE: &str = "http://127.0.0.1:8082";
+const ISSUER: &str = "http://127.0.0.1:9400";
+const GATEWAY: &str = "http://127.0.0.1:8080";
 
 #[test]
 fn quickstart_prints_commands_that_work_and_a_second_run_reuses_the_data() {
@@ -70,6 +76,22 @@ fn quickstart_prints_commands_that_work_and_a_second_run_reuses_the_data() {
     }
     let verifier_key = verifier_key_in(&commands);
 
+    // The console, and who to sign in as, are named before the commands.
+    let preamble = first.preamble.join("\n");
+    for expected in [
+        format!("The console, for approvers and auditors: {CONSOLE}"),
+        "bob     approves the refund held in step 3".into(),
+        "audrey  audits it".into(),
+    ] {
+        assert!(
+            preamble.contains(&expected),
+            "no {expected:?} in:\n{preamble}"
+        );
+    }
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(the_console_signs_in_the_people_the_banner_names());
+
     first.ctrl_c();
     for port in QUICKSTART_PORTS.into_iter().chain([broker_port]) {
         assert!(!listening(port), "port {port} still open after Ctrl-C");
@@ -103,6 +125,8 @@ fn quickstart_prints_commands_that_work_and_a_second_run_reuses_the_data() {
 struct Quickstart {
     child: Option<Child>,
     stdout_lines: mpsc::Receiver<String>,
+    /// What it printed before the commands.
+    preamble: Vec<String>,
     stderr_log: PathBuf,
     data: PathBuf,
 }
@@ -140,6 +164,7 @@ impl Quickstart {
         Quickstart {
             child: Some(child),
             stdout_lines,
+            preamble: Vec::new(),
             stderr_log,
             data: home.join(".data"),
         }
@@ -156,7 +181,7 @@ impl Quickstart {
                 Ok(line) if line == BANNER_START => in_banner = true,
                 Ok(line) if line == BANNER_END => return commands.join("\n"),
                 Ok(line) if in_banner => commands.push(line),
-                Ok(_) => {}
+                Ok(line) => self.preamble.push(line),
                 Err(_) => panic!("no banner from the quick start:\n{}", self.diagnostics()),
             }
         }
@@ -214,6 +239,289 @@ impl Drop for Quickstart {
             let _ = child.wait();
         }
     }
+}
+
+/// A refund of alice's, held; bob signs in to the console at the demo issuer, finds it in his
+/// inbox and approves it there, and it runs; audrey signs in, sees the logs, finds the call and
+/// its timeline.
+async fn the_console_signs_in_the_people_the_banner_names() {
+    let http = reqwest::Client::new();
+    let alice = http
+        .get(format!(
+            "{ISSUER}/token?sub=alice&groups=support&act=support-copilot"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let held = http
+        .post(format!("{GATEWAY}/v1/functions/refund_payment/invoke"))
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"payment_id": "pay_console", "amount": 300}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status(), reqwest::StatusCode::ACCEPTED);
+    let call_id = held.json::<serde_json::Value>().await.unwrap()["call_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let bob = Browser::new();
+    let inbox = bob.sign_in("bob", "/").await;
+    assert_eq!(inbox.url, format!("{CONSOLE}/"), "{}", inbox.body);
+    assert!(
+        inbox.body.contains(&format!("id=\"call-{call_id}\""))
+            && inbox.body.contains("refund_payment"),
+        "the held refund is not in bob's inbox:\n{}",
+        inbox.body
+    );
+    assert!(
+        inbox.body.contains(">Bob<"),
+        "signed in as Bob:\n{}",
+        inbox.body
+    );
+
+    // Approved with the form of its card, bound to the arguments' hash the card shows.
+    let card = inbox
+        .body
+        .split(&format!("id=\"call-{call_id}\""))
+        .nth(1)
+        .unwrap();
+    let decided = bob
+        .go(
+            &format!("{CONSOLE}/approvals/{call_id}"),
+            Some(vec![
+                ("csrf".into(), input_value(card, "csrf")),
+                (
+                    "arguments_sha256".into(),
+                    input_value(card, "arguments_sha256"),
+                ),
+                ("comment".into(), "checked in the console".into()),
+                ("decision".into(), "approve".into()),
+            ]),
+        )
+        .await;
+    assert!(
+        decided.body.contains("Your approval is recorded"),
+        "{}",
+        decided.body
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let call = http
+            .get(format!("{GATEWAY}/v1/calls/{call_id}"))
+            .bearer_auth(&alice)
+            .header("prefer", "wait=10")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if call.contains("\"status\":\"completed\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the approved refund did not run: {call}"
+        );
+    }
+
+    let audrey = Browser::new();
+    let logs = audrey.sign_in("audrey", "/audit/logs").await;
+    assert_eq!(logs.url, format!("{CONSOLE}/audit/logs"), "{}", logs.body);
+    assert!(
+        logs.body.contains("Logs and checkpoints") && logs.body.contains("Partition"),
+        "{}",
+        logs.body
+    );
+    // Once logged and indexed, she finds the refund's end and its timeline names bob's
+    // approval. (Waiting for it also lets the processor finish before Ctrl-C.)
+    let search = format!("{CONSOLE}/audit?call_id={call_id}&kind=call_completed");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let page = audrey.go(&search, None).await;
+        if page.body.contains(">call_completed</a>") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not found: {}", page.body);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let timeline = audrey
+        .go(&format!("{CONSOLE}/audit/calls/{call_id}"), None)
+        .await;
+    assert!(
+        timeline.body.contains("checked in the console") && timeline.body.contains("bob"),
+        "{}",
+        timeline.body
+    );
+}
+
+/// A page as the browser ended on it, and every address it went through.
+struct Page {
+    url: String,
+    body: String,
+    visited: Vec<String>,
+}
+
+/// A browser as far as signing in needs: it follows redirects and keeps cookies (by hand: one
+/// host, 127.0.0.1, whose cookies every port shares, as in a browser).
+struct Browser {
+    http: reqwest::Client,
+    cookies: std::sync::Mutex<HashMap<String, String>>,
+}
+
+impl Browser {
+    fn new() -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A GET, or a POST of `form`, then every redirect (as a GET), to the page at the end.
+    async fn go(&self, url: &str, form: Option<Vec<(String, String)>>) -> Page {
+        let mut url = reqwest::Url::parse(url).unwrap();
+        let mut form = form;
+        let mut visited = Vec::new();
+        for _ in 0..10 {
+            visited.push(url.to_string());
+            let cookie = self
+                .cookies
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let mut request = match form.take() {
+                Some(form) => self.http.post(url.clone()).form(&form),
+                None => self.http.get(url.clone()),
+            };
+            if !cookie.is_empty() {
+                request = request.header("cookie", cookie);
+            }
+            let response = request.send().await.unwrap();
+            for set in response.headers().get_all("set-cookie") {
+                let pair = set.to_str().unwrap().split(';').next().unwrap();
+                let (name, value) = pair.split_once('=').unwrap();
+                self.cookies
+                    .lock()
+                    .unwrap()
+                    .insert(name.trim().to_string(), value.trim().to_string());
+            }
+            if response.status().is_redirection() {
+                let location = response.headers()["location"].to_str().unwrap();
+                url = url.join(location).unwrap();
+                continue;
+            }
+            assert!(
+                response.status().is_success(),
+                "{url}: {}",
+                response.status()
+            );
+            return Page {
+                url: url.to_string(),
+                body: response.text().await.unwrap(),
+                visited,
+            };
+        }
+        panic!("too many redirects: {visited:?}");
+    }
+
+    /// Signs in at the console through the demo issuer's page, choosing `user`; the page
+    /// `return_to` the console lands on.
+    async fn sign_in(&self, user: &str, return_to: &str) -> Page {
+        // Not signed in, the console sends the browser to its sign-in page.
+        let signin = self.go(&format!("{CONSOLE}{return_to}"), None).await;
+        assert!(
+            signin.url.starts_with(&format!("{CONSOLE}/signin")),
+            "{}",
+            signin.url
+        );
+        let login = format!("{CONSOLE}/auth/login?return_to={}", url_encode(return_to));
+        let chooser = self.go(&login, None).await;
+        assert!(
+            chooser.url.starts_with(&format!("{ISSUER}/authorize?")),
+            "{}",
+            chooser.url
+        );
+        assert!(
+            chooser.url.contains("code_challenge_method=S256"),
+            "{}",
+            chooser.url
+        );
+        assert!(
+            chooser
+                .body
+                .contains("A demo issuer, not an identity provider")
+                && chooser
+                    .body
+                    .contains(&format!("name=\"user\" value=\"{user}\"")),
+            "{}",
+            chooser.body
+        );
+        let mut form = hidden_inputs(&chooser.body);
+        form.push(("user".into(), user.into()));
+        let landed = self.go(&format!("{ISSUER}/authorize"), Some(form)).await;
+        assert!(
+            landed
+                .visited
+                .iter()
+                .any(|url| url.starts_with(&format!("{CONSOLE}/auth/callback?code="))),
+            "{:?}",
+            landed.visited
+        );
+        landed
+    }
+}
+
+fn url_encode(text: &str) -> String {
+    reqwest::Url::parse_with_params("http://x/", [("v", text)])
+        .unwrap()
+        .query()
+        .unwrap_or_default()
+        .trim_start_matches("v=")
+        .to_string()
+}
+
+/// The hidden fields of a page's form.
+fn hidden_inputs(page: &str) -> Vec<(String, String)> {
+    page.split("<input type=\"hidden\" name=\"")
+        .skip(1)
+        .map(|rest| {
+            let (name, rest) = rest.split_once('"').unwrap();
+            let value = rest
+                .split_once("value=\"")
+                .and_then(|(_, value)| value.split_once('"'))
+                .map(|(value, _)| value)
+                .unwrap();
+            (name.to_string(), unescape(value))
+        })
+        .collect()
+}
+
+/// The value of the first input named `name` in `html`.
+fn input_value(html: &str, name: &str) -> String {
+    hidden_inputs(html)
+        .into_iter()
+        .find(|(field, _)| field == name)
+        .map(|(_, value)| value)
+        .unwrap_or_else(|| panic!("no input {name} in {html}"))
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&#34;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#60;", "<")
+        .replace("&#62;", ">")
+        .replace("&#38;", "&")
 }
 
 /// Runs the printed commands as one shell script that stops at the first failing command.
