@@ -63,6 +63,23 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// How long a call of `function` (a function's name, or `mcp:<server>__<tool>`) may run.
+    pub fn call_timeout(&self, function: &str) -> Duration {
+        match (self.functions.get(function), &self.mcp) {
+            (Some(function), _) => function.timeout,
+            (None, Some(mcp)) => mcp.call_timeout(function).unwrap_or(Duration::ZERO),
+            (None, None) => Duration::ZERO,
+        }
+    }
+
+    /// The approval policy of `function` (a function's name, or `mcp:<server>__<tool>`).
+    pub fn approval_policy(&self, function: &str) -> Option<&approval::ApprovalPolicy> {
+        match self.functions.get(function) {
+            Some(function) => function.approval.as_ref(),
+            None => self.mcp.as_ref()?.approval_policy(function),
+        }
+    }
+
     /// Where the caller of a held call asks for its state.
     pub fn status_url(&self, call_id: &str) -> String {
         format!("{}/v1/calls/{call_id}", self.public_url)
@@ -103,13 +120,6 @@ impl App {
             Duration::from_secs(ingress.approval_takeover_secs),
             Duration::from_secs(ingress.approval_retention_secs),
         );
-        // Held calls older than the longest expiry plus the retention are of no use: reading the
-        // topic from there rebuilds every call that is pending or whose result is still kept.
-        let longest_expiry = functions
-            .values()
-            .filter_map(|function| function.approval.as_ref())
-            .map(|approval| approval.expiry)
-            .max();
         let public_url = ingress
             .public_url
             .clone()
@@ -117,6 +127,14 @@ impl App {
             .trim_end_matches('/')
             .to_string();
         let mcp = mcp::Mcp::build(&config, &public_url)?;
+        // Held calls older than the longest expiry plus the retention are of no use: reading the
+        // topic from there rebuilds every call that is pending or whose result is still kept.
+        let longest_expiry = functions
+            .values()
+            .filter_map(|function| function.approval.as_ref())
+            .map(|approval| approval.expiry)
+            .chain(mcp.iter().filter_map(mcp::Mcp::longest_expiry))
+            .max();
         let state = AppState {
             instance_id: config.ingress.instance_id.clone(),
             authenticator,
@@ -217,7 +235,11 @@ async fn readyz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     let approvals_needed = app
         .functions
         .values()
-        .any(|function| function.approval.is_some());
+        .any(|function| function.approval.is_some())
+        || app
+            .mcp
+            .as_ref()
+            .is_some_and(|mcp| mcp.longest_expiry().is_some());
     if approvals_needed && !app.approvals.is_caught_up() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

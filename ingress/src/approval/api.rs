@@ -257,7 +257,7 @@ async fn decide_inner(
     .event(EventKind::ApprovalDecided);
     decided.decision = Some(Decision {
         allowed: decision == ApprovalDecision::Approve,
-        policy_id: Some(format!("functions.{}.approval", call.function)),
+        policy_id: Some(call.approval_policy_id()),
         reason: format!("{} (group {group}) {verb} the call", reviewer.subject),
     });
     decided.approval = Some(Approval {
@@ -356,9 +356,7 @@ fn reviewer_view(app: &AppState, call: &HeldCall) -> Value {
         // call data), so the approver sees what required their decision.
         "reason": call.reason,
         "condition": app
-            .functions
-            .get(&call.function)
-            .and_then(|function| function.approval.as_ref())
+            .approval_policy(&call.function)
             .and_then(|approval| approval.condition.as_ref())
             .map(|condition| condition.source()),
         "approvals": call.approvals.iter().map(vote).collect::<Vec<_>>(),

@@ -110,6 +110,11 @@ pub struct HeldCall {
     pub failure: Option<Failure>,
     /// Decisions that arrived but did not count, by event id, with why.
     pub not_counted: HashMap<String, String>,
+    /// The approval policy that held it (`functions.<name>.approval`,
+    /// `mcp.servers.<server>.tools.<tool>.approval`), as `approval_requested` recorded it.
+    pub approval_policy: Option<String>,
+    /// The MCP facts of a held `tools/call`, carried on every later event of the call.
+    pub mcp: Option<callproof_schemas::Mcp>,
 }
 
 /// SHA-256 (hex) of the arguments as held.
@@ -259,6 +264,11 @@ impl Ledger {
                 response: None,
                 failure: None,
                 not_counted: HashMap::new(),
+                approval_policy: event
+                    .decision
+                    .as_ref()
+                    .and_then(|decision| decision.policy_id.clone()),
+                mcp: event.mcp.clone(),
             },
         );
         true
@@ -277,6 +287,13 @@ fn is_interrupted(event: &CallEvent) -> bool {
 }
 
 impl HeldCall {
+    /// The id of the approval policy that held the call.
+    pub fn approval_policy_id(&self) -> String {
+        self.approval_policy
+            .clone()
+            .unwrap_or_else(|| format!("functions.{}.approval", self.function))
+    }
+
     fn set_status(&mut self, status: CallStatus, time: i64) {
         self.status = status;
         self.status_since = time;

@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use callproof_schemas::{Approval, CallEvent, Decision, EventKind};
 use serde_json::json;
 
-pub use api::{call_status, decide, list, show};
+pub use api::{call_status, decide, list, rfc3339, show};
 pub use ledger::{CallStatus, HeldCall, arguments_sha256};
 pub use policy::ApprovalPolicy;
 pub use service::Approvals;
@@ -57,6 +57,19 @@ pub async fn hold(
     call: &mut CallRecorder,
     held: HoldRequest<'_>,
 ) -> Result<Response, ApiError> {
+    let wait = held.wait;
+    request_approval(app, call, held).await?;
+    let outcome = app.approvals.wait_final(&call.call_id, wait).await;
+    answer_held(app, &call.call_id, outcome)
+}
+
+/// Publishes `call_received` + `approval_requested` (acknowledged), waits until this instance's
+/// ledger has them, and tells the reviewers. The caller then waits for the outcome.
+pub(crate) async fn request_approval(
+    app: &AppState,
+    call: &mut CallRecorder,
+    held: HoldRequest<'_>,
+) -> Result<(), ApiError> {
     let policy = held.policy;
     let expires_at =
         now_micros().saturating_add(i64::try_from(policy.expiry.as_micros()).unwrap_or(i64::MAX));
@@ -93,15 +106,14 @@ pub async fn hold(
         webhook::notify(
             app,
             webhook,
-            &call.call_id,
+            call,
             policy,
             &caller,
             &held.reason,
             expires_at,
         );
     }
-    let outcome = app.approvals.wait_final(&call.call_id, held.wait).await;
-    answer_held(app, &call.call_id, outcome)
+    Ok(())
 }
 
 /// The answer to a held caller: the function's answer once executed, 403 when denied or expired,

@@ -276,10 +276,7 @@ impl Approvals {
                                 // Another instance runs it. A live claimant records the outcome
                                 // within the function's timeout; past that and the takeover
                                 // period it is presumed gone for good.
-                                let timeout = app
-                                    .functions
-                                    .get(&call.function)
-                                    .map_or(Duration::ZERO, |function| function.timeout);
+                                let timeout = app.call_timeout(&call.function);
                                 let abandoned_after = call
                                     .status_since
                                     .saturating_add(micros(timeout))
@@ -357,14 +354,7 @@ impl Approvals {
 
     fn event_for(&self, call: &HeldCall, kind: EventKind) -> CallEvent {
         let seq = self.reserve_seq(&call.call_id).unwrap_or(call.next_seq);
-        CallRecorder::resume(
-            &call.call_id,
-            &self.instance_id,
-            &call.function,
-            call.caller.clone(),
-            seq,
-        )
-        .event(kind)
+        recorder_for(call, &self.instance_id, seq).event(kind)
     }
 
     async fn publish_expired(&self, app: &AppState, call: &HeldCall) {
@@ -391,7 +381,7 @@ impl Approvals {
             .collect();
         claim.decision = Some(Decision {
             allowed: true,
-            policy_id: Some(format!("functions.{}.approval", call.function)),
+            policy_id: Some(call.approval_policy_id()),
             reason: format!(
                 "approved by {} (quorum {})",
                 reviewers.join(", "),
@@ -412,18 +402,29 @@ impl Approvals {
     }
 }
 
+/// Continues the events of a held call (with its MCP facts, if it is a tool call).
+fn recorder_for(call: &HeldCall, instance_id: &str, seq: i32) -> CallRecorder {
+    let recorder = CallRecorder::resume(
+        &call.call_id,
+        instance_id,
+        &call.function,
+        call.caller.clone(),
+        seq,
+    );
+    match &call.mcp {
+        Some(mcp) => recorder.with_mcp(mcp.clone()),
+        None => recorder,
+    }
+}
+
 /// Calls the function of an approved call whose winning claim is ours, and records the outcome.
 async fn execute(app: Arc<AppState>, call: HeldCall) {
     let call_id = call.call_id.clone();
-    let mut recorder = CallRecorder::resume(
-        &call.call_id,
-        &app.instance_id,
-        &call.function,
-        call.caller.clone(),
-        app.approvals
-            .reserve_seq(&call.call_id)
-            .unwrap_or(call.next_seq),
-    );
+    let seq = app
+        .approvals
+        .reserve_seq(&call.call_id)
+        .unwrap_or(call.next_seq);
+    let mut recorder = recorder_for(&call, &app.instance_id, seq);
     // The ledger already enforces it; checked again right before the bytes leave.
     let held_sha256 = arguments_sha256(call.arguments.as_bytes());
     let bound = held_sha256 == call.arguments_sha256
@@ -432,6 +433,10 @@ async fn execute(app: Arc<AppState>, call: HeldCall) {
             .iter()
             .all(|vote| vote.arguments_sha256 == held_sha256);
     let outcome = match app.functions.get(&call.function) {
+        _ if bound && crate::mcp::is_mcp_call(&call.function) => {
+            tracing::info!(call_id = %call_id, "executing the approved MCP tool call");
+            crate::mcp::forward_approved(&app, recorder, &call).await
+        }
         Some(function) if bound => {
             tracing::info!(call_id = %call_id, "executing the approved call");
             let (outcome, _answer) = crate::invoke::forward(

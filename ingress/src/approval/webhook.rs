@@ -9,23 +9,21 @@ use serde_json::json;
 
 use super::policy::{ApprovalPolicy, WebhookUrl};
 use crate::AppState;
+use crate::events::CallRecorder;
 
 const WEBHOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub fn notify(
     app: &AppState,
     webhook: &WebhookUrl,
-    call_id: &str,
+    call: &CallRecorder,
     policy: &ApprovalPolicy,
     caller: &Principal,
     reason: &str,
     expires_at: i64,
 ) {
+    let (function, call_id) = (call.function.as_str(), call.call_id.as_str());
     let link = format!("{}/v1/approvals/{call_id}", app.public_url);
-    let function = policy
-        .id
-        .trim_start_matches("functions.")
-        .trim_end_matches(".approval");
     let via = caller
         .actor
         .as_ref()

@@ -20,12 +20,14 @@ use callproof_schemas::{CallEvent, EventKind, Failure, MaskingFinding, McpOutcom
 use rmcp::model::{CallToolRequestParams, ProgressNotificationParam};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::endpoint::{Context, Exchange, Refusal, audit_unavailable, json_answer};
 use super::jsonrpc::{self, RpcError};
+use super::sessions::identity;
 use super::upstream::UpstreamError;
 use super::{Mcp, Server, ToolPolicy, catalog};
+use crate::approval::HeldCall;
 use crate::events::CallRecorder;
 use crate::invoke::{PolicyState, event_findings, mask};
 use crate::{AppState, CALL_ID_HEADER};
@@ -33,10 +35,10 @@ use crate::{AppState, CALL_ID_HEADER};
 /// Longest `function` recorded for a requested tool name (names are agent input).
 const MAX_RECORDED_NAME: usize = 128;
 /// The `_meta` key of a result naming its call, for the agent to quote.
-const CALL_ID_META: &str = "dev.callproof/call_id";
+pub(super) const CALL_ID_META: &str = "dev.callproof/call_id";
 
 /// What the call task sends the answering side.
-enum Outgoing {
+pub(super) enum Outgoing {
     Progress(Value),
     Final(Result<Value, RpcError>),
 }
@@ -115,19 +117,19 @@ pub async fn call_tool(
         )
         .at(PolicyState::Decided(decision.clone()))
     })?;
-    if let Some(reason) = approval_reason {
-        // Holding a tools/call for its approvers is not built yet: refusing keeps the promise
-        // that such a call never runs unapproved.
-        let error = RpcError::invalid_params(format!(
-            "{name} needs approval ({reason}), which this gateway cannot yet obtain for MCP calls"
-        ))
-        .with_id(id);
-        return Err(
-            Refusal::new(error, "approval_unavailable").at(PolicyState::Decided(decision.clone()))
-        );
-    }
     let forwarded = serde_json::to_string(&arguments).unwrap_or_default();
-    exchange.request.body = Some(forwarded);
+    exchange.request.body = Some(forwarded.clone());
+    if let (Some(approval), Some(reason)) = (&tool.approval, approval_reason) {
+        let held = super::hold::Held {
+            approval,
+            reason,
+            decision,
+            findings: request_findings,
+            arguments: forwarded.into_bytes(),
+            progress_token,
+        };
+        return Ok(super::hold::hold(app, mcp, exchange, context, id, held).await);
+    }
 
     exchange.call.mcp = Some(exchange.facts.clone());
     let mut received = exchange.call.event(EventKind::CallReceived);
@@ -210,7 +212,19 @@ pub async fn call_tool(
         return Ok(with_call_id(response, &call_id));
     }
 
-    let id = id.clone();
+    Ok(with_call_id(
+        sse_answer(id.clone(), receiver, guard),
+        &call_id,
+    ))
+}
+
+/// An SSE answer: the notifications the call task sends, then its final message. Dropping the
+/// stream (the agent went away) drops `guard`.
+pub(super) fn sse_answer(
+    id: Value,
+    receiver: mpsc::UnboundedReceiver<Outgoing>,
+    guard: Option<DropGuard>,
+) -> Response {
     let stream = futures::stream::unfold(Some((receiver, guard)), move |state| {
         let id = id.clone();
         async move {
@@ -230,7 +244,41 @@ pub async fn call_tool(
     response
         .headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(with_call_id(response, &call_id))
+    response
+}
+
+/// Runs an approved tool call on the instance that won its claim (the approval executor), on
+/// the caller's own upstream connection, and returns its outcome event for the executor to
+/// record.
+pub async fn forward_approved(
+    app: &Arc<AppState>,
+    recorder: CallRecorder,
+    call: &HeldCall,
+) -> CallEvent {
+    let (sender, _receiver) = mpsc::unbounded_channel();
+    let (server, tool) = match app.mcp.as_ref().and_then(|mcp| mcp.tool_of(&call.function)) {
+        Some((server, tool, _)) => (server.name.clone(), tool.to_string()),
+        None => (String::new(), String::new()),
+    };
+    let arguments = match serde_json::from_str::<Value>(&call.arguments) {
+        Ok(Value::Object(arguments)) => arguments,
+        _ => Map::new(),
+    };
+    let mut task = CallTask {
+        app: app.clone(),
+        server,
+        tool,
+        owner: format!("caller:{}", identity(&call.caller)),
+        call: recorder,
+        arguments,
+        progress_token: None,
+        modern: false,
+        id: Value::Null,
+        cancel: CancellationToken::new(),
+        untrack: None,
+        sender,
+    };
+    task.call_upstream().await.0
 }
 
 /// The server and tool an exposed name stands for, if the caller may see it. Every failure is
@@ -290,7 +338,7 @@ fn unknown_tool(name: &str, id: &Value) -> Refusal {
     )
 }
 
-fn with_call_id(mut response: Response, call_id: &str) -> Response {
+pub(super) fn with_call_id(mut response: Response, call_id: &str) -> Response {
     if let Ok(value) = HeaderValue::from_str(call_id) {
         response.headers_mut().insert(CALL_ID_HEADER, value);
     }

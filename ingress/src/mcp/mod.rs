@@ -15,11 +15,13 @@
 //! - `sessions.rs`: sessions of legacy-era agents, and the upstream connections per agent;
 //! - `catalog.rs`: each server's tool list, the names agents see, and paging;
 //! - `call.rs`: `tools/call` on the gateway's call flow, and masking of results;
+//! - `hold.rs`: a `tools/call` held for its approvers, and the same call made again;
 //! - `upstream/`: rmcp's MCP client over the gateway's HTTP backend.
 
 mod call;
 mod catalog;
 mod endpoint;
+mod hold;
 pub mod jsonrpc;
 mod sessions;
 pub mod upstream;
@@ -42,11 +44,20 @@ use crate::AppState;
 use crate::approval::ApprovalPolicy;
 use crate::function::{Policy, credential_header};
 
+pub use call::forward_approved;
 pub use catalog::exposed_name;
 
 use self::catalog::Catalog;
 use self::sessions::{Clients, Sessions};
 use self::upstream::{UpstreamConfig, UpstreamHttp, UpstreamProtocol};
+
+/// Events of a tool call name it `mcp:<server>__<tool>`.
+pub const MCP_FUNCTION_PREFIX: &str = "mcp:";
+
+/// Whether a call's `function` is an MCP tool call.
+pub fn is_mcp_call(function: &str) -> bool {
+    function.starts_with(MCP_FUNCTION_PREFIX)
+}
 
 /// The revisions `/mcp` speaks, newest first.
 pub const SUPPORTED_VERSIONS: [&str; 3] = ["2026-07-28", "2025-11-25", "2025-06-18"];
@@ -65,6 +76,10 @@ pub struct Mcp {
     max_message_bytes: usize,
     list_page_size: usize,
     catalog_ttl: Duration,
+    /// How long a `tools/call` that needs approval holds the agent.
+    hold_wait: Duration,
+    /// How often a held agent hears that it is still waiting.
+    hold_progress: Duration,
     instructions: Option<String>,
     pub servers: BTreeMap<String, Server>,
     sessions: Sessions,
@@ -138,7 +153,41 @@ impl Mcp {
             ),
             clients: Clients::new(Duration::from_secs(mcp.session_idle_secs)),
             catalog_ttl: Duration::from_secs(mcp.catalog_ttl_secs),
+            hold_wait: Duration::from_secs(
+                mcp.hold_wait_secs.unwrap_or(ingress.approval_max_wait_secs),
+            ),
+            hold_progress: Duration::from_secs(mcp.hold_progress_secs),
         }))
+    }
+
+    /// The server, upstream tool name and policy of a call's `function` (`mcp:<server>__<tool>`).
+    pub fn tool_of<'s, 'f>(
+        &'s self,
+        function: &'f str,
+    ) -> Option<(&'s Server, &'f str, &'s ToolPolicy)> {
+        let name = function.strip_prefix(MCP_FUNCTION_PREFIX)?;
+        let (server, tool) = catalog::split_name(name)?;
+        let server = self.servers.get(server)?;
+        let policy = server.policy_of(tool)?;
+        Some((server, tool, policy))
+    }
+
+    pub fn call_timeout(&self, function: &str) -> Option<Duration> {
+        self.tool_of(function)
+            .map(|(server, _, _)| server.call_timeout())
+    }
+
+    pub fn approval_policy(&self, function: &str) -> Option<&ApprovalPolicy> {
+        self.tool_of(function)?.2.approval.as_ref()
+    }
+
+    /// The longest approval expiry of any tool, if any tool may need approval.
+    pub fn longest_expiry(&self) -> Option<Duration> {
+        self.servers
+            .values()
+            .flat_map(|server| server.default.iter().chain(server.tools.values()))
+            .filter_map(|tool| tool.approval.as_ref().map(|approval| approval.expiry))
+            .max()
     }
 
     /// Ends idle sessions and upstream connections now and then.

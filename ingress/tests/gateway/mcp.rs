@@ -28,6 +28,8 @@ async fn start() -> Gateway {
 [mcp]
 resource = "{RESOURCE}"
 list_page_size = 3
+hold_wait_secs = 3
+hold_progress_secs = 1
 
 [mcp.servers.crm]
 url = "{url}"
@@ -38,6 +40,11 @@ allow_groups = ["support"]
 allow_groups = ["support"]
 mask_request = ["/ssn"]
 mask_response = ["card_number"]
+[mcp.servers.crm.tools.echo.policy]
+allow_groups = ["support"]
+[mcp.servers.crm.tools.echo.approval]
+condition = 'has(args.amount) && args.amount > 1000'
+approver_groups = ["treasury"]
 [mcp.servers.crm.tools.whoami.policy]
 allow_subjects = ["carol"]
 # The test reads the credential the upstream saw; the detectors would mask it.
@@ -711,4 +718,154 @@ async fn the_official_sdks_list_and_call_tools_through_the_gateway_in_every_era(
         });
     assert_eq!(versions.get(MODERN), Some(&2), "{versions:?}");
     assert_eq!(versions.values().sum::<usize>(), 4, "{versions:?}");
+}
+
+/// Approves (or denies) a held call as `reviewer` through the approvals API, with the hash of
+/// the arguments it lists.
+async fn decide(gateway: &Gateway, call_id: &str, reviewer: &str, decision: &str, comment: &str) {
+    let harness = &gateway.harness;
+    let token = harness.issuer.token(reviewer, &["treasury"]);
+    let shown = harness
+        .get(&format!("/v1/approvals/{call_id}"), &token)
+        .await;
+    assert_eq!(shown.status, 200, "{}", shown.text);
+    let sha256 = shown.body["arguments_sha256"].clone();
+    let decided = harness
+        .post(
+            &format!("/v1/approvals/{call_id}"),
+            &token,
+            &json!({"decision": decision, "comment": comment, "arguments_sha256": sha256}),
+        )
+        .await;
+    assert_eq!(decided.status, 200, "{}", decided.text);
+}
+
+/// The tool result of a `tools/call` with a progress token, and the progress it reported.
+async fn call_with_progress(agent: &mut Agent<'_>, arguments: Value) -> (Answer, Vec<Value>) {
+    let body = json!({"jsonrpc": "2.0", "id": agent.next_id, "method": "tools/call", "params": {
+        "name": "crm__echo", "arguments": arguments, "_meta": {"progressToken": "hold-1"}}});
+    agent.next_id += 1;
+    let answer = read(agent.request(&body)).await;
+    let progress = answer
+        .text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+        .filter(|message| message["method"] == "notifications/progress")
+        .collect();
+    (answer, progress)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_tool_call_runs_once_after_approval_and_the_same_call_gets_its_result() {
+    let gateway = start().await;
+    let mut alice = Agent::new(&gateway, "alice", &["support"]);
+    alice.initialize().await;
+    let arguments = json!({"message": "refund order 7", "amount": 5000});
+
+    // Held: the agent hears it is waiting, then that the call is pending, with its id.
+    let (pending, progress) = call_with_progress(&mut alice, arguments.clone()).await;
+    assert_eq!(pending.status, 200, "{}", pending.text);
+    let result = &pending.body["result"];
+    assert_eq!(result["isError"], true, "{}", pending.text);
+    assert_eq!(
+        result["_meta"]["dev.callproof/status"], "pending_approval",
+        "{}",
+        pending.text
+    );
+    let call_id = result["_meta"]["dev.callproof/call_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(pending.call_id.as_deref(), Some(call_id.as_str()));
+    assert!(
+        !progress.is_empty(),
+        "no progress while held: {}",
+        pending.text
+    );
+    let events = gateway.harness.events_of(&call_id, 2);
+    assert_eq!(
+        kinds(&events),
+        [EventKind::CallReceived, EventKind::ApprovalRequested]
+    );
+    assert_eq!(
+        events[1].mcp.as_ref().unwrap().tool.as_deref(),
+        Some("echo")
+    );
+
+    // Asked again before anyone decided: the same held call, still not run.
+    let (again, _) = call_with_progress(&mut alice, arguments.clone()).await;
+    assert_eq!(
+        again.call_id.as_deref(),
+        Some(call_id.as_str()),
+        "{}",
+        again.text
+    );
+    assert_eq!(
+        gateway.harness.events_of(&call_id, 3).len(),
+        2,
+        "ran before approval"
+    );
+
+    decide(&gateway, &call_id, "bob", "approve", "refund agreed").await;
+    let events = gateway.harness.events_of(&call_id, 5);
+    assert_eq!(
+        kinds(&events),
+        [
+            EventKind::CallReceived,
+            EventKind::ApprovalRequested,
+            EventKind::ApprovalDecided,
+            EventKind::CallForwarded,
+            EventKind::CallCompleted
+        ]
+    );
+    let completed = &events[4];
+    assert_eq!(completed.function, "mcp:crm__echo");
+    assert_eq!(
+        completed.mcp.as_ref().unwrap().outcome,
+        Some(McpOutcome::Result)
+    );
+    assert_eq!(
+        events[3].decision.as_ref().unwrap().policy_id.as_deref(),
+        Some("mcp.servers.crm.tools.echo.approval")
+    );
+
+    // The same call again: the one execution's result, not a second run.
+    let (done, _) = call_with_progress(&mut alice, arguments.clone()).await;
+    assert_eq!(
+        done.call_id.as_deref(),
+        Some(call_id.as_str()),
+        "{}",
+        done.text
+    );
+    assert_ne!(done.body["result"]["isError"], true, "{}", done.text);
+    assert!(done.text.contains("refund order 7"), "{}", done.text);
+    assert_eq!(gateway.harness.events_of(&call_id, 6).len(), 5, "ran twice");
+
+    // Denied: never runs, and the same call says so.
+    let denied_arguments = json!({"message": "refund order 8", "amount": 9000});
+    let (pending, _) = call_with_progress(&mut alice, denied_arguments.clone()).await;
+    let denied_id = pending.call_id.clone().unwrap();
+    assert_ne!(denied_id, call_id);
+    decide(&gateway, &denied_id, "bob", "deny", "not this one").await;
+    let (denied, _) = call_with_progress(&mut alice, denied_arguments).await;
+    assert_eq!(denied.body["result"]["isError"], true, "{}", denied.text);
+    assert_eq!(
+        denied.body["result"]["_meta"]["dev.callproof/status"],
+        "denied"
+    );
+    assert!(denied.text.contains("not this one"), "{}", denied.text);
+    let events = gateway.harness.events_of(&denied_id, 4);
+    assert!(
+        !events
+            .iter()
+            .any(|event| event.kind == EventKind::CallForwarded),
+        "a denied call ran: {:?}",
+        kinds(&events)
+    );
+
+    // Below the condition: no approval needed.
+    let (direct, _) =
+        call_with_progress(&mut alice, json!({"message": "small", "amount": 5})).await;
+    assert_ne!(direct.body["result"]["isError"], true, "{}", direct.text);
 }
