@@ -6,6 +6,10 @@
 //! the index covers. Documents added after the last commit are lost if the process dies, and
 //! the log entries beyond the payload's size are indexed again on the next open, so the index
 //! never misses an entry nor holds one twice.
+//!
+//! An index written with other fields or another schema version (an upgrade) is renamed to
+//! `<partition>.set-aside-<unix seconds>` beside the partitions and rebuilt from the log, at
+//! open, by the same catch-up that follows the log: the processor and `reindex` start on it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use callproof_tlog::store::LogReader;
 use callproof_tlog::tile::TILE_WIDTH;
 use object_store::ObjectStore;
 use tantivy::schema::TantivyDocument;
-use tantivy::{Index, IndexWriter, TantivyError};
+use tantivy::{Index, IndexSettings, IndexWriter, TantivyError};
 
 use crate::ProcessorError;
 use callproof_evidence_format::index_schema::{
@@ -46,6 +50,11 @@ pub struct Indexer {
 impl Indexer {
     /// Opens or creates the partition's index under `root`. Blocking: call from
     /// `spawn_blocking`. Waits up to [`LOCK_WAIT`] for another writer to let go.
+    ///
+    /// An index this version cannot continue (written with other fields or another
+    /// [`SCHEMA_VERSION`], or holding documents with no payload saying which entries they
+    /// are) is set aside and a new one created in its place: it then covers no entry, so
+    /// [`catch_up`] rebuilds it from the log, as `reindex` does.
     pub fn open(
         root: &Path,
         partition: i32,
@@ -53,46 +62,42 @@ impl Indexer {
         commit_interval: Duration,
     ) -> Result<Indexer, ProcessorError> {
         let dir = partition_index_dir(root, partition);
-        std::fs::create_dir_all(&dir).map_err(|source| ProcessorError::Io {
-            path: dir.display().to_string(),
-            source,
-        })?;
         let fields = IndexFields::new();
-        let directory = tantivy::directory::MmapDirectory::open(&dir)
-            .map_err(|error| ProcessorError::index(&dir, error))?;
-        let index = Index::open_or_create(directory, fields.schema.clone())
-            .map_err(|error| ProcessorError::index(&dir, error))?;
-        let payload =
-            CommitPayload::of(&index).map_err(|error| ProcessorError::index(&dir, error))?;
-        let started = Instant::now();
-        let writer = loop {
-            match index.writer_with_num_threads(1, writer_memory_mb * 1024 * 1024) {
-                Ok(writer) => break writer,
-                Err(TantivyError::LockFailure(..)) if started.elapsed() < LOCK_WAIT => {
-                    std::thread::sleep(Duration::from_millis(200));
+        let (writer, payload) = match open_writer(&dir, &fields, writer_memory_mb)? {
+            Opened::Current { writer, payload } => (writer, payload),
+            Opened::Stale { writer, reason } => {
+                // Holding its writer lock proves the previous owner let go: moving the
+                // directory while it still wrote would have it write into the new index.
+                drop(writer);
+                let aside = set_aside(root, partition, &dir)?;
+                tracing::warn!(
+                    partition,
+                    %reason,
+                    set_aside = %aside.display(),
+                    "the partition's index cannot be continued by this version; set it aside and rebuilding it from the log (delete the old one once no older processor may need it)"
+                );
+                match open_writer(&dir, &fields, writer_memory_mb)? {
+                    Opened::Current { writer, payload } => (writer, payload),
+                    Opened::Stale { reason, .. } => {
+                        return Err(ProcessorError::index(
+                            &dir,
+                            format!("the index created in place of a stale one is stale: {reason}"),
+                        ));
+                    }
                 }
-                Err(error) => return Err(ProcessorError::index(&dir, error)),
             }
         };
-        let mut indexer = Indexer {
+        let covered = payload.map_or(0, |payload| payload.log_size);
+        Ok(Indexer {
             partition,
             dir,
             fields,
             writer,
-            added_log_size: 0,
-            committed_log_size: 0,
+            added_log_size: covered,
+            committed_log_size: covered,
             commit_interval,
             last_commit: Instant::now(),
-        };
-        match payload {
-            Some(payload) if payload.schema_version == SCHEMA_VERSION => {
-                indexer.added_log_size = payload.log_size;
-                indexer.committed_log_size = payload.log_size;
-            }
-            Some(_) => indexer.reset()?,
-            None => {}
-        }
-        Ok(indexer)
+        })
     }
 
     /// Log entries the index holds as of its last commit.
@@ -243,6 +248,104 @@ pub async fn catch_up(
     }
     indexer = blocking(move || indexer.commit().map(|()| indexer)).await?;
     Ok(indexer)
+}
+
+/// A partition's index opened for writing.
+enum Opened {
+    /// Written by this schema: the payload (none for a new index) says what it covers.
+    Current {
+        writer: IndexWriter<TantivyDocument>,
+        payload: Option<CommitPayload>,
+    },
+    /// Written by another schema, or unknown coverage: to be set aside and rebuilt.
+    Stale {
+        writer: IndexWriter<TantivyDocument>,
+        reason: String,
+    },
+}
+
+/// Opens the index in `dir` (creating it if there is none) with whatever schema it was written
+/// with, and takes its writer lock.
+fn open_writer(
+    dir: &Path,
+    fields: &IndexFields,
+    writer_memory_mb: usize,
+) -> Result<Opened, ProcessorError> {
+    std::fs::create_dir_all(dir).map_err(|source| ProcessorError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let directory = tantivy::directory::MmapDirectory::open(dir)
+        .map_err(|error| ProcessorError::index(dir, error))?;
+    // Not `Index::open_or_create`: it refuses an index whose fields differ, before the
+    // version could be read and the index rebuilt.
+    let index = if Index::exists(&directory).map_err(|error| ProcessorError::index(dir, error))? {
+        Index::open(directory).map_err(|error| ProcessorError::index(dir, error))?
+    } else {
+        Index::create(directory, fields.schema.clone(), IndexSettings::default())
+            .map_err(|error| ProcessorError::index(dir, error))?
+    };
+    let payload = CommitPayload::of(&index).map_err(|error| ProcessorError::index(dir, error))?;
+    let stale = if index.schema() != fields.schema {
+        Some(format!(
+            "its fields differ from this version's (schema version {})",
+            payload
+                .as_ref()
+                .map_or_else(|| "unknown".to_string(), |p| p.schema_version.to_string())
+        ))
+    } else {
+        match &payload {
+            Some(payload) if payload.schema_version != SCHEMA_VERSION => Some(format!(
+                "it was written with schema version {}, this version writes {SCHEMA_VERSION}",
+                payload.schema_version
+            )),
+            Some(_) => None,
+            // Without a payload, documents it holds would be added again from the log.
+            None if !index
+                .searchable_segment_metas()
+                .map_err(|error| ProcessorError::index(dir, error))?
+                .is_empty() =>
+            {
+                Some("it holds documents but no commit payload says which log entries".into())
+            }
+            None => None,
+        }
+    };
+    let started = Instant::now();
+    let writer = loop {
+        match index.writer_with_num_threads(1, writer_memory_mb * 1024 * 1024) {
+            Ok(writer) => break writer,
+            Err(TantivyError::LockFailure(..)) if started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(error) => return Err(ProcessorError::index(dir, error)),
+        }
+    };
+    Ok(match stale {
+        None => Opened::Current { writer, payload },
+        Some(reason) => Opened::Stale { writer, reason },
+    })
+}
+
+/// Moves a stale index out of the way, to `<partition>.set-aside-<unix seconds>` beside it (a
+/// name the evidence API does not take for a partition), so an older processor put back in
+/// service can be given it again instead of rebuilding. Renaming, not deleting: a crash
+/// halfway leaves either the whole old index or none at the partition's path.
+fn set_aside(root: &Path, partition: i32, dir: &Path) -> Result<PathBuf, ProcessorError> {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let mut aside = root.join(format!("{partition}.set-aside-{seconds}"));
+    let mut attempt = 1;
+    while aside.exists() {
+        aside = root.join(format!("{partition}.set-aside-{seconds}-{attempt}"));
+        attempt += 1;
+    }
+    std::fs::rename(dir, &aside).map_err(|source| ProcessorError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    Ok(aside)
 }
 
 async fn blocking<T: Send + 'static>(
