@@ -3,12 +3,14 @@
 //! The gateway already masked bodies inline per policy, but the processor does not trust
 //! that: it runs every detector again over the request and response bodies (as JSON when they
 //! parse, as text otherwise) and over the free-text fields (request path, failure message,
-//! decision reason, approval comment), and applies the function's policy field rules. Masking
+//! decision reason, approval comment, and the MCP method, JSON-RPC id and client a caller
+//! sent through `/mcp`), and applies the function's policy field rules. Masking
 //! is idempotent, so values the gateway already replaced are left alone. Findings are added
 //! to the event's `masking` list with pointers prefixed by the field they were found in.
 //!
 //! Identity fields (principal, acting agent, approvers, reviewer) are not masked: they are
-//! what the evidence is about.
+//! what the evidence is about. Neither are the MCP server and tool, set by the gateway from its
+//! configuration and the upstream's catalog.
 
 use std::collections::HashMap;
 
@@ -74,6 +76,17 @@ impl Masker {
             && let Some(comment) = &mut approval.comment
         {
             self.mask_field(comment, "/approval/comment", &mut findings);
+        }
+        if let Some(mcp) = &mut event.mcp {
+            // Chosen by the client, like the path: the method is recorded as sent even when
+            // it is refused, the id is any JSON value, and `clientInfo` any strings.
+            self.mask_field(&mut mcp.method, "/mcp/method", &mut findings);
+            if let Some(jsonrpc_id) = &mut mcp.jsonrpc_id {
+                self.mask_field(jsonrpc_id, "/mcp/jsonrpc_id", &mut findings);
+            }
+            if let Some(client) = &mut mcp.client {
+                self.mask_field(client, "/mcp/client", &mut findings);
+            }
         }
         event.masking.extend(findings);
     }

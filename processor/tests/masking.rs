@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use callproof_schemas::{Approval, EventKind, Failure};
+use callproof_schemas::{Approval, EventKind, Failure, Mcp};
 use rand::SeedableRng;
 use serde_json::Value;
 
@@ -11,8 +11,8 @@ use crate::support::events::{PLANTED, call_event, secret_part};
 use crate::support::{Deployment, produce, producer, read_topic_with_python, spawn_processor};
 
 /// Every event carries every detector's value in its request and response (as JSON fields,
-/// in free text, and as a non-JSON body), path, failure message, decision reason and
-/// approval comment, as if the gateway had masked nothing.
+/// in free text, and as a non-JSON body), path, failure message, decision reason, approval
+/// comment and MCP client, JSON-RPC id and method, as if the gateway had masked nothing.
 fn planted_events() -> Vec<callproof_schemas::CallEvent> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let all_values: Vec<&str> = PLANTED.iter().map(|(_, value)| *value).collect();
@@ -53,6 +53,16 @@ fn planted_events() -> Vec<callproof_schemas::CallEvent> {
                 comment: Some(format!("ok, card {}", PLANTED[0].1)),
                 expires_at: None,
                 arguments_sha256: None,
+            });
+            // A call through `/mcp`: the client names itself, and picks the request id and
+            // the method (recorded as sent, even when refused).
+            event.mcp = Some(Mcp {
+                method: format!("tools/call {}", PLANTED[8].1),
+                server: Some("crm".into()),
+                tool: Some("get_customer".into()),
+                jsonrpc_id: Some(format!("\"{}\"", PLANTED[3].1)),
+                client: Some(format!("agent-cli/1.0 {text}")),
+                ..Mcp::default()
             });
             if sequence == 5 {
                 event.kind = EventKind::CallFailed;
@@ -123,7 +133,12 @@ async fn no_raw_value_reaches_store_index_siem_or_logs() {
             .and_then(Value::as_array)
             .expect("findings");
         for (detector, _) in PLANTED {
-            for prefix in ["/request/body", "/response/body", "/failure/message"] {
+            for prefix in [
+                "/request/body",
+                "/response/body",
+                "/failure/message",
+                "/mcp/client",
+            ] {
                 assert!(
                     findings
                         .iter()
@@ -140,6 +155,30 @@ async fn no_raw_value_reaches_store_index_siem_or_logs() {
             .and_then(Value::as_str)
             .expect("body");
         assert!(body.contains("[REDACTED:CREDIT_CARD]"), "{body}");
+        // The MCP record keeps what is not secret: the client's name, the method's, the
+        // server and tool.
+        let mcp = &entry["event"]["mcp"];
+        let client = mcp["client"].as_str().expect("mcp client");
+        assert!(client.starts_with("agent-cli/1.0 "), "{client}");
+        assert!(client.contains("[REDACTED:EMAIL]"), "{client}");
+        assert_eq!(mcp["jsonrpc_id"], "\"[REDACTED:EMAIL]\"");
+        let method = mcp["method"].as_str().expect("mcp method");
+        assert!(method.starts_with("tools/call "), "{method}");
+        assert_eq!(
+            (&mcp["server"], &mcp["tool"]),
+            (&"crm".into(), &"get_customer".into())
+        );
+        for (path, detector) in [
+            ("/mcp/jsonrpc_id", "EMAIL"),
+            ("/mcp/method", "BEARER_TOKEN"),
+        ] {
+            assert!(
+                findings
+                    .iter()
+                    .any(|finding| finding["detector"] == detector && finding["path"] == path),
+                "no {detector} finding at {path}"
+            );
+        }
     }
 
     // The index: no phrase of any planted value is searchable, and no index file holds one.
