@@ -84,6 +84,8 @@ def add_tools(server: Any) -> None:
     @server.tool()
     def echo(message: str, data: dict[str, Any] | None = None) -> CallToolResult:
         """Returns its arguments unchanged."""
+        # Tests count executions in the server's log.
+        print(f"CALL echo {message}", file=sys.stderr, flush=True)
         arguments = {"message": message, "data": data}
         return result([text(json.dumps(arguments, ensure_ascii=False))], {"arguments": arguments})
 

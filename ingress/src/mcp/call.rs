@@ -180,6 +180,7 @@ pub async fn call_tool(
             .session
             .clone()
             .map(|session| (session, request_key)),
+        _permit: exchange.permit.take(),
         sender,
     };
     tokio::spawn(task.run());
@@ -276,6 +277,7 @@ pub async fn forward_approved(
         id: Value::Null,
         cancel: CancellationToken::new(),
         untrack: None,
+        _permit: None,
         sender,
     };
     task.call_upstream().await.0
@@ -359,6 +361,8 @@ struct CallTask {
     cancel: CancellationToken,
     /// The agent's session and request id, under which the call can be cancelled.
     untrack: Option<(String, String)>,
+    /// The call's share of `ingress.max_in_flight`, released when its outcome is recorded.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     sender: mpsc::UnboundedSender<Outgoing>,
 }
 
@@ -643,6 +647,19 @@ fn mask_result(
                 rules,
                 detect,
                 "/response/body/structuredContent",
+            )
+            .map_err(|error| error.to_string())?,
+        );
+    }
+    // The server's own metadata is free text too.
+    if let Some(meta) = result.get_mut("_meta") {
+        findings.extend(
+            mask(
+                app,
+                meta,
+                &FieldRules::default(),
+                true,
+                "/response/body/_meta",
             )
             .map_err(|error| error.to_string())?,
         );

@@ -75,6 +75,9 @@ pub struct Exchange {
     pub call: CallRecorder,
     pub request: Request,
     pub facts: callproof_schemas::Mcp,
+    /// One of `ingress.max_in_flight`, held until the call's outcome is recorded (an SSE answer
+    /// returns before that).
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Exchange {
@@ -174,8 +177,9 @@ pub async fn post(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bo
                 .map(str::to_string),
         },
         facts: callproof_schemas::Mcp::default(),
+        permit: None,
     };
-    let Ok(_in_flight) = app.in_flight.clone().try_acquire_owned() else {
+    let Ok(permit) = app.in_flight.clone().try_acquire_owned() else {
         let error = RpcError::new(
             StatusCode::TOO_MANY_REQUESTS,
             jsonrpc::TOO_MANY_REQUESTS,
@@ -185,6 +189,7 @@ pub async fn post(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bo
             .refuse(&app, Refusal::new(error, "too_many_requests"))
             .await;
     };
+    exchange.permit = Some(permit);
     let (token, principal) = match authenticate(&app, mcp, &headers).await {
         Ok(authenticated) => authenticated,
         Err(refusal) => return exchange.refuse(&app, refusal).await,

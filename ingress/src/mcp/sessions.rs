@@ -108,8 +108,11 @@ impl Sessions {
                     .map(|(id, _)| (*id).clone())
             })
             .flatten();
-        if let Some(evicted) = &evicted {
-            map.remove(evicted);
+        if let Some(session) = evicted.as_ref().and_then(|evicted| map.remove(evicted)) {
+            session
+                .in_flight
+                .values()
+                .for_each(CancellationToken::cancel);
         }
         map.insert(
             id.clone(),

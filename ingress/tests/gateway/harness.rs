@@ -41,9 +41,9 @@ impl Harness {
         Harness::start_configured(brokers, "", "", "").await
     }
 
-    /// As [`Harness::start`], with more tables at the end of the file (`[mcp]`).
-    pub async fn start_with_tables(tables: &str) -> Harness {
-        Harness::start_configured(broker::bootstrap(), "", "", tables).await
+    /// As [`Harness::start_on`], with more tables at the end of the file (`[mcp]`).
+    pub async fn start_on_with_tables(brokers: String, tables: &str) -> Harness {
+        Harness::start_configured(brokers, "", "", tables).await
     }
 
     /// As [`Harness::start`], with extra lines for the `[ingress]` and `[oidc]` sections.

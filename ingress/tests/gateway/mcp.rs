@@ -22,6 +22,10 @@ struct Gateway {
 }
 
 async fn start() -> Gateway {
+    start_on(callproof_tests::broker::bootstrap()).await
+}
+
+async fn start_on(brokers: String) -> Gateway {
     let upstream = McpUpstream::start(Sdk::V2, Some(2)).unwrap_or_else(|error| panic!("{error:#}"));
     let tables = format!(
         r#"
@@ -53,7 +57,7 @@ detect = false
         url = upstream.url
     );
     Gateway {
-        harness: Harness::start_with_tables(&tables).await,
+        harness: Harness::start_on_with_tables(brokers, &tables).await,
         _upstream: upstream,
     }
 }
@@ -868,4 +872,43 @@ async fn a_held_tool_call_runs_once_after_approval_and_the_same_call_gets_its_re
     let (direct, _) =
         call_with_progress(&mut alice, json!({"message": "small", "amount": 5})).await;
     assert_ne!(direct.body["result"]["isError"], true, "{}", direct.text);
+}
+
+#[tokio::test]
+async fn with_the_broker_gone_a_tool_call_gets_503_and_the_tool_is_never_called() {
+    let mut private = callproof_tests::broker::PrivateBroker::start().unwrap();
+    let gateway = start_on(private.bootstrap.clone()).await;
+    let mut alice = Agent::new(&gateway, "alice", &["support"]);
+    alice.initialize().await;
+    let before = alice
+        .send(
+            "tools/call",
+            json!({"name": "crm__echo", "arguments": {"message": "before-stop"}}),
+        )
+        .await;
+    assert_eq!(before.status, 200, "{}", before.text);
+    assert!(
+        gateway
+            ._upstream
+            .log_text()
+            .contains("CALL echo before-stop")
+    );
+
+    private.stop();
+    let after = alice
+        .send(
+            "tools/call",
+            json!({"name": "crm__echo", "arguments": {"message": "after-stop"}}),
+        )
+        .await;
+    assert_eq!(after.status, 503, "{}", after.text);
+    assert_eq!(after.body["error"]["code"], -31001, "{}", after.text);
+    assert!(after.call_id.is_some());
+    assert!(
+        !gateway._upstream.log_text().contains("after-stop"),
+        "the tool ran without an audit record"
+    );
+    // A refusal cannot be recorded either, and says so.
+    let unknown = alice.send("tools/call", json!({"name": "crm__nope"})).await;
+    assert_eq!(unknown.status, 503, "{}", unknown.text);
 }

@@ -225,8 +225,8 @@ impl Upstream {
         .await
         .map_err(|_| UpstreamError::Timeout(config.connect_timeout))?
         .map_err(|error| handshake_error(&error))?;
-        // The catalog keeps its own TTL and refreshes on `list_changed`: rmcp's response cache
-        // (which by default also serves stale lists when the upstream fails) must not hide that.
+        // The catalog keeps its own TTL: rmcp's response cache (which by default also serves
+        // stale lists when the upstream fails) must not stand in for it.
         service
             .peer()
             .set_response_cache_config(ClientCacheConfig::disabled())
