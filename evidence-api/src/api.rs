@@ -56,6 +56,9 @@ pub struct SearchParams {
     pub detector: Option<String>,
     pub reviewer: Option<String>,
     pub call_id: Option<String>,
+    pub mcp_server: Option<String>,
+    pub mcp_tool: Option<String>,
+    pub mcp_outcome: Option<String>,
     pub limit: Option<usize>,
     pub cursor: Option<String>,
 }
@@ -83,6 +86,9 @@ impl SearchParams {
             detector: self.detector.clone(),
             reviewer: self.reviewer.clone(),
             call_id: self.call_id.clone(),
+            mcp_server: self.mcp_server.clone(),
+            mcp_tool: self.mcp_tool.clone(),
+            mcp_outcome: self.mcp_outcome.clone(),
         })
     }
 }
@@ -160,6 +166,9 @@ pub async fn search(
             ("detector", &params.detector),
             ("reviewer", &params.reviewer),
             ("call_id", &params.call_id),
+            ("mcp_server", &params.mcp_server),
+            ("mcp_tool", &params.mcp_tool),
+            ("mcp_outcome", &params.mcp_outcome),
         ];
         for (key, value) in &fields {
             if let Some(value) = value {

@@ -49,6 +49,9 @@ pub const EVENT_KINDS: [&str; 9] = [
     "undecodable",
 ];
 
+/// The outcomes an `mcp_outcome` filter accepts (`callproof_schemas::McpOutcome`).
+pub const MCP_OUTCOMES: [&str; 4] = ["result", "tool_error", "jsonrpc_error", "transport_error"];
+
 /// How often the index directory is listed again for partitions that appeared.
 const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -80,6 +83,12 @@ pub struct Filter {
     pub detector: Option<String>,
     pub reviewer: Option<String>,
     pub call_id: Option<String>,
+    /// The upstream MCP server of a call through `/mcp`.
+    pub mcp_server: Option<String>,
+    /// The tool's name at that server.
+    pub mcp_tool: Option<String>,
+    /// One of [`MCP_OUTCOMES`].
+    pub mcp_outcome: Option<String>,
 }
 
 /// The sort key of a hit, newest first; also the cursor of the next page.
@@ -344,6 +353,14 @@ impl SearchIndex {
                 "`decision` must be `allow` or `deny`, not {decision:?}"
             )));
         }
+        if let Some(outcome) = &filter.mcp_outcome
+            && !MCP_OUTCOMES.contains(&outcome.as_str())
+        {
+            return Err(SearchError::BadQuery(format!(
+                "`mcp_outcome` must be one of {}, not {outcome:?}",
+                MCP_OUTCOMES.join(", ")
+            )));
+        }
         for (field, value) in [
             (fields.subject, &filter.subject),
             (fields.groups, &filter.group),
@@ -354,6 +371,9 @@ impl SearchIndex {
             (fields.detectors, &filter.detector),
             (fields.reviewer, &filter.reviewer),
             (fields.call_id, &filter.call_id),
+            (fields.mcp_server, &filter.mcp_server),
+            (fields.mcp_tool, &filter.mcp_tool),
+            (fields.mcp_outcome, &filter.mcp_outcome),
         ] {
             if let Some(value) = value {
                 clauses.push((Occur::Must, term_query(field, value)));

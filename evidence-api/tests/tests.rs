@@ -6,9 +6,10 @@ mod support;
 
 use std::collections::BTreeSet;
 
+use callproof_schemas::{EventKind, Mcp, McpOutcome};
 use callproof_tlog::bundle::BundleFiles;
 use serde_json::Value;
-use support::{Deployment, flip_byte, now_micros, pack, scenario, verify};
+use support::{Deployment, event, flip_byte, now_micros, pack, scenario, verify};
 
 fn error_code(body: &[u8]) -> String {
     let value: Value = serde_json::from_slice(body).unwrap_or_default();
@@ -635,4 +636,94 @@ async fn auditors_search_replay_prove_report_and_export_and_tampering_is_named()
     }
     let integrity = d.json("/v1/integrity").await;
     assert_eq!(integrity["valid"], true, "restored: {integrity}");
+}
+
+/// `mcp_server=`, `mcp_tool=` and `mcp_outcome=` filter as `function=` does: exact values,
+/// ANDed with each other and the rest, kept by the `next` link, a bad outcome refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_calls_are_found_by_the_server_tool_and_outcome_filters() {
+    let start = now_micros() - 60_000_000;
+    let mut events = Vec::new();
+    for (offset, (call_id, server, tool, outcome)) in [
+        ("call-crm-get", "crm", "get_customer", McpOutcome::Result),
+        (
+            "call-crm-delete",
+            "crm",
+            "delete_customer",
+            McpOutcome::ToolError,
+        ),
+        (
+            "call-billing-get",
+            "billing",
+            "get_customer",
+            McpOutcome::ToolError,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let time = start + 1_000 * offset as i64;
+        let mut completed = event(call_id, 0, EventKind::CallCompleted, time, "ana");
+        completed.function = format!("mcp:{server}__{tool}");
+        completed.mcp = Some(Mcp {
+            method: "tools/call".into(),
+            server: Some(server.into()),
+            tool: Some(tool.into()),
+            outcome: Some(outcome),
+            ..Mcp::default()
+        });
+        events.push(completed);
+    }
+    events.push(event(
+        "call-plain",
+        0,
+        EventKind::CallCompleted,
+        start + 5_000,
+        "ana",
+    ));
+    let d = Deployment::start(&events).await;
+    let calls = |page: &Value| -> Vec<String> {
+        hits(page)
+            .iter()
+            .filter_map(|hit| hit["call_id"].as_str().map(str::to_string))
+            .collect()
+    };
+
+    for (query, expected) in [
+        ("mcp_server=crm", vec!["call-crm-delete", "call-crm-get"]),
+        (
+            "mcp_tool=get_customer",
+            vec!["call-billing-get", "call-crm-get"],
+        ),
+        (
+            "mcp_outcome=tool_error",
+            vec!["call-billing-get", "call-crm-delete"],
+        ),
+        (
+            "mcp_server=crm&mcp_outcome=tool_error",
+            vec!["call-crm-delete"],
+        ),
+        ("mcp_tool=get_customer&principal=bo", vec![]),
+        ("mcp_tool=customer", vec![]),
+    ] {
+        let page = d.json(&format!("/v1/search?{query}")).await;
+        assert_eq!(calls(&page), expected, "{query}");
+    }
+
+    // Paging keeps the filters.
+    let first = d.json("/v1/search?mcp_tool=get_customer&limit=1").await;
+    assert_eq!(calls(&first), ["call-billing-get"]);
+    let next = first["next"].as_str().expect("a next page");
+    assert!(next.contains("mcp_tool=get_customer"), "{next}");
+    let second = d.json(next).await;
+    assert_eq!(calls(&second), ["call-crm-get"]);
+    assert!(second["next"].is_null(), "{second}");
+
+    let (status, body) = d.get("/v1/search?mcp_outcome=success").await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (400, "bad_request"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
 }

@@ -147,6 +147,10 @@ fn filters_combine_with_the_query_and_time_is_precise_to_the_microsecond() {
             ..Filter::default()
         },
         Filter {
+            mcp_outcome: Some("success".into()),
+            ..Filter::default()
+        },
+        Filter {
             from_micros: Some(5),
             to_micros: Some(5),
             ..Filter::default()
@@ -172,7 +176,7 @@ fn cursors_round_trip_and_refuse_garbage() {
 }
 
 #[test]
-fn an_mcp_call_is_found_by_its_server_and_tool_in_the_query() {
+fn an_mcp_call_is_found_by_its_server_tool_and_outcome_in_the_query_and_the_filters() {
     let dir = tempfile::tempdir().unwrap();
     let fields = IndexFields::new();
     let index_dir = callproof_evidence_format::index_schema::partition_index_dir(dir.path(), 0);
@@ -180,10 +184,17 @@ fn an_mcp_call_is_found_by_its_server_and_tool_in_the_query() {
     let index = Index::create_in_dir(&index_dir, fields.schema.clone()).unwrap();
     let mut writer: tantivy::IndexWriter = index.writer(15_000_000).unwrap();
     let calls = [
-        ("mcp:crm__get_customer", Some(("crm", "get_customer"))),
+        (
+            "mcp:crm__get_customer",
+            Some(("crm", "get_customer", "result")),
+        ),
         (
             "mcp:billing__get_customer",
-            Some(("billing", "get_customer")),
+            Some(("billing", "get_customer", "tool_error")),
+        ),
+        (
+            "mcp:crm__delete_customer",
+            Some(("crm", "delete_customer", "tool_error")),
         ),
         ("get_customer", None),
     ];
@@ -195,8 +206,13 @@ fn an_mcp_call_is_found_by_its_server_and_tool_in_the_query() {
             "time": 1_000 + log_index as i64,
             "function": function,
         });
-        if let Some((server, tool)) = mcp {
-            event["mcp"] = json!({"method": "tools/call", "server": server, "tool": tool});
+        if let Some((server, tool, outcome)) = mcp {
+            event["mcp"] = json!({
+                "method": "tools/call",
+                "server": server,
+                "tool": tool,
+                "outcome": outcome,
+            });
         }
         writer
             .add_document(fields.document(&json!({"event": event}), 0, log_index as u64))
@@ -230,4 +246,61 @@ fn an_mcp_call_is_found_by_its_server_and_tool_in_the_query() {
         found("mcp_method:\"tools/call\" -mcp_server:crm"),
         ["mcp:billing__get_customer"]
     );
+
+    // Through the filters (`mcp_server=`, `mcp_tool=`, `mcp_outcome=`), exact and ANDed.
+    let filtered = |filter: Filter| -> Vec<String> {
+        index
+            .search(&filter, 10, None)
+            .unwrap()
+            .hits
+            .into_iter()
+            .filter_map(|hit| hit.function)
+            .collect()
+    };
+    assert_eq!(
+        filtered(Filter {
+            mcp_server: Some("crm".into()),
+            ..Filter::default()
+        }),
+        ["mcp:crm__delete_customer", "mcp:crm__get_customer"]
+    );
+    assert_eq!(
+        filtered(Filter {
+            mcp_tool: Some("get_customer".into()),
+            ..Filter::default()
+        }),
+        ["mcp:billing__get_customer", "mcp:crm__get_customer"]
+    );
+    assert_eq!(
+        filtered(Filter {
+            mcp_outcome: Some("tool_error".into()),
+            ..Filter::default()
+        }),
+        ["mcp:crm__delete_customer", "mcp:billing__get_customer"]
+    );
+    assert_eq!(
+        filtered(Filter {
+            mcp_server: Some("crm".into()),
+            mcp_outcome: Some("tool_error".into()),
+            ..Filter::default()
+        }),
+        ["mcp:crm__delete_customer"]
+    );
+    // Exact values: a tool's name is not a word of a longer one, nor of `function`.
+    assert!(
+        filtered(Filter {
+            mcp_tool: Some("customer".into()),
+            ..Filter::default()
+        })
+        .is_empty()
+    );
+}
+
+#[test]
+fn the_mcp_outcome_filter_accepts_exactly_the_schema_outcomes() {
+    let outcomes: Vec<&str> = callproof_schemas::McpOutcome::ALL
+        .iter()
+        .map(|outcome| outcome.as_str())
+        .collect();
+    assert_eq!(outcomes, MCP_OUTCOMES);
 }
