@@ -645,11 +645,20 @@ async fn progress_reaches_the_agent_that_asked_for_it() {
 
 /// Runs `tests/mcp/agent.py` under an SDK's virtualenv against the gateway.
 async fn sdk_agent(gateway: &Gateway, sdk: Sdk, mode: &str, token: &str) -> Value {
-    let script = callproof_tests::workspace_root().join("tests/mcp/agent.py");
+    run_agent(gateway, sdk, "agent.py", &["--mode", mode], token).await
+}
+
+/// Runs an agent script of `tests/mcp/` and reads the JSON it prints.
+async fn run_agent(gateway: &Gateway, sdk: Sdk, script: &str, args: &[&str], token: &str) -> Value {
+    let mode = args.join(" ");
+    let script = callproof_tests::workspace_root()
+        .join("tests/mcp")
+        .join(script);
     let output = tokio::process::Command::new(sdk.python())
         .arg(&script)
         .args(["--url", &format!("{}/mcp", gateway.harness.url)])
-        .args(["--token", token, "--mode", mode])
+        .args(["--token", token])
+        .args(args)
         .output()
         .await
         .unwrap_or_else(|error| panic!("cannot run {}: {error}", script.display()));
@@ -911,4 +920,50 @@ async fn with_the_broker_gone_a_tool_call_gets_503_and_the_tool_is_never_called(
     // A refusal cannot be recorded either, and says so.
     let unknown = alice.send("tools/call", json!({"name": "crm__nope"})).await;
     assert_eq!(unknown.status, 503, "{}", unknown.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_langchain_agent_loads_and_invokes_its_tools_through_the_gateway() {
+    let gateway = start().await;
+    let token = token(&gateway, "alice", &["support"]);
+    let seen = run_agent(&gateway, Sdk::V1, "agent_langchain.py", &[], &token).await;
+    assert_eq!(
+        seen["tools"],
+        json!([
+            "crm__boom",
+            "crm__echo",
+            "crm__fail",
+            "crm__get_customer",
+            "crm__route",
+            "crm__slow"
+        ]),
+        "{seen}"
+    );
+    assert!(
+        seen["echo"].to_string().contains("hello from langchain"),
+        "{seen}"
+    );
+    let customer = seen["customer"].to_string();
+    assert!(customer.contains("Jane Doe"), "{customer}");
+    assert!(
+        !customer.contains(CARD) && !customer.contains(EMAIL),
+        "{customer}"
+    );
+    // Each invocation is a call in the evidence, made by alice.
+    let calls = gateway
+        .harness
+        .all_raw_events()
+        .iter()
+        .filter_map(|(_, payload)| callproof_schemas::decode(payload).ok())
+        .filter(|event| {
+            event.kind == EventKind::CallCompleted && event.function.starts_with("mcp:crm__")
+        })
+        .filter(|event| {
+            event
+                .principal
+                .as_ref()
+                .is_some_and(|principal| principal.subject == "alice")
+        })
+        .count();
+    assert_eq!(calls, 2);
 }
