@@ -121,6 +121,12 @@ impl McpUpstream {
         Ok(upstream)
     }
 
+    /// Kills the server at once, as a crash would (calls in flight break off).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// What the server wrote to stderr so far, for failure messages.
     pub fn log_text(&self) -> String {
         let text = std::fs::read_to_string(self.log.path()).unwrap_or_default();

@@ -18,7 +18,7 @@ const EMAIL: &str = "jane.doe@example.com";
 
 struct Gateway {
     harness: Harness,
-    _upstream: McpUpstream,
+    upstream: McpUpstream,
 }
 
 async fn start() -> Gateway {
@@ -58,7 +58,7 @@ detect = false
     );
     Gateway {
         harness: Harness::start_on_with_tables(brokers, &tables).await,
-        _upstream: upstream,
+        upstream: upstream,
     }
 }
 
@@ -898,7 +898,7 @@ async fn with_the_broker_gone_a_tool_call_gets_503_and_the_tool_is_never_called(
     assert_eq!(before.status, 200, "{}", before.text);
     assert!(
         gateway
-            ._upstream
+            .upstream
             .log_text()
             .contains("CALL echo before-stop")
     );
@@ -914,7 +914,7 @@ async fn with_the_broker_gone_a_tool_call_gets_503_and_the_tool_is_never_called(
     assert_eq!(after.body["error"]["code"], -31001, "{}", after.text);
     assert!(after.call_id.is_some());
     assert!(
-        !gateway._upstream.log_text().contains("after-stop"),
+        !gateway.upstream.log_text().contains("after-stop"),
         "the tool ran without an audit record"
     );
     // A refusal cannot be recorded either, and says so.
@@ -966,4 +966,80 @@ async fn a_langchain_agent_loads_and_invokes_its_tools_through_the_gateway() {
         })
         .count();
     assert_eq!(calls, 2);
+}
+
+/// A slow call (about 10 s of progress) started in the background.
+fn slow_call(agent: &mut Agent<'_>, id: u64) -> tokio::task::JoinHandle<Answer> {
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+        "name": "crm__slow", "arguments": {"steps": 100, "interval_ms": 100}}});
+    tokio::spawn(read(agent.request(&body)))
+}
+
+async fn outcome_of(gateway: &Gateway, answer: &Answer) -> CallEvent {
+    let events = gateway.harness.events_of(call_id(answer), 3);
+    assert_eq!(
+        kinds(&events),
+        [
+            EventKind::CallReceived,
+            EventKind::CallForwarded,
+            EventKind::CallFailed
+        ],
+        "{}",
+        answer.text
+    );
+    events.into_iter().next_back().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_dies_mid_call_fails_the_call_and_the_record_says_how() {
+    let mut gateway = start().await;
+    let mut alice = Agent::new(&gateway, "alice", &["support"]);
+    alice.initialize().await;
+    let call = slow_call(&mut alice, 70);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    gateway.upstream.kill();
+    let answer = call.await.unwrap();
+    assert_eq!(answer.body["error"]["code"], -31004, "{}", answer.text);
+    let failed = outcome_of(&gateway, &answer).await;
+    assert_eq!(
+        failed.mcp.as_ref().unwrap().outcome,
+        Some(McpOutcome::TransportError)
+    );
+    let code = failed.failure.unwrap().code;
+    assert!(
+        ["upstream_broken", "upstream_unreachable"].contains(&code.as_str()),
+        "{code}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_agent_cancels_is_recorded_as_cancelled() {
+    let gateway = start().await;
+    let mut alice = Agent::new(&gateway, "alice", &["support"]);
+    alice.initialize().await;
+    let call = slow_call(&mut alice, 71);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Another session cannot cancel it: only the session's own requests are looked up.
+    let mut bob = Agent::new(&gateway, "bob", &["support"]);
+    bob.initialize().await;
+    let cancel = |id: u64| {
+        json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                  "params": {"requestId": id, "reason": "changed my mind"}})
+    };
+    assert_eq!(read(bob.request(&cancel(71))).await.status, 202);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let ended_early = gateway
+        .harness
+        .all_raw_events()
+        .iter()
+        .filter_map(|(_, payload)| callproof_schemas::decode(payload).ok())
+        .any(|event| event.kind == EventKind::CallFailed);
+    assert!(
+        !ended_early,
+        "another session's notification cancelled alice's call"
+    );
+    assert_eq!(read(alice.request(&cancel(71))).await.status, 202);
+    let answer = call.await.unwrap();
+    let failed = outcome_of(&gateway, &answer).await;
+    assert_eq!(failed.failure.unwrap().code, "cancelled", "{}", answer.text);
 }
