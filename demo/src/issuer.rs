@@ -1,5 +1,6 @@
 //! A demo OIDC issuer: discovery document, JWKS, `GET /token` that mints an EdDSA token for
-//! any subject, groups and acting agent, and a sign-in for the console ([`crate::signin`]:
+//! any subject, groups and acting agent (for the configured audience, or for one of the
+//! resources it knows, named as RFC 8707's `resource`), and a sign-in for the console ([`crate::signin`]:
 //! authorization code flow with PKCE, a page listing the demo users, no password). Its key is
 //! kept in the data directory, so tokens and the gateway's cached keys survive a restart.
 
@@ -27,6 +28,10 @@ const KEY_ID: &str = "demo-ed25519";
 pub struct Issuer {
     pub url: String,
     pub audience: String,
+    /// The other audiences a token may be asked for with `resource` (e.g. the gateway's MCP
+    /// endpoint, whose tokens must name it): only these, so a token for one resource is not a
+    /// token for any other.
+    pub resources: Vec<String>,
     signing: SigningKey,
     encoding: EncodingKey,
     /// The console's client and the codes handed out at sign-in.
@@ -45,6 +50,17 @@ pub struct TokenRequest {
     /// Lifetime in seconds.
     #[serde(default = "default_lifetime")]
     pub ttl: u64,
+    /// The resource the token is for (RFC 8707), its `aud`: one of the issuer's `resources`.
+    /// Absent, the issuer's audience.
+    pub resource: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("unknown resource {0:?}: this issuer mints tokens for {1}")]
+    UnknownResource(String, String),
+    #[error("signing the token: {0}")]
+    Signing(#[from] jsonwebtoken::errors::Error),
 }
 
 fn default_lifetime() -> u64 {
@@ -73,6 +89,7 @@ impl Issuer {
         Ok(Issuer {
             url,
             audience,
+            resources: Vec::new(),
             signing,
             encoding,
             sign_in: SignIn::new(None),
@@ -85,8 +102,29 @@ impl Issuer {
         self
     }
 
-    /// An access token for the gateway and the evidence API (`aud` = the configured audience).
-    pub fn mint(&self, request: &TokenRequest) -> anyhow::Result<String> {
+    /// The resources, besides the audience, tokens may be minted for.
+    pub fn with_resources(mut self, resources: Vec<String>) -> Issuer {
+        self.resources = resources;
+        self
+    }
+
+    /// An access token for the gateway and the evidence API (`aud` = the configured audience),
+    /// or for the requested resource when it is one of `resources`.
+    pub fn mint(&self, request: &TokenRequest) -> Result<String, MintError> {
+        let audience = match &request.resource {
+            None => &self.audience,
+            Some(resource) if *resource == self.audience || self.resources.contains(resource) => {
+                resource
+            }
+            Some(resource) => {
+                let known = std::iter::once(&self.audience)
+                    .chain(&self.resources)
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(MintError::UnknownResource(resource.clone(), known));
+            }
+        };
         let now = now_secs();
         let groups: Vec<&str> = request
             .groups
@@ -96,7 +134,7 @@ impl Issuer {
             .collect();
         let mut claims = json!({
             "iss": self.url,
-            "aud": self.audience,
+            "aud": audience,
             "sub": request.sub,
             "email": format!("{}@demo.callproof.dev", request.sub),
             "groups": groups,
@@ -108,14 +146,14 @@ impl Issuer {
         if let Some(agent) = &request.act {
             claims["act"] = json!({ "sub": agent });
         }
-        self.sign(&claims)
+        Ok(self.sign(&claims)?)
     }
 
     /// A JWT of `claims`, signed with the issuer's key (the one the JWKS publishes).
-    pub fn sign(&self, claims: &Value) -> anyhow::Result<String> {
+    pub fn sign(&self, claims: &Value) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(KEY_ID.to_string());
-        Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+        jsonwebtoken::encode(&header, claims, &self.encoding)
     }
 
     pub(crate) fn jwks(&self) -> Value {
@@ -175,3 +213,6 @@ async fn token(
         .mint(&request)
         .map_err(|error| (axum::http::StatusCode::BAD_REQUEST, error.to_string()))
 }
+
+#[cfg(test)]
+mod tests;

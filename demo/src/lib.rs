@@ -1,10 +1,11 @@
-//! The quick start's stand-ins for the parts a real deployment brings: an identity provider and
-//! the functions agents call. Both are real HTTP services, so the gateway is exercised exactly as
-//! in production; neither is fit for production (the issuer mints a token for anyone who asks
-//! and signs anyone in).
+//! The quick start's stand-ins for the parts a real deployment brings: an identity provider, the
+//! functions agents call, and an MCP server whose tools they call. All are real HTTP services,
+//! so the gateway is exercised exactly as in production; none is fit for production (the
+//! issuer mints a token for anyone who asks and signs anyone in).
 
 pub mod function;
 pub mod issuer;
+pub mod mcp;
 pub mod signin;
 
 /// Logs to stderr, `info` unless `RUST_LOG` says otherwise.

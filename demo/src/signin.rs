@@ -534,6 +534,7 @@ fn tokens(
         groups: user.groups.join(","),
         act: None,
         ttl: TOKEN_TTL_SECS,
+        resource: None,
     })?;
     let now = now_secs();
     let mut claims = json!({

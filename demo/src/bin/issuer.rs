@@ -15,6 +15,10 @@ struct Args {
     url: Option<String>,
     #[arg(long, default_value = "callproof")]
     audience: String,
+    /// Another audience a token may be asked for with `GET /token?resource=<URI>` (RFC 8707),
+    /// such as the gateway's MCP endpoint. Repeatable; no other is minted.
+    #[arg(long = "resource")]
+    resources: Vec<String>,
     /// Where the signing key is kept between runs.
     #[arg(long, default_value = ".data/demo")]
     data_dir: PathBuf,
@@ -37,7 +41,8 @@ async fn main() -> anyhow::Result<()> {
         .url
         .unwrap_or_else(|| format!("http://{}", args.listen));
     let mut issuer =
-        callproof_demo::issuer::Issuer::load_or_create(url.clone(), args.audience, &args.data_dir)?;
+        callproof_demo::issuer::Issuer::load_or_create(url.clone(), args.audience, &args.data_dir)?
+            .with_resources(args.resources);
     if let Some(secret) = args.console_client_secret {
         issuer = issuer.with_client(callproof_demo::signin::Client {
             id: args.console_client_id,
