@@ -58,7 +58,7 @@ detect = false
     );
     Gateway {
         harness: Harness::start_on_with_tables(brokers, &tables).await,
-        upstream: upstream,
+        upstream,
     }
 }
 
