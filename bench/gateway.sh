@@ -5,7 +5,20 @@
 # it, and callproof-ingress calling it as a function (EdDSA token from the demo issuer, every
 # event acknowledged by the broker at $KAFKA_BROKERS, or a Tansu broker started here).
 #
-#   bench/gateway.sh [--seconds S] [--rounds R] [--kafka-property KEY=VALUE ...]
+#   bench/gateway.sh [--mcp] [--callers N] [--seconds S] [--rounds R] [--kafka-property KEY=VALUE ...]
+#
+# `--mcp` measures an MCP `tools/call` instead (issue 16, item 10; issue 17, item 5). The
+# upstream is the tests' MCP server (tests/mcp/upstream.py, official Python SDK 2.x, answering
+# JSON), started by bench/mcp_upstream.py under $CALLPROOF_MCP2_PYTHON or
+# ~/.cache/callproof-py/mcp2/bin/python (where .ci/run installs it). Its tool `echo` is called
+# in the stateless 2026-07-28 form (one POST per call, no session): directly, through nginx, and
+# through callproof's /mcp as `bench__echo` (`[mcp]` with one server, a token whose audience is
+# the resource URI, the detectors on as by default). A JSON-RPC error or a result with
+# `isError` fails the run as a non-2xx answer does. The table adds the upstream's CPU per call.
+#
+# `--callers N` mints N tokens (subjects bench-1..N) and gives one to each wrk thread (as many
+# threads as callers, at most one per connection): callproof keeps upstream MCP connections per
+# caller, so 16 connections of one caller and of 16 callers differ. Default 1.
 #
 # `--kafka-property` sets a librdkafka property of the gateway's producer (`[kafka.properties]`),
 # to measure a setting, e.g. `--kafka-property linger.ms=0`.
@@ -20,12 +33,16 @@ repo=$(pwd)
 seconds=10
 rounds=3
 kafka_properties=""
+mode=http
+callers=1
 while [ $# -gt 0 ]; do
   case "$1" in
+    --mcp) mode=mcp; shift ;;
+    --callers) callers=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --kafka-property) kafka_properties+="\"${2%%=*}\" = \"${2#*=}\""$'\n'; shift 2 ;;
-    *) echo "usage: bench/gateway.sh [--seconds S] [--rounds R] [--kafka-property KEY=VALUE ...]" >&2; exit 2 ;;
+    *) echo "usage: bench/gateway.sh [--mcp] [--callers N] [--seconds S] [--rounds R] [--kafka-property KEY=VALUE ...]" >&2; exit 2 ;;
   esac
 done
 
@@ -70,13 +87,51 @@ if [ -z "${KAFKA_BROKERS:-}" ]; then
 fi
 broker_pid=${BROKER_PID:-$(pgrep -f "tansu broker.*${KAFKA_BROKERS##*:}" | head -n 1 || true)}
 
-upstream_port=$(free_port)
 proxy_port=$(free_port)
 issuer_port=$(free_port)
 gateway_port=$(free_port)
+upstream_pid=""
 
-# nginx: the upstream (a small JSON, as a function would answer) and a reverse proxy to it
-# with keep-alive, as a gateway without audit would be deployed.
+if [ "$mode" = mcp ]; then
+  python=${CALLPROOF_MCP2_PYTHON:-$HOME/.cache/callproof-py/mcp2/bin/python}
+  if ! "$python" -c 'from mcp.server.mcpserver import MCPServer' 2>/dev/null; then
+    echo "--mcp needs the MCP Python SDK 2.x at $python (set CALLPROOF_MCP2_PYTHON; .ci/run installs it)" >&2
+    exit 1
+  fi
+  "$python" bench/mcp_upstream.py >"$work/upstream.port" 2>"$work/upstream.log" &
+  upstream_pid=$!
+  pids+=("$upstream_pid")
+  for _ in $(seq 1 200); do
+    upstream_port=$(awk '/^PORT /{print $2}' "$work/upstream.port")
+    [ -n "$upstream_port" ] && break
+    sleep 0.1
+  done
+  [ -n "$upstream_port" ] || { echo "the MCP upstream did not start:" >&2; cat "$work/upstream.log" >&2; exit 1; }
+  # It listens before uvicorn serves: wait for any HTTP answer.
+  for _ in $(seq 1 200); do
+    [ "$(curl -s -m 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$upstream_port/mcp")" != 000 ] && break
+    sleep 0.1
+  done
+  path=/mcp
+  resource="http://127.0.0.1:$gateway_port/mcp"
+  audience=$resource
+  upstream_server=""
+else
+  upstream_port=$(free_port)
+  path=/v1/functions/lookup_customer/invoke
+  audience=callproof
+  # The upstream: a small JSON, as a function would answer.
+  upstream_server="server {
+    listen 127.0.0.1:$upstream_port;
+    location / {
+      default_type application/json;
+      return 200 '{\"customer_id\":42,\"name\":\"Ada Lovelace\",\"status\":\"active\",\"balance\":1250}';
+    }
+  }"
+fi
+
+# nginx: a reverse proxy to the upstream with keep-alive, as a gateway without audit would be
+# deployed (and in HTTP mode the upstream itself).
 mkdir -p "$work/nginx"
 cat >"$work/nginx.conf" <<EOF
 worker_processes auto;
@@ -88,19 +143,15 @@ http {
   client_body_temp_path $work/nginx/body;
   proxy_temp_path $work/nginx/proxy;
   upstream function { server 127.0.0.1:$upstream_port; keepalive 64; }
-  server {
-    listen 127.0.0.1:$upstream_port;
-    location / {
-      default_type application/json;
-      return 200 '{"customer_id":42,"name":"Ada Lovelace","status":"active","balance":1250}';
-    }
-  }
+  $upstream_server
   server {
     listen 127.0.0.1:$proxy_port;
     location / {
       proxy_pass http://function;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      # The MCP SDK refuses a Host that is not its own (DNS rebinding protection).
+      proxy_set_header Host 127.0.0.1:$upstream_port;
     }
   }
 }
@@ -108,7 +159,7 @@ EOF
 nginx -c "$work/nginx.conf" -p "$work"
 
 "$bin/callproof-demo-issuer" --listen "127.0.0.1:$issuer_port" --data-dir "$work/issuer" \
-  >"$work/issuer.log" 2>&1 &
+  --audience "$audience" >"$work/issuer.log" 2>&1 &
 pids+=("$!")
 wait_ready issuer "http://127.0.0.1:$issuer_port/.well-known/openid-configuration"
 
@@ -129,6 +180,23 @@ brokers = "$KAFKA_BROKERS"
 
 [kafka.properties]
 $kafka_properties
+EOF
+if [ "$mode" = mcp ]; then
+  cat >>"$work/gateway.toml" <<EOF
+[mcp]
+resource = "$resource"
+
+[mcp.servers.bench]
+url = "http://127.0.0.1:$upstream_port/mcp"
+protocol = "2026-07-28"
+timeout_ms = 5000
+credential = { kind = "bearer", token = "\${BENCH_FUNCTION_TOKEN}" }
+
+[mcp.servers.bench.default.policy]
+allow_groups = ["support"]
+EOF
+else
+  cat >>"$work/gateway.toml" <<EOF
 [functions.lookup_customer]
 upstream = "http://127.0.0.1:$upstream_port/customers/lookup"
 timeout_ms = 5000
@@ -137,29 +205,92 @@ credential = { kind = "bearer", token = "\${BENCH_FUNCTION_TOKEN}" }
 [functions.lookup_customer.policy]
 allow_groups = ["support"]
 EOF
+fi
 BENCH_FUNCTION_TOKEN=bench-function-token RUST_LOG=warn \
   "$bin/callproof-ingress" --config "$work/gateway.toml" >"$work/gateway.log" 2>&1 &
 gateway_pid=$!
 pids+=("$gateway_pid")
 wait_ready gateway "http://127.0.0.1:$gateway_port/readyz"
 
-token=$(curl -fsS "http://127.0.0.1:$issuer_port/token?sub=bench&groups=support")
-body='{"customer_id": 42}'
-path=/v1/functions/lookup_customer/invoke
-check=$(curl -sS -o /dev/null -w '%{http_code}' -H "authorization: Bearer $token" \
-  -H 'content-type: application/json' -d "$body" "http://127.0.0.1:$gateway_port$path")
-if [ "$check" != 200 ]; then
-  echo "callproof answered $check to the benchmark's call; its log:" >&2
-  tail -n 30 "$work/gateway.log" >&2
-  exit 1
-fi
+# One token per caller (subject bench-1, bench-2, ...); wrk's threads take them in turn.
+tokens=""
+for caller in $(seq 1 "$callers"); do
+  tokens+="\"$(curl -fsS "http://127.0.0.1:$issuer_port/token?sub=bench-$caller&groups=support")\", "
+done
 
-cat >"$work/post.lua" <<EOF
+# One wrk script per target: the request, and for MCP a check of every answer's body.
+write_lua() { # file, tool name (MCP) or empty, whether to send the tokens (yes/no)
+  local body headers tokens_sent=""
+  [ "$3" = yes ] && tokens_sent=$tokens
+  if [ "$mode" = mcp ]; then
+    body='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"'$2'","arguments":{"message":"hello from the bench"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}'
+    headers='wrk.headers["accept"] = "application/json, text/event-stream"
+wrk.headers["mcp-protocol-version"] = "2026-07-28"
+wrk.headers["mcp-method"] = "tools/call"
+wrk.headers["mcp-name"] = "'$2'"'
+  else
+    body='{"customer_id": 42}'
+    headers=""
+  fi
+  cat >"$1" <<EOF
 wrk.method = "POST"
 wrk.body = '$body'
 wrk.headers["content-type"] = "application/json"
-wrk.headers["authorization"] = "Bearer $token"
+$headers
+local tokens = {$tokens_sent}
+local threads = {}
+function setup(thread)
+  table.insert(threads, thread)
+  if #tokens > 0 then thread:set("token", tokens[(#threads - 1) % #tokens + 1]) end
+end
 EOF
+  # init runs before wrk builds its request from wrk.headers.
+  cat >>"$1" <<'EOF'
+function init(args)
+  failures = 0; sample = ""
+  if token then wrk.headers["authorization"] = "Bearer " .. token end
+end
+EOF
+  if [ "$mode" = mcp ]; then
+    # MCP answers a failed call with 200 too: count answers that are not a successful result.
+    cat >>"$1" <<'EOF'
+function response(status, headers, body)
+  if status ~= 200 or not body:find('"result"', 1, true) or not body:find('"isError":false', 1, true) then
+    failures = failures + 1
+    if sample == "" then sample = status .. " " .. body:sub(1, 300) end
+  end
+end
+function done(summary, latency, requests)
+  local total, sample = 0, ""
+  for _, thread in ipairs(threads) do
+    total = total + thread:get("failures")
+    if sample == "" then sample = thread:get("sample") end
+  end
+  if total > 0 then io.write("MCP failures: " .. total .. " (first: " .. sample .. ")\n") end
+end
+EOF
+  fi
+}
+if [ "$mode" = mcp ]; then
+  write_lua "$work/direct.lua" echo no
+  write_lua "$work/callproof.lua" bench__echo yes
+else
+  write_lua "$work/direct.lua" "" yes
+  cp "$work/direct.lua" "$work/callproof.lua"
+fi
+
+# One call of each before measuring: a refusal would otherwise be measured as a fast answer.
+for target in direct callproof; do
+  port=$upstream_port
+  [ "$target" = callproof ] && port=$gateway_port
+  if ! wrk -t1 -c1 -d1s -s "$work/$target.lua" "http://127.0.0.1:$port$path" >"$work/check.out" ||
+    grep -q "Non-2xx\|MCP failures\|Socket errors" "$work/check.out"; then
+    echo "$target did not answer the benchmark's call:" >&2
+    cat "$work/check.out" >&2
+    tail -n 30 "$work/gateway.log" >&2
+    exit 1
+  fi
+done
 
 # CPU ticks (user + system) of processes, summed.
 ticks() {
@@ -177,23 +308,24 @@ results="$work/results.tsv"
 for round in $(seq 1 "$rounds"); do
   for connections in 1 16; do
     threads=$((connections < 2 ? 1 : 2))
+    if [ "$callers" -gt 1 ]; then threads=$((callers < connections ? callers : connections)); fi
     for target in direct nginx callproof; do
       case "$target" in
-        direct) url="http://127.0.0.1:$upstream_port$path" ;;
-        nginx) url="http://127.0.0.1:$proxy_port$path" ;;
-        callproof) url="http://127.0.0.1:$gateway_port$path" ;;
+        direct) url="http://127.0.0.1:$upstream_port$path"; lua=direct ;;
+        nginx) url="http://127.0.0.1:$proxy_port$path"; lua=direct ;;
+        callproof) url="http://127.0.0.1:$gateway_port$path"; lua=callproof ;;
       esac
-      # shellcheck disable=SC2046
-      before=("$(ticks "$gateway_pid")" "$(ticks $(nginx_pids))" "$(ticks $broker_pid)")
-      wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency -s "$work/post.lua" "$url" \
+      # shellcheck disable=SC2046,SC2086
+      before=("$(ticks "$gateway_pid")" "$(ticks $(nginx_pids))" "$(ticks $broker_pid)" "$(ticks $upstream_pid)")
+      wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency -s "$work/$lua.lua" "$url" \
         >"$work/wrk.out"
-      # shellcheck disable=SC2046
-      after=("$(ticks "$gateway_pid")" "$(ticks $(nginx_pids))" "$(ticks $broker_pid)")
+      # shellcheck disable=SC2046,SC2086
+      after=("$(ticks "$gateway_pid")" "$(ticks $(nginx_pids))" "$(ticks $broker_pid)" "$(ticks $upstream_pid)")
       python3 - "$work/wrk.out" "$round" "$connections" "$target" \
         "$((after[0] - before[0]))" "$((after[1] - before[1]))" "$((after[2] - before[2]))" \
-        "$(getconf CLK_TCK)" >>"$results" <<'EOF'
+        "$((after[3] - before[3]))" "$(getconf CLK_TCK)" >>"$results" <<'EOF'
 import re, sys
-out, round_, connections, target, gateway, nginx, broker, clk = sys.argv[1:]
+out, round_, connections, target, gateway, nginx, broker, upstream, clk = sys.argv[1:]
 text = open(out).read()
 def seconds(value, unit):
     return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
@@ -203,33 +335,39 @@ latency = {p: seconds(*re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s|m)\s*$", text, r
 requests = int(re.search(r"(\d+) requests in", text).group(1))
 failed = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 errors = re.search(r"Socket errors: (.*)", text)
-if failed or errors:
-    sys.exit(f"{target} at {connections} connections: {failed.group(0) if failed else ''} {errors.group(0) if errors else ''}")
+mcp_failed = re.search(r"MCP failures: .*", text)
+if failed or errors or mcp_failed:
+    sys.exit(f"{target} at {connections} connections: " + " ".join(
+        m.group(0) for m in (failed, errors, mcp_failed) if m))
 per_call = lambda ticks: int(ticks) / int(clk) / max(requests, 1) * 1e6
 print("\t".join(str(v) for v in (round_, connections, target, rps, latency["50"] * 1e6,
-      latency["99"] * 1e6, per_call(gateway), per_call(nginx), per_call(broker))))
+      latency["99"] * 1e6, per_call(gateway), per_call(nginx), per_call(broker),
+      per_call(upstream))))
 EOF
       echo "round $round, $connections connection(s), $target: $(tail -n 1 "$results" | cut -f4 | cut -d. -f1) rps" >&2
     done
   done
 done
 
-python3 - "$results" <<'EOF'
+python3 - "$results" "$mode" <<'EOF'
 import statistics, sys
+mcp = sys.argv[2] == "mcp"
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
 by = {}
 for round_, connections, target, *values in rows:
     by.setdefault((int(connections), target), []).append([float(v) for v in values])
 med = {key: [statistics.median(column) for column in zip(*values)] for key, values in by.items()}
-print(f"medians over {len(rows) // 6} interleaved rounds")
-print("| connections | target | rps | p50 µs | p99 µs | gateway CPU µs/call | nginx CPU µs/call | broker CPU µs/call |")
-print("|---|---|---:|---:|---:|---:|---:|---:|")
+print(f"medians over {len(rows) // 6} interleaved rounds" + (", MCP tools/call" if mcp else ""))
+print("| connections | target | rps | p50 µs | p99 µs | gateway CPU µs/call | nginx CPU µs/call | broker CPU µs/call |"
+      + (" upstream CPU µs/call |" if mcp else ""))
+print("|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if mcp else ""))
 for connections in (1, 16):
     for target in ("direct", "nginx", "callproof"):
-        rps, p50, p99, gateway, nginx, broker = med[(connections, target)]
+        rps, p50, p99, gateway, nginx, broker, upstream = med[(connections, target)]
         print(f"| {connections} | {target} | {rps:,.0f} | {p50:,.0f} | {p99:,.0f} | "
               f"{gateway if target == 'callproof' else 0:,.0f} | "
-              f"{nginx if target != 'callproof' else 0:,.0f} | {broker if target == 'callproof' else 0:,.0f} |")
+              f"{nginx if target == 'nginx' or not mcp and target != 'callproof' else 0:,.0f} | "
+              f"{broker if target == 'callproof' else 0:,.0f} |" + (f" {upstream:,.0f} |" if mcp else ""))
 for connections in (1, 16):
     direct, nginx, ours = (med[(connections, t)] for t in ("direct", "nginx", "callproof"))
     print(f"{connections} connection(s): callproof serves {ours[0] / nginx[0]:.3f}x nginx and "
