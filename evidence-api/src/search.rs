@@ -10,6 +10,11 @@
 //! processor's index read-only here (`docker-compose.yml`), where tantivy's own directory cannot
 //! open a reader.
 //!
+//! An index written with an older schema (a processor not yet upgraded) is searched by the
+//! fields it has: a query or filter naming a field it lacks finds nothing there. Once the
+//! processor has rebuilt it at the same path with today's schema, the next listing of the
+//! directory opens it again.
+//!
 //! Everything here is blocking (tantivy is): callers run it in `spawn_blocking`.
 
 use std::fs::{File, TryLockError};
@@ -30,7 +35,7 @@ use tantivy::directory::{
     WatchHandle, WritePtr,
 };
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
-use tantivy::schema::{Field, IndexRecordOption, TantivyDocument, Value as _};
+use tantivy::schema::{Field, IndexRecordOption, Schema, TantivyDocument, Value as _};
 use tantivy::tokenizer::TokenizerManager;
 use tantivy::{
     DateTime, DocAddress, Index, IndexReader, ReloadPolicy, Searcher, SegmentReader, Term,
@@ -172,6 +177,9 @@ pub struct SearchPage {
 struct PartitionIndex {
     partition: i32,
     reader: IndexReader,
+    /// Written with this version's schema. An index written before a field was added (a
+    /// processor not yet upgraded) is still searched, by the fields it has.
+    current: bool,
 }
 
 /// The processor's indexes, read-only.
@@ -193,12 +201,15 @@ impl SearchIndex {
         );
         // An auditor's `refund customer` means both words, as in most search boxes.
         parser.set_conjunction_by_default();
-        let partitions = Arc::new(open_readers(root)?);
+        let partitions = open_read_only_indexes(root)?
+            .into_iter()
+            .map(|(partition, index)| partition_index(partition, &index, &fields.schema))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(SearchIndex {
             root: root.to_path_buf(),
             fields,
             parser,
-            partitions: RwLock::new((Instant::now(), partitions)),
+            partitions: RwLock::new((Instant::now(), Arc::new(partitions))),
         })
     }
 
@@ -220,11 +231,17 @@ impl SearchIndex {
             .unwrap_or_default();
         let mut readers: Vec<PartitionIndex> = known.iter().cloned().collect();
         for (partition, index) in open_read_only_indexes(&self.root)? {
-            if readers.iter().all(|known| known.partition != partition) {
-                readers.push(PartitionIndex {
-                    partition,
-                    reader: reader_of(&index)?,
-                });
+            match readers
+                .iter_mut()
+                .find(|known| known.partition == partition)
+            {
+                None => readers.push(partition_index(partition, &index, &self.fields.schema)?),
+                // A reader keeps the schema of the index it was opened on; the processor
+                // replaces an index of an older schema with a new one at the same path.
+                Some(known) if known.reader.searcher().schema() != &index.schema() => {
+                    *known = partition_index(partition, &index, &self.fields.schema)?;
+                }
+                Some(_) => {}
             }
         }
         readers.sort_by_key(|reader| reader.partition);
@@ -251,12 +268,15 @@ impl SearchIndex {
         let limit = limit.max(1);
         let mut keyed: Vec<(Cursor, PartitionIndex, DocAddress)> = Vec::new();
         for partition in self.partitions()?.iter() {
+            let Some(query) = self.partition_query(filter, query.as_ref(), partition)? else {
+                continue;
+            };
             let query: Box<dyn Query> = match cursor {
-                None => query.box_clone(),
+                None => query,
                 Some(cursor) => match self.after_cursor(partition.partition, cursor) {
                     None => continue,
                     Some(after) => Box::new(BooleanQuery::new(vec![
-                        (Occur::Must, query.box_clone()),
+                        (Occur::Must, query),
                         (Occur::Must, after),
                     ])),
                 },
@@ -305,6 +325,9 @@ impl SearchIndex {
         let query = self.query(filter)?;
         let mut events = Vec::new();
         for partition in self.partitions()?.iter() {
+            let Some(query) = self.partition_query(filter, query.as_ref(), partition)? else {
+                continue;
+            };
             let searcher = partition.reader.searcher();
             for address in searcher.search(&query, &DocSetCollector)? {
                 events.push(self.event(&searcher, address)?);
@@ -318,7 +341,9 @@ impl SearchIndex {
         let query = self.query(filter)?;
         let mut total = 0;
         for partition in self.partitions()?.iter() {
-            total += partition.reader.searcher().search(&query, &Count)?;
+            if let Some(query) = self.partition_query(filter, query.as_ref(), partition)? {
+                total += partition.reader.searcher().search(&query, &Count)?;
+            }
         }
         Ok(total)
     }
@@ -327,11 +352,7 @@ impl SearchIndex {
     pub fn query(&self, filter: &Filter) -> Result<Box<dyn Query>, SearchError> {
         let fields = &self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        if let Some(text) = filter
-            .query
-            .as_deref()
-            .filter(|text| !text.trim().is_empty())
-        {
+        if let Some(text) = query_text(filter) {
             let parsed = self.parser.parse_query(text).map_err(|error| {
                 SearchError::BadQuery(format!("`q` is not a valid query: {error}"))
             })?;
@@ -361,20 +382,7 @@ impl SearchIndex {
                 MCP_OUTCOMES.join(", ")
             )));
         }
-        for (field, value) in [
-            (fields.subject, &filter.subject),
-            (fields.groups, &filter.group),
-            (fields.agent, &filter.agent),
-            (fields.function, &filter.function),
-            (fields.kind, &filter.kind),
-            (fields.decision, &filter.decision),
-            (fields.detectors, &filter.detector),
-            (fields.reviewer, &filter.reviewer),
-            (fields.call_id, &filter.call_id),
-            (fields.mcp_server, &filter.mcp_server),
-            (fields.mcp_tool, &filter.mcp_tool),
-            (fields.mcp_outcome, &filter.mcp_outcome),
-        ] {
+        for (field, value) in self.term_filters(filter) {
             if let Some(value) = value {
                 clauses.push((Occur::Must, term_query(field, value)));
             }
@@ -412,6 +420,78 @@ impl SearchIndex {
                 .unwrap_or_else(|| Box::new(AllQuery)),
             _ => Box::new(BooleanQuery::new(clauses)),
         })
+    }
+
+    /// Each exact-value filter with its field.
+    fn term_filters<'a>(&self, filter: &'a Filter) -> [(Field, &'a Option<String>); 12] {
+        let fields = &self.fields;
+        [
+            (fields.subject, &filter.subject),
+            (fields.groups, &filter.group),
+            (fields.agent, &filter.agent),
+            (fields.function, &filter.function),
+            (fields.kind, &filter.kind),
+            (fields.decision, &filter.decision),
+            (fields.detectors, &filter.detector),
+            (fields.reviewer, &filter.reviewer),
+            (fields.call_id, &filter.call_id),
+            (fields.mcp_server, &filter.mcp_server),
+            (fields.mcp_tool, &filter.mcp_tool),
+            (fields.mcp_outcome, &filter.mcp_outcome),
+        ]
+    }
+
+    /// The query to run over one partition: `query` (the filter's, validated) where the index
+    /// has this version's schema; else the filter's query built again over the index's own
+    /// schema, or `None` when it names a field that index lacks, none of whose documents can
+    /// then match. Building `query` over such an index would name a field id past its schema,
+    /// which tantivy answers with a panic.
+    fn partition_query(
+        &self,
+        filter: &Filter,
+        query: &dyn Query,
+        partition: &PartitionIndex,
+    ) -> Result<Option<Box<dyn Query>>, SearchError> {
+        if partition.current {
+            return Ok(Some(query.box_clone()));
+        }
+        let schema = partition.reader.searcher().schema().clone();
+        // Fields keep their ids across versions (new ones are added last), so a field this
+        // version knows is usable there if the index has it under the same id and name.
+        let has = |field: Field| {
+            schema
+                .get_field(self.fields.schema.get_field_name(field))
+                .ok()
+                == Some(field)
+        };
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        if let Some(text) = query_text(filter) {
+            let default_fields = self
+                .fields
+                .default_query_fields()
+                .into_iter()
+                .filter(|field| has(*field))
+                .collect();
+            let mut parser =
+                QueryParser::new(schema.clone(), default_fields, TokenizerManager::default());
+            parser.set_conjunction_by_default();
+            // It parsed over this version's schema: an error here is a field the index lacks.
+            let Ok(parsed) = parser.parse_query(text) else {
+                return Ok(None);
+            };
+            clauses.push((Occur::Must, parsed));
+        }
+        let without_query = Filter {
+            query: None,
+            ..filter.clone()
+        };
+        for (field, value) in self.term_filters(&without_query) {
+            if value.is_some() && !has(field) {
+                return Ok(None);
+            }
+        }
+        clauses.push((Occur::Must, self.query(&without_query)?));
+        Ok(Some(Box::new(BooleanQuery::new(clauses))))
     }
 
     /// The hits of `partition` that sort after `cursor` (newest first by time, partition,
@@ -502,16 +582,25 @@ impl SearchIndex {
     }
 }
 
-fn open_readers(root: &Path) -> Result<Vec<PartitionIndex>, SearchError> {
-    open_read_only_indexes(root)?
-        .into_iter()
-        .map(|(partition, index)| {
-            Ok(PartitionIndex {
-                partition,
-                reader: reader_of(&index)?,
-            })
-        })
-        .collect()
+/// A partition's reader, and whether its index has this version's schema (`schema`).
+fn partition_index(
+    partition: i32,
+    index: &Index,
+    schema: &Schema,
+) -> Result<PartitionIndex, SearchError> {
+    Ok(PartitionIndex {
+        partition,
+        reader: reader_of(index)?,
+        current: &index.schema() == schema,
+    })
+}
+
+/// The query string of a filter, if it says anything.
+fn query_text(filter: &Filter) -> Option<&str> {
+    filter
+        .query
+        .as_deref()
+        .filter(|text| !text.trim().is_empty())
 }
 
 /// Every partition index under `root` (directories named by partition number that hold a

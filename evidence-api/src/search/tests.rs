@@ -304,3 +304,128 @@ fn the_mcp_outcome_filter_accepts_exactly_the_schema_outcomes() {
         .collect();
     assert_eq!(outcomes, MCP_OUTCOMES);
 }
+
+/// Writes one partition's index as the processor does, with `schema` (today's, or an older one
+/// whose fields are a prefix of it), from event JSON.
+fn write_index(
+    root: &Path,
+    partition: i32,
+    schema: &tantivy::schema::Schema,
+    events: &[serde_json::Value],
+) {
+    let fields = IndexFields::new();
+    let dir = callproof_evidence_format::index_schema::partition_index_dir(root, partition);
+    std::fs::create_dir_all(&dir).unwrap();
+    let index = Index::create_in_dir(&dir, schema.clone()).unwrap();
+    let mut writer: tantivy::IndexWriter = index.writer(15_000_000).unwrap();
+    for (log_index, event) in events.iter().enumerate() {
+        writer
+            .add_document(fields.document(&json!({ "event": event }), partition, log_index as u64))
+            .unwrap();
+    }
+    writer.commit().unwrap();
+}
+
+/// The schema of index version 1: today's fields without the `mcp_*` ones added last.
+fn schema_v1() -> tantivy::schema::Schema {
+    let mut builder = tantivy::schema::Schema::builder();
+    for (_, entry) in IndexFields::new().schema.fields() {
+        if !entry.name().starts_with("mcp_") {
+            builder.add_field(entry.clone());
+        }
+    }
+    builder.build()
+}
+
+fn mcp_event(event_id: &str, time: i64, server: &str) -> serde_json::Value {
+    json!({
+        "event_id": event_id,
+        "call_id": event_id,
+        "kind": "call_completed",
+        "time": time,
+        "function": format!("mcp:{server}__get_customer"),
+        "principal": {"subject": "ana"},
+        "request": {"body": "refund"},
+        "mcp": {"method": "tools/call", "server": server, "tool": "get_customer", "outcome": "result"},
+    })
+}
+
+/// Regression: a search naming an `mcp_*` field (in `q` or as a filter) over an index written
+/// before those fields panicked in tantivy (a field id past the index's schema), and a reader
+/// kept the schema of the index it was opened on after the processor rebuilt it.
+#[test]
+fn an_index_of_an_older_schema_is_searched_by_its_fields_and_reopened_once_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_events = [
+        json!({"event_id": "old-0", "call_id": "old-0", "kind": "call_received", "time": 10,
+               "function": "get_customer", "principal": {"subject": "ana"},
+               "request": {"body": "refund"}}),
+        json!({"event_id": "old-1", "call_id": "old-1", "kind": "call_received", "time": 11,
+               "function": "get_customer", "principal": {"subject": "bo"},
+               "request": {"body": "refund"}}),
+    ];
+    write_index(dir.path(), 0, &schema_v1(), &old_events);
+    write_index(
+        dir.path(),
+        1,
+        &IndexFields::new().schema,
+        &[mcp_event("new-0", 12, "crm")],
+    );
+    let index = SearchIndex::open(dir.path()).unwrap();
+    let ids = |filter: Filter| -> Vec<String> {
+        let page = index.search(&filter, 10, None).unwrap();
+        let scanned = index.scan(&filter).unwrap().len();
+        assert_eq!(index.count(&filter).unwrap(), page.hits.len(), "{filter:?}");
+        assert_eq!(scanned, page.hits.len(), "{filter:?}");
+        page.hits
+            .into_iter()
+            .filter_map(|hit| hit.event_id)
+            .collect()
+    };
+    let query = |text: &str| Filter {
+        query: Some(text.into()),
+        ..Filter::default()
+    };
+    // The old index answers what it has, and nothing for the fields it lacks.
+    assert_eq!(ids(Filter::default()), ["new-0", "old-1", "old-0"]);
+    assert_eq!(ids(query("refund")), ["new-0", "old-1", "old-0"]);
+    assert_eq!(
+        ids(Filter {
+            subject: Some("ana".into()),
+            ..Filter::default()
+        }),
+        ["new-0", "old-0"]
+    );
+    assert_eq!(ids(query("mcp_tool:get_customer AND refund")), ["new-0"]);
+    assert_eq!(
+        ids(Filter {
+            mcp_server: Some("crm".into()),
+            subject: Some("ana".into()),
+            ..Filter::default()
+        }),
+        ["new-0"]
+    );
+    // A query no schema knows is still refused.
+    assert!(matches!(
+        index.search(&query("colour:blue"), 10, None),
+        Err(SearchError::BadQuery(_))
+    ));
+
+    // The processor replaces the old index with one of today's schema at the same path.
+    let old_dir = callproof_evidence_format::index_schema::partition_index_dir(dir.path(), 0);
+    std::fs::rename(&old_dir, dir.path().join("0.set-aside-1")).unwrap();
+    let mut rebuilt = old_events.to_vec();
+    rebuilt.push(mcp_event("new-1", 13, "crm"));
+    write_index(dir.path(), 0, &IndexFields::new().schema, &rebuilt);
+    let by_server = Filter {
+        mcp_server: Some("crm".into()),
+        ..Filter::default()
+    };
+    // Found once the directory is listed again (every RESCAN_INTERVAL).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ids(by_server.clone()) != ["new-1", "new-0"] {
+        assert!(Instant::now() < deadline, "{:?}", ids(by_server.clone()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ids(Filter::default()), ["new-1", "new-0", "old-1", "old-0"]);
+}
