@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerInfo};
@@ -103,7 +104,8 @@ impl ServerHandler for DemoTools {
     }
 }
 
-/// `/mcp`, answering only requests that carry `Authorization: Bearer <expected_token>`.
+/// `/mcp`, answering only requests that carry `Authorization: Bearer <expected_token>`, and
+/// `/healthz` (open, for the quick start to wait on).
 pub fn router(expected_token: String) -> axum::Router {
     let service: StreamableHttpService<DemoTools, LocalSessionManager> = StreamableHttpService::new(
         || Ok(DemoTools::default()),
@@ -117,6 +119,8 @@ pub fn router(expected_token: String) -> axum::Router {
             Arc::new(format!("Bearer {expected_token}")),
             require_credential,
         ))
+        // After the layer, which covers only the routes before it.
+        .route("/healthz", get(|| async { "ok\n" }))
 }
 
 async fn require_credential(

@@ -1,11 +1,13 @@
 //! The quick start tried as a new user would: run `scripts/quickstart`, wait for its banner, run
 //! the commands it prints exactly as printed, sign in to the console it names as the people it
 //! names (through the demo issuer's sign-in page, over plain HTTP, as a browser without
-//! JavaScript would), press Ctrl-C, then start it again on the same data.
+//! JavaScript would), press Ctrl-C, then start it again on the same data. The printed commands
+//! include an MCP agent's, curl against the gateway's `/mcp` in front of the demo MCP server:
+//! list, a masked lookup, a refund held until bob approves it, and its evidence.
 //!
 //! The script starts its own Tansu broker (with its data in `.data/`), so the second run also
 //! shows that the broker, the log, the index and the keys survive a restart. It listens on the
-//! fixed ports the printed commands name (8080, 8081, 8082, 9400, 9500, 9464), so nothing else in
+//! fixed ports the printed commands name (8080, 8081, 8082, 9400, 9500, 9600, 9464), so nothing else in
 //! the suite may use them; every other test takes free ports.
 
 use std::collections::HashMap;
@@ -22,9 +24,10 @@ use callproof_tests::workspace_root;
 
 const BANNER_START: &str = "Try these commands in another terminal:";
 const BANNER_END: &str = "Press Ctrl-C to stop everything.";
-/// What the demo function answers for customer 42 before the gateway masks it.
+/// What the demo function (and the demo MCP server's `lookup_customer`) answers for customer 42
+/// before the gateway masks it.
 const RAW_CUSTOMER_VALUES: [&str; 3] = ["4111 1111 1111 1111", "219-09-9999", "ada@example.com"];
-const QUICKSTART_PORTS: [u16; 6] = [8080, 8081, 8082, 9400, 9500, 9464];
+const QUICKSTART_PORTS: [u16; 7] = [8080, 8081, 8082, 9400, 9500, 9600, 9464];
 const CONSOLE: &str = "http://127.0.0.1:8082";
 const ISSUER: &str = "http://127.0.0.1:9400";
 const GATEWAY: &str = "http://127.0.0.1:8080";
@@ -75,12 +78,13 @@ fn quickstart_prints_commands_that_work_and_a_second_run_reuses_the_data() {
         assert!(length > 0, "{file} was not downloaded");
     }
     let verifier_key = verifier_key_in(&commands);
+    the_printed_mcp_commands_list_mask_hold_and_prove(&output, &first.data);
 
     // The console, and who to sign in as, are named before the commands.
     let preamble = first.preamble.join("\n");
     for expected in [
         format!("The console, for approvers and auditors: {CONSOLE}"),
-        "bob     approves the refund held in step 3".into(),
+        "bob     approves the refunds held in steps 3 and 7".into(),
         "audrey  audits it".into(),
     ] {
         assert!(
@@ -119,6 +123,95 @@ fn quickstart_prints_commands_that_work_and_a_second_run_reuses_the_data() {
         "the first run's call is gone:\n{output}"
     );
     second.ctrl_c();
+}
+
+/// Step 7's answers, as the printed curl commands got them from `/mcp` (each on its own line:
+/// a JSON body, or an SSE `data:` line): the list, the masked lookup, the refund held and then
+/// its result; the timeline the evidence API gave for it; and what the demo MCP server saw.
+fn the_printed_mcp_commands_list_mask_hold_and_prove(output: &str, data: &Path) {
+    let answers: HashMap<u64, serde_json::Value> = output
+        .lines()
+        .map(|line| line.strip_prefix("data:").unwrap_or(line).trim())
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["jsonrpc"] == "2.0")
+        .filter_map(|message| Some((message["id"].as_u64()?, message)))
+        .collect();
+    let answer = |id: u64| {
+        answers
+            .get(&id)
+            .map(|message| &message["result"])
+            .unwrap_or_else(|| panic!("no answer to MCP request {id} in:\n{output}"))
+    };
+
+    let mut tools: Vec<&str> = answer(1)["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{output}"))
+        .iter()
+        .filter_map(|tool| tool["name"].as_str())
+        .collect();
+    tools.sort_unstable();
+    assert_eq!(
+        tools,
+        ["demo__echo", "demo__lookup_customer", "demo__refund"]
+    );
+
+    // Masked in structuredContent and in the text (the raw values appear nowhere in the
+    // output: checked with the other steps').
+    let lookup = answer(2);
+    assert_ne!(lookup["isError"], true, "{lookup}");
+    let record = &lookup["structuredContent"];
+    assert_eq!(record["customer_id"], 42, "{lookup}");
+    for field in ["card_number", "email"] {
+        let value = record[field].as_str().unwrap_or_default();
+        assert!(value.starts_with("[REDACTED"), "{field} unmasked: {lookup}");
+    }
+    let text = lookup["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("Ada Lovelace") && text.contains("[REDACTED"),
+        "{lookup}"
+    );
+
+    // Held: a tool error naming the call, pending approval; then, approved, the one result.
+    let held = answer(3);
+    assert_eq!(held["isError"], true, "{held}");
+    assert_eq!(held["_meta"]["dev.callproof/status"], "pending_approval");
+    let call_id = held["_meta"]["dev.callproof/call_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no call id: {held}"));
+    let done = answer(4);
+    assert_ne!(done["isError"], true, "{done}");
+    assert_eq!(done["structuredContent"]["status"], "refunded", "{done}");
+    assert_eq!(done["structuredContent"]["refunded"], 500);
+    assert_eq!(done["_meta"]["dev.callproof/call_id"], call_id);
+
+    // The evidence API's timeline of that call: held, approved by bob, forwarded, completed.
+    let timeline = output
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line.trim()).ok())
+        .find(|value| {
+            value.to_string().contains("approval_decided") && value.to_string().contains(call_id)
+        })
+        .unwrap_or_else(|| panic!("no timeline of {call_id} in:\n{output}"))
+        .to_string();
+    for expected in [
+        "approval_requested",
+        "call_forwarded",
+        "call_completed",
+        "MCP refund checked",
+        "mcp:demo__refund",
+    ] {
+        assert!(timeline.contains(expected), "no {expected:?} in {timeline}");
+    }
+
+    // The demo MCP server ran the refund once, and never saw a request without the gateway's
+    // credential (alice's token would have been one).
+    let log = std::fs::read_to_string(data.join("logs/mcp.log")).unwrap_or_default();
+    let refunds = log
+        .lines()
+        .filter(|line| line.contains("refund executed") && line.contains("ord_7"))
+        .count();
+    assert_eq!(refunds, 1, "{log}");
+    assert!(!log.contains("refused"), "{log}");
 }
 
 /// `scripts/quickstart` running in its own process group, as in a terminal.

@@ -64,6 +64,12 @@ async fn only_the_gateways_credential_gets_in() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{message}");
+
+    let health = router(CREDENTIAL.into())
+        .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK, "the health check is open");
 }
 
 #[tokio::test]
