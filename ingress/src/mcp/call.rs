@@ -17,7 +17,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use callproof_masking::FieldRules;
 use callproof_schemas::{CallEvent, EventKind, Failure, MaskingFinding, McpOutcome};
-use rmcp::model::{CallToolRequestParams, ProgressNotificationParam};
+use rmcp::model::{CallToolRequestParams, JsonObject, ProgressNotificationParam};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -78,9 +78,17 @@ pub async fn call_tool(
         .filter(|token| token.is_string() || token.is_i64() || token.is_u64())
         .cloned();
 
-    let (server, tool_name, tool) = resolve(mcp, context, &name, &function, id).await?;
+    let (server, tool_name, tool, schema) = resolve(mcp, context, &name, &function, id).await?;
     exchange.facts.server = Some(server.name.clone());
     exchange.facts.tool = Some(tool_name.clone());
+    if context.modern
+        && let Err(reason) = check_param_headers(&schema, &arguments, &context.param_headers)
+    {
+        return Err(Refusal::new(
+            RpcError::header_mismatch(reason).with_id(id),
+            "mcp_header_mismatch",
+        ));
+    }
     let policy = &tool.policy;
 
     let decision = {
@@ -291,7 +299,7 @@ async fn resolve<'m>(
     name: &str,
     function: &str,
     id: &Value,
-) -> Result<(&'m Server, String, &'m ToolPolicy), Refusal> {
+) -> Result<(&'m Server, String, &'m ToolPolicy, Arc<JsonObject>), Refusal> {
     let Some((server_name, tool_name)) = catalog::split_name(name) else {
         return Err(unknown_tool(name, id).recording(format!(
             "unknown tool {name}: not of the form <server>__<tool>"
@@ -312,11 +320,15 @@ async fn resolve<'m>(
         Refusal::new(rpc, "upstream_unreachable")
             .recording(format!("cannot list the tools of {server_name}: {error}"))
     })?;
-    if !tools.iter().any(|tool| tool.name == tool_name) {
+    let Some(schema) = tools
+        .iter()
+        .find(|tool| tool.name == tool_name)
+        .map(|tool| tool.input_schema.clone())
+    else {
         return Err(unknown_tool(name, id).recording(format!(
             "unknown tool {name}: {server_name} has no tool {tool_name}"
         )));
-    }
+    };
     let Some(policy) = server.policy_of(tool_name) else {
         return Err(unknown_tool(name, id).recording(format!(
             "tool {name} has no policy (no tools.{tool_name} nor default table), so nobody may call it"
@@ -330,7 +342,51 @@ async fn resolve<'m>(
             .recording(reason)
             .at(PolicyState::Decided(decision)));
     }
-    Ok((server, tool_name.to_string(), policy))
+    Ok((server, tool_name.to_string(), policy, schema))
+}
+
+/// 2026-07-28: an argument whose schema says `x-mcp-header: Name` must travel in the
+/// `Mcp-Param-Name` header too, with the same value (numbers compared as numbers), so that
+/// intermediaries routing on the header see what the server will act on.
+fn check_param_headers(
+    schema: &JsonObject,
+    arguments: &Value,
+    headers: &std::collections::HashMap<String, Option<String>>,
+) -> Result<(), String> {
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    for (argument, property) in properties {
+        let Some(header) = property.get("x-mcp-header").and_then(Value::as_str) else {
+            continue;
+        };
+        let sent = headers.get(&header.to_ascii_lowercase());
+        match (arguments.get(argument), sent) {
+            (None | Some(Value::Null), None) => {}
+            (Some(_), None) => {
+                return Err(format!(
+                    "Mcp-Param-{header} is missing but the argument `{argument}` is present"
+                ));
+            }
+            (_, Some(None)) => return Err(format!("Mcp-Param-{header} is not valid")),
+            (value, Some(Some(text))) => {
+                let same = match value {
+                    Some(Value::String(value)) => value == text,
+                    Some(Value::Number(number)) => text
+                        .parse::<f64>()
+                        .is_ok_and(|parsed| number.as_f64() == Some(parsed)),
+                    Some(Value::Bool(flag)) => text == if *flag { "true" } else { "false" },
+                    _ => false,
+                };
+                if !same {
+                    return Err(format!(
+                        "Mcp-Param-{header} does not match the argument `{argument}`"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn unknown_tool(name: &str, id: &Value) -> Refusal {

@@ -29,6 +29,7 @@ const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 const METHOD_HEADER: &str = "mcp-method";
 const NAME_HEADER: &str = "mcp-name";
+const PARAM_HEADER_PREFIX: &str = "mcp-param-";
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
@@ -132,6 +133,8 @@ pub struct Context {
     pub modern: bool,
     /// The agent's session (legacy era).
     pub session: Option<String>,
+    /// 2026-07-28 `Mcp-Param-{Name}` headers, by lowercase name, decoded (`None`: not decodable).
+    pub param_headers: std::collections::HashMap<String, Option<String>>,
 }
 
 impl Context {
@@ -395,6 +398,14 @@ async fn serve(
         claims,
         modern,
         session: None,
+        param_headers: headers
+            .keys()
+            .filter_map(|name| {
+                let param = name.as_str().strip_prefix(PARAM_HEADER_PREFIX)?;
+                let value = decoded_header(headers, name.as_str())?.ok();
+                Some((param.to_string(), value))
+            })
+            .collect(),
     };
     if modern {
         let version = check_modern(headers, &method, &params, meta, header_version)

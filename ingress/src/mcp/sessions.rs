@@ -18,6 +18,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use callproof_schemas::Principal;
 use rand::RngCore;
+use rmcp::model::ProtocolVersion;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -238,9 +239,15 @@ impl Clients {
         };
         let connected = cell
             .get_or_try_init(|| async {
-                Upstream::connect(server.http.clone(), server.upstream.clone())
-                    .await
-                    .map(Arc::new)
+                let upstream =
+                    Upstream::connect(server.http.clone(), server.upstream.clone()).await?;
+                // rmcp sends a stateless upstream the `Mcp-Param-*` headers its tools ask for
+                // only for tools this connection has listed itself; without them the upstream
+                // refuses such calls.
+                if upstream.protocol_version() == Some(ProtocolVersion::V_2026_07_28) {
+                    upstream.list_tools().await?;
+                }
+                Ok(Arc::new(upstream))
             })
             .await;
         if connected.is_err() {

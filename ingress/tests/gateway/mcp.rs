@@ -1043,3 +1043,45 @@ async fn a_call_the_agent_cancels_is_recorded_as_cancelled() {
     let failed = outcome_of(&gateway, &answer).await;
     assert_eq!(failed.failure.unwrap().code, "cancelled", "{}", answer.text);
 }
+
+#[tokio::test]
+async fn a_tool_whose_argument_travels_in_a_header_reaches_a_stateless_upstream() {
+    let gateway = start().await;
+    let mut agent = Agent::new(&gateway, "alice", &["support"]);
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "crm__route", "arguments": {"region": "eu-west", "message": "hi"},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN,
+                  "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let request = |region: Option<&str>| {
+        let mut request = agent
+            .request(&body)
+            .header("mcp-protocol-version", MODERN)
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "crm__route");
+        if let Some(region) = region {
+            request = request.header("mcp-param-region", region.to_string());
+        }
+        request
+    };
+    let routed = read(request(Some("eu-west"))).await;
+    assert_eq!(routed.status, 200, "{}", routed.text);
+    assert!(routed.text.contains("eu-west: hi"), "{}", routed.text);
+    // The header must say what the body says, and be there when the argument is.
+    for (region, what) in [
+        (Some("us-east"), "a header that disagrees"),
+        (None, "a missing header"),
+    ] {
+        let refused = read(request(region)).await;
+        assert_eq!(refused.status, 400, "{what}: {}", refused.text);
+        assert_eq!(
+            refused.body["error"]["code"], -32020,
+            "{what}: {}",
+            refused.text
+        );
+        assert_eq!(
+            one_denial(&gateway, &refused).failure.unwrap().code,
+            "mcp_header_mismatch"
+        );
+    }
+    agent.next_id += 1;
+}
