@@ -5,7 +5,7 @@
 # it, and callproof-ingress calling it as a function (EdDSA token from the demo issuer, every
 # event acknowledged by the broker at $KAFKA_BROKERS, or a Tansu broker started here).
 #
-#   bench/gateway.sh [--mcp] [--callers N] [--seconds S] [--rounds R] [--kafka-property KEY=VALUE ...]
+#   bench/gateway.sh [--mcp] [--mcp-upstream python|rust] [--callers N] [--seconds S] [--rounds R] [--kafka-property KEY=VALUE ...]
 #
 # `--mcp` measures an MCP `tools/call` instead (issue 16, item 10; issue 17, item 5). The
 # upstream is the tests' MCP server (tests/mcp/upstream.py, official Python SDK 2.x, answering
@@ -16,9 +16,30 @@
 # the resource URI, the detectors on as by default). A JSON-RPC error or a result with
 # `isError` fails the run as a non-2xx answer does. The table adds the upstream's CPU per call.
 #
+# `--mcp-upstream rust` takes the demo crate's rmcp server (callproof-demo-mcp, tool `echo`,
+# answering SSE) as the upstream instead, so that the upstream is not what saturates.
+#
 # `--callers N` mints N tokens (subjects bench-1..N) and gives one to each wrk thread (as many
 # threads as callers, at most one per connection): callproof keeps upstream MCP connections per
 # caller, so 16 connections of one caller and of 16 callers differ. Default 1.
+#
+# `--mcp`, first figures (2026-12-02, the 2-core dev machine while other builds ran, load 3-7;
+# 3 rounds of 10 s, medians; p50/p99 in ms, CPU in ms per call):
+#
+#   upstream, connections  | direct rps, p50, p99 | callproof rps, p50, p99 | gateway, broker, upstream CPU
+#   Python, 1              | 662, 1.2, 10.4       | 97, 9.4, 36.5           | 1.80, 1.05, 2.47
+#   Python, 16             | 901, 16.2, 88.2      | 393, 38.6, 110.5        | 0.87, 0.43, 1.48
+#   Python, 16, 16 callers | 698, 19.7, 110.2     | 554, 26.1, 112.9        | 0.67, 0.26, 1.30
+#   Rust demo, 1 (nginx)   | 1,725, 0.31, 43.4    | 135, 7.1, 12.6          | 1.73, 0.79, 0.47
+#   Rust demo, 16 (nginx)  | 3,145, 3.3, 47.8     | 1,021, 14.7, 34.5       | 0.64, 0.24, 0.24
+#
+# So callproof adds ~7-8 ms at p50 on one connection (the HTTP function path added 6.6 ms in a
+# short run the same day: mostly the two acknowledged Kafka rounds), and serves 0.15x the Python upstream
+# at 1 connection, 0.44x at 16 (0.79x with 16 callers: a caller's calls to an upstream that
+# answers JSON go one at a time: one rmcp client per caller and server, whose worker awaits each
+# POST's JSON answer before it sends the next). The Rust demo server lacks
+# TCP_NODELAY (axum::serve's default), so its direct figures carry delayed-ACK stalls (40 ms
+# p99); it is compared through nginx instead.
 #
 # `--kafka-property` sets a librdkafka property of the gateway's producer (`[kafka.properties]`),
 # to measure a setting, e.g. `--kafka-property linger.ms=0`.
@@ -34,15 +55,17 @@ seconds=10
 rounds=3
 kafka_properties=""
 mode=http
+mcp_upstream=python
 callers=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --mcp) mode=mcp; shift ;;
+    --mcp-upstream) mode=mcp; mcp_upstream=$2; shift 2 ;;
     --callers) callers=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --kafka-property) kafka_properties+="\"${2%%=*}\" = \"${2#*=}\""$'\n'; shift 2 ;;
-    *) echo "usage: bench/gateway.sh [--mcp] [--callers N] [--seconds S] [--rounds R] [--kafka-property KEY=VALUE ...]" >&2; exit 2 ;;
+    *) echo "usage: bench/gateway.sh [--mcp] [--mcp-upstream python|rust] [--callers N] [--seconds S] [--rounds R] [--kafka-property KEY=VALUE ...]" >&2; exit 2 ;;
   esac
 done
 
@@ -92,7 +115,13 @@ issuer_port=$(free_port)
 gateway_port=$(free_port)
 upstream_pid=""
 
-if [ "$mode" = mcp ]; then
+if [ "$mode" = mcp ] && [ "$mcp_upstream" = rust ]; then
+  upstream_port=$(free_port)
+  DEMO_MCP_TOKEN=bench-function-token RUST_LOG=warn \
+    "$bin/callproof-demo-mcp" --listen "127.0.0.1:$upstream_port" >"$work/upstream.log" 2>&1 &
+  upstream_pid=$!
+  pids+=("$upstream_pid")
+elif [ "$mode" = mcp ]; then
   python=${CALLPROOF_MCP2_PYTHON:-$HOME/.cache/callproof-py/mcp2/bin/python}
   if ! "$python" -c 'from mcp.server.mcpserver import MCPServer' 2>/dev/null; then
     echo "--mcp needs the MCP Python SDK 2.x at $python (set CALLPROOF_MCP2_PYTHON; .ci/run installs it)" >&2
@@ -107,7 +136,9 @@ if [ "$mode" = mcp ]; then
     sleep 0.1
   done
   [ -n "$upstream_port" ] || { echo "the MCP upstream did not start:" >&2; cat "$work/upstream.log" >&2; exit 1; }
-  # It listens before uvicorn serves: wait for any HTTP answer.
+fi
+if [ "$mode" = mcp ]; then
+  # Wait for any HTTP answer (the Python server listens before uvicorn serves).
   for _ in $(seq 1 200); do
     [ "$(curl -s -m 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$upstream_port/mcp")" != 000 ] && break
     sleep 0.1
@@ -220,8 +251,11 @@ done
 
 # One wrk script per target: the request, and for MCP a check of every answer's body.
 write_lua() { # file, tool name (MCP) or empty, whether to send the tokens (yes/no)
-  local body headers tokens_sent=""
+  local body headers tokens_sent="" direct_authorization=""
   [ "$3" = yes ] && tokens_sent=$tokens
+  # The Rust demo server wants the gateway's credential from whoever calls it directly.
+  [ "$3" = no ] && [ "$mcp_upstream" = rust ] &&
+    direct_authorization='wrk.headers["authorization"] = "Bearer bench-function-token"'
   if [ "$mode" = mcp ]; then
     body='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"'$2'","arguments":{"message":"hello from the bench"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}'
     headers='wrk.headers["accept"] = "application/json, text/event-stream"
@@ -237,6 +271,7 @@ wrk.method = "POST"
 wrk.body = '$body'
 wrk.headers["content-type"] = "application/json"
 $headers
+$direct_authorization
 local tokens = {$tokens_sent}
 local threads = {}
 function setup(thread)
