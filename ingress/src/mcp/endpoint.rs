@@ -82,6 +82,26 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// A new call for a request to `/mcp` with `method`; what it is for is learnt as it is read.
+    pub fn new(app: &AppState, method: &str, headers: &HeaderMap) -> Exchange {
+        let call_id = uuid::Uuid::now_v7().to_string();
+        Exchange {
+            call: CallRecorder::new(call_id, &app.instance_id, "mcp"),
+            request: Request {
+                method: method.to_string(),
+                path: "/mcp".to_string(),
+                body: None,
+                body_bytes: 0,
+                content_type: headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_string),
+            },
+            facts: callproof_schemas::Mcp::default(),
+            permit: None,
+        }
+    }
+
     /// Records the refusal as `call_denied`, then answers it.
     pub async fn refuse(mut self, app: &AppState, refusal: Refusal) -> Response {
         let Refusal {
@@ -166,22 +186,7 @@ pub async fn post(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bo
     if let Some(forbidden) = refuse_origin(mcp, &headers) {
         return forbidden;
     }
-    let call_id = uuid::Uuid::now_v7().to_string();
-    let mut exchange = Exchange {
-        call: CallRecorder::new(call_id, &app.instance_id, "mcp"),
-        request: Request {
-            method: "POST".to_string(),
-            path: "/mcp".to_string(),
-            body: None,
-            body_bytes: 0,
-            content_type: headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_string),
-        },
-        facts: callproof_schemas::Mcp::default(),
-        permit: None,
-    };
+    let mut exchange = Exchange::new(&app, "POST", &headers);
     let Ok(permit) = app.in_flight.clone().try_acquire_owned() else {
         let error = RpcError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -222,26 +227,25 @@ pub async fn delete(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Res
     if let Some(forbidden) = refuse_origin(mcp, &headers) {
         return forbidden;
     }
+    // Ending someone else's session, or with a bad token, is refused and recorded as a POST's
+    // refusal is; ending one's own is not a call.
+    let mut exchange = Exchange::new(&app, "DELETE", &headers);
+    exchange.facts.method = "DELETE".to_string();
     let principal = match authenticate(&app, mcp, &headers).await {
         Ok((_, principal)) => principal,
-        Err(refusal) => {
-            let mut response = refusal.error.into_response();
-            if let Some(challenge) = refusal
-                .challenge
-                .and_then(|value| HeaderValue::from_str(&value).ok())
-            {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, challenge);
-            }
-            return response;
-        }
+        Err(refusal) => return exchange.refuse(&app, refusal).await,
     };
+    exchange.call.principal = Some(principal.clone());
     let Some(session) = header_text(&headers, SESSION_HEADER) else {
-        return RpcError::invalid_request("missing Mcp-Session-Id").into_response();
+        let error = RpcError::invalid_request("missing Mcp-Session-Id");
+        return exchange
+            .refuse(&app, Refusal::new(error, "mcp_session_required"))
+            .await;
     };
+    exchange.facts.session = Some(session_hash(session));
     if !mcp.sessions.end(session, &principal) {
-        return session_not_found(&Value::Null).into_response();
+        let refusal = Refusal::new(session_not_found(&Value::Null), "mcp_session_not_found");
+        return exchange.refuse(&app, refusal).await;
     }
     mcp.clients
         .close_sessions(&[format!("session:{session}")])

@@ -352,6 +352,26 @@ async fn a_legacy_agent_sees_only_its_tools_and_calls_them_masked_both_ways() {
     assert_eq!(ended.status(), 204);
     let after = alice.send("tools/list", json!({})).await;
     assert_eq!(after.status, 404, "{}", after.text);
+    // Ending another caller's session is refused, and recorded.
+    let foreign = read(
+        gateway
+            .harness
+            .client
+            .delete(format!("{}/mcp", gateway.harness.url))
+            .bearer_auth(&alice.token)
+            .header("mcp-session-id", carol.session.clone().unwrap()),
+    )
+    .await;
+    assert_eq!(foreign.status, 404, "{}", foreign.text);
+    assert_eq!(
+        one_denial(&gateway, &foreign).failure.unwrap().code,
+        "mcp_session_not_found"
+    );
+    assert_eq!(
+        carol.tool_names().await,
+        ["crm__whoami"],
+        "carol's session was ended"
+    );
 }
 
 #[tokio::test]
