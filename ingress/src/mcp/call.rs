@@ -504,6 +504,7 @@ impl CallTask {
             )));
         };
         let result = connection
+            .upstream
             .call_tool(params, on_progress, &self.cancel)
             .await;
         let latency = started.elapsed();

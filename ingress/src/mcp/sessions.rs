@@ -11,6 +11,7 @@
 //! server-to-client message is ever shared by two agents.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -207,14 +208,41 @@ impl Sessions {
 
 /// Upstream connections by (owner, server), where the owner is an agent session or a caller
 /// identity.
+///
+/// An owner may have several connections to one server, up to [`MAX_CONNECTIONS_PER_OWNER`]: rmcp's
+/// client sends a connection's next request only once the previous one's JSON answer has fully
+/// arrived, so with a single connection one slow tool call would hold up every other call of the
+/// same agent. A call takes an idle connection, else opens another, else shares the least busy.
 pub struct Clients {
     map: Mutex<HashMap<(String, String), Entry>>,
     idle: Duration,
 }
 
+/// Connections one owner may have open to one server.
+pub const MAX_CONNECTIONS_PER_OWNER: usize = 8;
+
 struct Entry {
-    connection: Arc<OnceCell<Arc<Upstream>>>,
+    slots: Vec<Arc<Slot>>,
     last_used: Instant,
+}
+
+#[derive(Default)]
+struct Slot {
+    connection: OnceCell<Arc<Upstream>>,
+    /// Calls using it now.
+    busy: AtomicUsize,
+}
+
+/// A connection lent to one call; it counts as busy until dropped.
+pub struct Lease {
+    slot: Arc<Slot>,
+    pub upstream: Arc<Upstream>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.slot.busy.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Clients {
@@ -225,19 +253,40 @@ impl Clients {
         }
     }
 
-    /// The connection of `owner` to `server`, connecting on first use.
-    pub async fn get(&self, owner: &str, server: &Server) -> Result<Arc<Upstream>, UpstreamError> {
+    /// A connection of `owner` to `server` for one call, connecting when a new one is needed.
+    pub async fn get(&self, owner: &str, server: &Server) -> Result<Lease, UpstreamError> {
         let key = (owner.to_string(), server.name.clone());
-        let cell = {
+        let slot = {
             let mut map = lock(&self.map);
             let entry = map.entry(key.clone()).or_insert_with(|| Entry {
-                connection: Arc::new(OnceCell::new()),
+                slots: Vec::new(),
                 last_used: Instant::now(),
             });
             entry.last_used = Instant::now();
-            entry.connection.clone()
+            let idle = entry
+                .slots
+                .iter()
+                .find(|slot| slot.busy.load(Ordering::Relaxed) == 0)
+                .cloned();
+            let slot = match idle {
+                Some(slot) => slot,
+                None if entry.slots.len() < MAX_CONNECTIONS_PER_OWNER => {
+                    let slot = Arc::new(Slot::default());
+                    entry.slots.push(slot.clone());
+                    slot
+                }
+                None => entry
+                    .slots
+                    .iter()
+                    .min_by_key(|slot| slot.busy.load(Ordering::Relaxed))
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            slot.busy.fetch_add(1, Ordering::Relaxed);
+            slot
         };
-        let connected = cell
+        let connected = slot
+            .connection
             .get_or_try_init(|| async {
                 let upstream =
                     Upstream::connect(server.http.clone(), server.upstream.clone()).await?;
@@ -249,14 +298,22 @@ impl Clients {
                 }
                 Ok(Arc::new(upstream))
             })
-            .await;
-        if connected.is_err() {
-            lock(&self.map).remove(&key);
+            .await
+            .cloned();
+        match connected {
+            Ok(upstream) => Ok(Lease { slot, upstream }),
+            Err(error) => {
+                slot.busy.fetch_sub(1, Ordering::Relaxed);
+                if let Some(entry) = lock(&self.map).get_mut(&key) {
+                    entry.slots.retain(|other| !Arc::ptr_eq(other, &slot));
+                }
+                Err(error)
+            }
         }
-        connected.cloned()
     }
 
-    /// Forgets a connection that failed, so the next call connects again.
+    /// Forgets the connections of `owner` to `server` after one failed, so the next call
+    /// connects again; calls still using them finish on them.
     pub fn drop_connection(&self, owner: &str, server: &str) {
         lock(&self.map).remove(&(owner.to_string(), server.to_string()));
     }
@@ -290,11 +347,11 @@ impl Clients {
 }
 
 async fn close(entries: Vec<Entry>) {
-    for entry in entries {
+    for slot in entries.into_iter().flat_map(|entry| entry.slots) {
         // A call still using it keeps its own reference; the last one to let go closes nothing,
         // and rmcp's task ends with the last handle.
-        if let Some(connection) = Arc::into_inner(entry.connection)
-            .and_then(OnceCell::into_inner)
+        if let Some(connection) = Arc::into_inner(slot)
+            .and_then(|slot| slot.connection.into_inner())
             .and_then(Arc::into_inner)
         {
             connection.close().await;

@@ -27,6 +27,10 @@ async fn start() -> Gateway {
 
 async fn start_on(brokers: String) -> Gateway {
     let upstream = McpUpstream::start(Sdk::V2, Some(2)).unwrap_or_else(|error| panic!("{error:#}"));
+    start_with(brokers, upstream).await
+}
+
+async fn start_with(brokers: String, upstream: McpUpstream) -> Gateway {
     let tables = format!(
         r#"
 [mcp]
@@ -1104,4 +1108,29 @@ async fn a_tool_whose_argument_travels_in_a_header_reaches_a_stateless_upstream(
         );
     }
     agent.next_id += 1;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_call_does_not_hold_up_the_same_agents_other_calls() {
+    // An upstream that answers with one JSON body per request: rmcp's client sends a
+    // connection's next request only once such an answer has arrived.
+    let upstream =
+        McpUpstream::start_with(Sdk::V2, &["--json"]).unwrap_or_else(|error| panic!("{error:#}"));
+    let gateway = start_with(callproof_tests::broker::bootstrap(), upstream).await;
+    let mut alice = Agent::new(&gateway, "alice", &["support"]);
+    alice.initialize().await;
+    let slow = slow_call(&mut alice, 80);
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let echo = alice
+        .send(
+            "tools/call",
+            json!({"name": "crm__echo", "arguments": {"message": "meanwhile"}}),
+        )
+        .await;
+    assert!(echo.text.contains("meanwhile"), "{}", echo.text);
+    assert!(
+        !slow.is_finished(),
+        "the echo waited for the slow call to end"
+    );
+    assert_eq!(slow.await.unwrap().status, 200);
 }
