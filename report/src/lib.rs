@@ -17,6 +17,7 @@
 
 mod compare;
 mod html;
+mod html_v1;
 
 use std::collections::{BTreeMap, BTreeSet};
 

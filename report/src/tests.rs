@@ -320,3 +320,17 @@ fn an_event_after_the_final_one_makes_a_call_incomplete_as_its_timeline_does() {
         "{incomplete:?}"
     );
 }
+
+#[test]
+fn a_page_of_the_first_renderer_still_verifies_and_a_changed_one_does_not() {
+    let report = build(&inputs(), &scenario());
+    let first = crate::html_v1::render_html(&report);
+    assert_ne!(
+        first,
+        render_html(&report),
+        "the renderers differ, or this test proves nothing"
+    );
+    assert_eq!(html_difference(&report, first.as_bytes()), None);
+    let changed = first.replacen("<td>", "<td>1", 1);
+    assert!(html_difference(&report, changed.as_bytes()).is_some());
+}
