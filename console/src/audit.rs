@@ -17,7 +17,7 @@ use tower_sessions::Session;
 use crate::AppState;
 use crate::auth::User;
 use crate::error::ConsoleError;
-use crate::pages::{self, Layout};
+use crate::pages::{self, Layout, McpTool};
 use crate::upstream::{EVIDENCE, encode, with_query};
 
 /// How long a bundle download may take before the console gives up on it.
@@ -39,9 +39,16 @@ pub struct SearchForm {
     pub detector: String,
     pub reviewer: String,
     pub call_id: String,
+    /// Calls through the gateway's `/mcp`: the upstream server, its tool, how it answered.
+    pub mcp_server: String,
+    pub mcp_tool: String,
+    pub mcp_outcome: String,
     pub limit: String,
     pub cursor: String,
 }
+
+/// The outcomes the evidence API's `mcp_outcome` filter accepts.
+pub const MCP_OUTCOMES: [&str; 4] = ["result", "tool_error", "jsonrpc_error", "transport_error"];
 
 impl SearchForm {
     fn pairs(&self) -> Vec<(&'static str, &str)> {
@@ -58,6 +65,9 @@ impl SearchForm {
             ("detector", &self.detector),
             ("reviewer", &self.reviewer),
             ("call_id", &self.call_id),
+            ("mcp_server", &self.mcp_server),
+            ("mcp_tool", &self.mcp_tool),
+            ("mcp_outcome", &self.mcp_outcome),
             ("limit", &self.limit),
             ("cursor", &self.cursor),
         ]
@@ -80,6 +90,8 @@ pub struct SearchHit {
     pub principal: String,
     pub agent: String,
     pub function: String,
+    /// The MCP tool, read from `function` (the index keeps no MCP record in a hit).
+    pub mcp: Option<McpTool>,
     pub decision: String,
     pub reviewer: String,
     pub detectors: String,
@@ -104,13 +116,15 @@ fn text(value: Option<&Value>) -> String {
 impl SearchHit {
     fn from_json(hit: &Value) -> SearchHit {
         let field = |name: &str| text(hit.get(name));
+        let function = field("function");
         SearchHit {
+            mcp: McpTool::of(&function, hit.get("mcp")),
+            function,
             time: field("time"),
             kind: field("kind"),
             call_id: field("call_id"),
             principal: field("principal"),
             agent: field("agent"),
-            function: field("function"),
             decision: field("decision"),
             reviewer: field("reviewer"),
             detectors: field("detectors"),
@@ -184,6 +198,10 @@ pub struct TimelineEventView {
     pub log_index: String,
     pub principal: String,
     pub agent: String,
+    pub function: String,
+    /// For a call through `/mcp`: the tool and what the event recorded of the exchange.
+    pub mcp: Option<McpTool>,
+    pub mcp_details: String,
     pub decision: String,
     pub approval: String,
     pub request_body: String,
@@ -236,7 +254,31 @@ impl TimelineEventView {
                     .collect()
             })
             .unwrap_or_default();
+        let function = at("/function");
+        let record = event.get("mcp").filter(|record| record.is_object());
+        let mcp_details = record
+            .map(|record| {
+                [
+                    ("method", "method"),
+                    ("outcome", "outcome"),
+                    ("error_code", "JSON-RPC error"),
+                    ("protocol_version", "protocol"),
+                    ("client", "client"),
+                    ("session", "session"),
+                ]
+                .into_iter()
+                .filter_map(|(key, label)| {
+                    let value = text(record.get(key));
+                    (!value.is_empty()).then(|| format!("{label} {value}"))
+                })
+                .collect::<Vec<_>>()
+                .join(" · ")
+            })
+            .unwrap_or_default();
         TimelineEventView {
+            mcp: McpTool::of(&function, record),
+            mcp_details,
+            function,
             seq: text(entry.get("seq")),
             kind: text(entry.get("kind")),
             stage: text(entry.get("stage")),

@@ -46,6 +46,10 @@ pub struct HeldCallView {
     /// The approval condition in force for the function (CEL), when it has one.
     #[serde(default)]
     pub condition: Option<String>,
+    /// The MCP record of a held `tools/call`, should the gateway's view carry it (today it
+    /// names the tool only in `function`, `mcp:<server>__<tool>`).
+    #[serde(default)]
+    pub mcp: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -74,6 +78,8 @@ pub struct CallCard {
     pub status_words: String,
     pub time_left: String,
     pub approvals_so_far: usize,
+    /// The MCP tool, for a call through the gateway's `/mcp`.
+    pub mcp: Option<pages::McpTool>,
 }
 
 impl CallCard {
@@ -87,12 +93,21 @@ impl CallCard {
             None => "unknown".into(),
         };
         CallCard {
+            mcp: pages::McpTool::of(&call.function, call.mcp.as_ref()),
             arguments,
             pending,
             status_words: status_words(&call.status).to_string(),
             time_left,
             approvals_so_far: call.approvals.len(),
             call,
+        }
+    }
+
+    /// What was called, in words: the MCP tool, or the function's name.
+    pub fn what(&self) -> String {
+        match &self.mcp {
+            Some(tool) => tool.to_string(),
+            None => self.call.function.clone(),
         }
     }
 }
@@ -429,6 +444,44 @@ mod tests {
         assert_eq!(describe_time_left(42), "42 s left");
         assert_eq!(describe_time_left(14 * 60 + 3), "14 min 3 s left");
         assert_eq!(describe_time_left(3 * 3600 + 120), "3 h 2 min left");
+    }
+
+    fn held(function: &str) -> HeldCallView {
+        serde_json::from_value(json!({
+            "call_id": "c-1", "function": function, "status": "pending_approval",
+            "caller": {"subject": "alice", "actor": "claude"},
+            "arguments": {"message": "refund [REDACTED:CREDIT_CARD]"},
+            "arguments_sha256": "ab", "approver_groups": ["treasury"], "quorum": 1,
+            "approvals": [], "denial": null,
+            "requested_at": "2026-03-01T10:00:00Z", "expires_at": "2026-03-01T10:15:00Z",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_held_mcp_tool_call_is_shown_as_the_tool() {
+        let card = |call| {
+            pages::render_string(&pages::InboxList {
+                calls: vec![CallCard::new(call, 0)],
+                csrf: "t".into(),
+            })
+            .unwrap()
+        };
+        let html = card(held("mcp:crm__refund"));
+        for expected in [
+            r#"MCP tool <code class="mcp-tool">refund</code> on <code class="mcp-server">crm</code>"#,
+            "<code>mcp:crm__refund</code>",
+            r#"<dd class="caller">alice</dd>"#,
+            r#"<dd class="agent">claude</dd>"#,
+            "[REDACTED:CREDIT_CARD]",
+            "the tool's approval rule",
+        ] {
+            assert!(html.contains(expected), "{expected} not in {html}");
+        }
+        // A function called over HTTP keeps its name, and no MCP line.
+        let html = card(held("refund"));
+        assert!(html.contains("<h3><code>refund</code>"), "{html}");
+        assert!(!html.contains("MCP tool"), "{html}");
     }
 
     #[test]

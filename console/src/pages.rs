@@ -174,3 +174,83 @@ pub struct Report {
     pub to: String,
     pub links: Option<crate::audit::ReportLinks>,
 }
+
+/// An MCP tool as the pages name it: the upstream server and the tool there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpTool {
+    pub server: String,
+    pub tool: String,
+}
+
+impl McpTool {
+    /// The tool of a call through the gateway's `/mcp`: from the event's `mcp` record when it
+    /// names both server and tool, else from the function name the gateway gives such a call,
+    /// `mcp:<server>__<tool>` (split at the first `__`, as the gateway splits it). `None` for a
+    /// function called over HTTP.
+    pub fn of(function: &str, record: Option<&serde_json::Value>) -> Option<McpTool> {
+        let named = |key: &str| {
+            record
+                .and_then(|record| record.get(key))
+                .and_then(serde_json::Value::as_str)
+                .filter(|name| !name.is_empty())
+        };
+        if let (Some(server), Some(tool)) = (named("server"), named("tool")) {
+            return Some(McpTool {
+                server: server.to_string(),
+                tool: tool.to_string(),
+            });
+        }
+        let (server, tool) = function.strip_prefix("mcp:")?.split_once("__")?;
+        (!server.is_empty() && !tool.is_empty()).then(|| McpTool {
+            server: server.to_string(),
+            tool: tool.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for McpTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MCP tool {} on server {}", self.tool, self.server)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_mcp_tool_is_named_from_its_record_or_else_its_function_name() {
+        let tool = |server: &str, tool: &str| {
+            Some(McpTool {
+                server: server.into(),
+                tool: tool.into(),
+            })
+        };
+        assert_eq!(McpTool::of("mcp:crm__refund", None), tool("crm", "refund"));
+        // The gateway splits at the first separator: the rest is the tool's own name.
+        assert_eq!(
+            McpTool::of("mcp:crm__get__customer", None),
+            tool("crm", "get__customer")
+        );
+        // The record wins: it is what the gateway recorded, not a reading of a name.
+        let record = json!({"method": "tools/call", "server": "billing", "tool": "refund"});
+        assert_eq!(
+            McpTool::of("mcp:crm__refund", Some(&record)),
+            tool("billing", "refund")
+        );
+        // A record without the tool (a denied unknown name) falls back to the name.
+        let partial = json!({"method": "tools/call", "server": null, "tool": null});
+        assert_eq!(
+            McpTool::of("mcp:crm__refund", Some(&partial)),
+            tool("crm", "refund")
+        );
+        for function in ["refund", "mcp:crm", "mcp:__refund", "mcp:crm__"] {
+            assert_eq!(McpTool::of(function, None), None, "{function}");
+        }
+        assert_eq!(
+            tool("crm", "refund").unwrap().to_string(),
+            "MCP tool refund on server crm"
+        );
+    }
+}

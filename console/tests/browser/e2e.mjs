@@ -2,13 +2,15 @@
 // identity provider (idp.mjs) and the real gateway. Started by console/tests/console/browser.rs,
 // which passes:
 //   CONSOLE_URL, IDP_URL, INGRESS_URL, RESOURCE, SCREENSHOTS (a directory)
-//   PHASE: `approvals` (the gateway alone), then `audit` (once the processor has written the
-//   logs and the index of what the first phase did, and the evidence API serves them)
+//   PHASE: `approvals` (the gateway alone; prints alice's token for the next step), then `mcp`
+//   (MCP_CALL_ID: a tools/call the Rust test made as alice through /mcp, held: bob approves it),
+//   then `audit` (once the processor has written the logs and the index of what the first
+//   phases did, and the evidence API serves them; MCP_CALL_ID again)
 // Exits non-zero, naming the step, when anything is not as it should be.
 import { createHash, randomBytes } from 'node:crypto';
 import { chromium } from 'playwright-core';
 
-const { PHASE, CONSOLE_URL, IDP_URL, INGRESS_URL, RESOURCE, SCREENSHOTS } = process.env;
+const { PHASE, CONSOLE_URL, IDP_URL, INGRESS_URL, RESOURCE, SCREENSHOTS, MCP_CALL_ID } = process.env;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const STEP_TIMEOUT = 20_000;
 
@@ -233,7 +235,37 @@ async function approvals() {
   await bob.goto(`${CONSOLE_URL}/`);
   check(new URL(bob.url()).pathname === '/signin', 'still signed in after logout');
 
-  return { refund, payout, second };
+  // The Rust test makes an MCP tool call as alice with this token (its audience is RESOURCE,
+  // which the gateway's /mcp takes too).
+  return { refund, payout, second, alice_token: alice };
+}
+
+async function mcp() {
+  step = 'the held MCP tool call is in the approver\'s inbox, named as the tool';
+  check(MCP_CALL_ID, 'no MCP_CALL_ID');
+  const bob = await signInToConsole('bob');
+  // Once the live list has replaced the server-rendered one, it changes only with the calls.
+  await bob.waitForFunction(() => document.getElementById('live-status').textContent.startsWith('Live: updated'));
+  const card = bob.locator(`#call-${MCP_CALL_ID}`);
+  await card.waitFor();
+  const cardText = await card.innerText();
+  for (const expected of ['MCP tool echo on crm', 'mcp:crm__echo', 'alice', '0 of 1', 'left',
+    'refund order 7', 'REDACTED', 'needs approval']) {
+    check(cardText.includes(expected), `card lacks ${expected}: ${cardText}`);
+  }
+  check(!cardText.includes('4111 1111 1111 1111'), 'the card shows an unmasked card number');
+  await card.scrollIntoViewIfNeeded();
+  await bob.screenshot({ path: `${SCREENSHOTS}/mcp.png` });
+
+  step = 'approve the MCP tool call in the inbox';
+  await bob.fill(`#call-${MCP_CALL_ID} textarea`, 'agent refund checked');
+  await bob.click(`#call-${MCP_CALL_ID} button.approve`);
+  // Back on the call's page, which says what was recorded.
+  await bob.waitForURL((url) => url.pathname.startsWith('/approvals/'));
+  const approved = await flash(bob);
+  check(approved.includes('Your approval is recorded'), `approval not recorded: ${approved}`);
+  check((await bob.textContent('h3')).includes('MCP tool echo on crm'), 'the call page does not name the tool');
+  return {};
 }
 
 async function audit() {
@@ -274,6 +306,34 @@ async function audit() {
   check(!timeline.includes('4111 1111 1111 1111'), 'the timeline shows an unmasked card number');
   await carol.screenshot({ path: `${SCREENSHOTS}/timeline.png`, fullPage: true });
 
+  step = 'the MCP call: every step once, found by its server and tool';
+  const kindsOf = async (query) => {
+    await carol.goto(`${CONSOLE_URL}/audit?${query}`);
+    return (await carol.locator('#hits tr td:nth-child(2)').allInnerTexts()).map((text) => text.trim());
+  };
+  const count = (kinds, kind) => kinds.filter((text) => text === kind).length;
+  const allKinds = await kindsOf(`call_id=${MCP_CALL_ID}`);
+  for (const kind of ['call_received', 'approval_requested', 'approval_decided', 'call_forwarded', 'call_completed']) {
+    check(count(allKinds, kind) === 1, `${count(allKinds, kind)} ${kind} events for the MCP call: ${allKinds}`);
+  }
+  const mcpKinds = await kindsOf(`mcp_server=crm&mcp_tool=echo&call_id=${MCP_CALL_ID}`);
+  check((await carol.inputValue('#mcp_tool')) === 'echo', 'the form lost the MCP tool filter');
+  for (const kind of ['call_forwarded', 'call_completed']) {
+    check(count(mcpKinds, kind) === 1, `${count(mcpKinds, kind)} ${kind} events for crm/echo: ${mcpKinds}`);
+  }
+  check((await carol.innerText('#hits')).includes('MCP tool echo on server crm'), 'the hits do not name the tool');
+  await carol.goto(`${CONSOLE_URL}/audit?mcp_outcome=result&call_id=${MCP_CALL_ID}`);
+  const results = await carol.locator('#hits tr td:nth-child(2)').allInnerTexts();
+  check(results.length === 1 && results[0].trim() === 'call_completed', `outcome result: ${results}`);
+  await carol.click('#hits a.timeline-link');
+  await carol.locator('#timeline').waitFor();
+  const mcpTimeline = await carol.innerText('main');
+  for (const expected of ['Complete', 'MCP tool', 'tool echo of the MCP server crm', 'method tools/call',
+    'outcome result', 'agent refund checked', 'REDACTED']) {
+    check(mcpTimeline.includes(expected), `the MCP timeline lacks ${expected}: ${mcpTimeline}`);
+  }
+  check(!mcpTimeline.includes('4111 1111 1111 1111'), 'the MCP timeline shows an unmasked card number');
+
   step = 'an event\'s proof';
   await carol.click('#timeline a[href^="/audit/proofs/"]');
   check((await carol.textContent('#proof-status')).includes('served an inclusion proof'), 'no proof');
@@ -307,7 +367,9 @@ async function audit() {
 }
 
 try {
-  const result = PHASE === 'audit' ? await audit() : await approvals();
+  const phases = { approvals, mcp, audit };
+  check(phases[PHASE], `no phase ${PHASE}`);
+  const result = await phases[PHASE]();
   console.log(JSON.stringify({ ok: true, phase: PHASE, ...result }));
   await browser.close();
 } catch (error) {

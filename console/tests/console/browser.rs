@@ -2,16 +2,22 @@
 //! gateway: `console/tests/browser/e2e.mjs` drives Debian's Chromium with playwright-core
 //! through sign-in at node-oidc-provider (`idp.mjs`), the inbox with held calls (live), a deny
 //! that needs a comment, an approval with a comment, a stale page, a second vote, a form
-//! without its CSRF token, a refused self-approval, a forged state, a replayed code and logout.
+//! without its CSRF token, a refused self-approval, a forged state, a replayed code and logout;
+//! then an MCP tool call (made here, through the gateway's `/mcp` to the Python SDK's server)
+//! held until the approver approves it in the browser, and the same call made again returning
+//! the one execution's result; then the auditor's pages over what all of it recorded.
 //! `scripts/install-browser-tests` installs Chromium and the npm packages.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use serde_json::{Value, json};
+
 use callproof_config::{Config, Service};
 use callproof_tests::broker;
 use callproof_tests::function_service::FunctionService;
+use callproof_tests::mcp_upstream::{McpUpstream, Sdk};
 use callproof_tests::process::{self, wait_for_port};
 
 const RESOURCE: &str = "https://callproof.test/api";
@@ -78,6 +84,8 @@ async fn approvers_decide_in_a_real_browser_signed_in_at_a_real_provider() {
         .await
         .unwrap();
     let functions = FunctionService::start().await.unwrap();
+    let mcp_upstream =
+        McpUpstream::start(Sdk::V2, None).unwrap_or_else(|error| panic!("{error:#}"));
     let source = format!(
         r#"
 [ingress]
@@ -103,8 +111,21 @@ approval = {{ approver_groups = ["treasury"], condition = 'args.amount > 1000' }
 upstream = "{upstream}/echo"
 policy = {{ allow_groups = ["support"] }}
 approval = {{ approver_groups = ["treasury"], quorum = 2 }}
+
+# The same token's audience serves /mcp: the provider issues for one resource.
+[mcp]
+resource = "{RESOURCE}"
+hold_wait_secs = 2
+
+[mcp.servers.crm]
+url = "{mcp_url}"
+[mcp.servers.crm.tools.echo.policy]
+allow_groups = ["support"]
+[mcp.servers.crm.tools.echo.approval]
+approver_groups = ["treasury"]
 "#,
-        upstream = functions.url
+        upstream = functions.url,
+        mcp_url = mcp_upstream.url,
     );
     let config =
         Config::from_toml_with_env(&source, "gateway.toml", Service::Ingress, &|_| None).unwrap();
@@ -156,8 +177,48 @@ inbox_refresh_secs = 1
         screenshots: screenshots.clone(),
         chromium: chromium.clone(),
     };
-    let approvals = driver.run("approvals").await;
+    let approvals = driver.run("approvals", &[]).await;
     assert!(approvals.contains("\"ok\":true"), "{approvals}");
+    let alice_token = serde_json::from_str::<Value>(approvals.trim())
+        .ok()
+        .and_then(|result| result["alice_token"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no token for alice in {approvals}"));
+
+    // An agent acting as alice calls the MCP tool: held, it answers with the pending call's id.
+    let mut agent = McpAgent::new(&ingress_url, &alice_token);
+    agent.initialize().await;
+    let arguments = json!({"message": "refund order 7 to card 4111 1111 1111 1111"});
+    let pending = agent.call_echo(&arguments).await;
+    assert_eq!(pending["result"]["isError"], true, "{pending}");
+    assert_eq!(
+        pending["result"]["_meta"]["dev.callproof/status"], "pending_approval",
+        "{pending}"
+    );
+    let mcp_call = pending["result"]["_meta"]["dev.callproof/call_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no call id: {pending}"))
+        .to_string();
+    assert!(
+        !mcp_upstream.log_text().contains("CALL echo"),
+        "the tool ran before approval"
+    );
+
+    // Bob sees it in his inbox as the MCP tool, and approves it there.
+    let approved = driver.run("mcp", &[("MCP_CALL_ID", &mcp_call)]).await;
+    assert!(approved.contains("\"ok\":true"), "{approved}");
+
+    // The same call again: the one execution's result, and the tool ran once.
+    let done = agent.call_echo(&arguments).await;
+    assert_ne!(done["result"]["isError"], true, "{done}");
+    let text = done["result"].to_string();
+    assert!(text.contains("refund order 7"), "{done}");
+    assert!(!text.contains("4111 1111 1111 1111"), "unmasked: {done}");
+    assert_eq!(
+        mcp_upstream.log_text().matches("CALL echo").count(),
+        1,
+        "{}",
+        mcp_upstream.log_text()
+    );
 
     // The function ran once, for the approved refund only: the denied one and the payout
     // waiting for a second approver never reached it.
@@ -241,13 +302,15 @@ verifier_key = "{verifier_key}"
     .unwrap();
     wait_for_port(evidence_port, Duration::from_secs(30))
         .unwrap_or_else(|error| panic!("{error}: {}", evidence.log_text()));
-    let audit = driver.run("audit").await;
+    // The auditor's phase also finds one call_forwarded and one call_completed for the MCP call.
+    let audit = driver.run("audit", &[("MCP_CALL_ID", &mcp_call)]).await;
     assert!(audit.contains("\"ok\":true"), "{audit}");
     idp.kill();
     evidence.kill();
 
     for name in [
         "inbox.png",
+        "mcp.png",
         "decided.png",
         "search.png",
         "timeline.png",
@@ -289,7 +352,7 @@ struct Driver {
 
 impl Driver {
     /// Runs one phase of `e2e.mjs`; its output, or a panic with it and why.
-    async fn run(&self, phase: &str) -> String {
+    async fn run(&self, phase: &str, env: &[(&str, &str)]) -> String {
         let mut command = Command::new("node");
         command
             .arg(browser_dir().join("e2e.mjs"))
@@ -299,7 +362,8 @@ impl Driver {
             .env("INGRESS_URL", &self.ingress_url)
             .env("RESOURCE", RESOURCE)
             .env("SCREENSHOTS", &self.screenshots)
-            .env("CHROMIUM", &self.chromium);
+            .env("CHROMIUM", &self.chromium)
+            .envs(env.iter().copied());
         let output = tokio::task::spawn_blocking(move || command.output().unwrap())
             .await
             .unwrap();
@@ -310,6 +374,83 @@ impl Driver {
             "the browser test's {phase} phase failed:\n{stdout}\n{stderr}"
         );
         stdout
+    }
+}
+
+/// An agent speaking to the gateway's `/mcp` with plain HTTP, as the gateway's own MCP tests do
+/// (`ingress/tests/gateway/mcp.rs`): the legacy handshake, then `tools/call` in its session.
+struct McpAgent {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    session: Option<String>,
+    next_id: u64,
+}
+
+impl McpAgent {
+    const VERSION: &str = "2025-11-25";
+
+    fn new(ingress_url: &str, token: &str) -> McpAgent {
+        McpAgent {
+            http: reqwest::Client::new(),
+            url: format!("{ingress_url}/mcp"),
+            token: token.to_string(),
+            session: None,
+            next_id: 1,
+        }
+    }
+
+    /// Sends one message; the JSON-RPC response (the last `data:` of an event stream), if any.
+    async fn send(&mut self, body: &Value) -> (reqwest::StatusCode, Option<String>, Value) {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .bearer_auth(&self.token)
+            .body(body.to_string());
+        if let Some(session) = &self.session {
+            request = request
+                .header("mcp-session-id", session)
+                .header("mcp-protocol-version", Self::VERSION);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let session = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        let text = response.text().await.unwrap();
+        let answer = serde_json::from_str(&text).unwrap_or_else(|_| {
+            text.lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+                .rfind(|message| message.get("id").is_some())
+                .unwrap_or(Value::Null)
+        });
+        (status, session, answer)
+    }
+
+    async fn initialize(&mut self) {
+        let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": Self::VERSION, "capabilities": {},
+            "clientInfo": {"name": "browser-test-agent", "version": "1.0"}}});
+        let (status, session, answer) = self.send(&body).await;
+        assert_eq!(status, 200, "{answer}");
+        self.session = Some(session.unwrap_or_else(|| panic!("no MCP session: {answer}")));
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        assert_eq!(self.send(&initialized).await.0, 202);
+    }
+
+    async fn call_echo(&mut self, arguments: &Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "crm__echo", "arguments": arguments}});
+        let (status, _, answer) = self.send(&body).await;
+        assert_eq!(status, 200, "{answer}");
+        answer
     }
 }
 

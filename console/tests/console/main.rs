@@ -36,6 +36,8 @@ struct IdpState {
     /// Codes issued: code -> (PKCE challenge, nonce).
     codes: Mutex<HashMap<String, (String, String)>>,
     twist: Mutex<Twist>,
+    /// The query strings the evidence API's search was sent.
+    searches: Mutex<Vec<String>>,
 }
 
 struct Idp {
@@ -52,6 +54,7 @@ impl Idp {
             key: rsa_key("rsa-console").unwrap(),
             codes: Mutex::new(HashMap::new()),
             twist: Mutex::new(Twist::default()),
+            searches: Mutex::new(Vec::new()),
         });
         let router = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -59,6 +62,8 @@ impl Idp {
             .route("/token", post(token))
             // The gateway's approvals list, for the signed-in person's token only.
             .route("/v1/approvals", get(approvals))
+            // The evidence API's search, keeping what it was asked.
+            .route("/v1/search", get(search))
             .with_state(state.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
@@ -191,6 +196,31 @@ async fn approvals(headers: HeaderMap) -> Response {
             .into_response();
     }
     Json(json!({"approvals": []})).into_response()
+}
+
+async fn search(
+    State(state): State<Arc<IdpState>>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let signed_in = headers
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|bearer| bearer.starts_with("Bearer access-"));
+    if !signed_in {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    state
+        .searches
+        .lock()
+        .unwrap()
+        .push(uri.query().unwrap_or_default().to_string());
+    Json(json!({"hits": [{
+        "time": "2026-03-01T10:00:00Z", "kind": "call_completed", "call_id": "c-1",
+        "principal": "alice", "agent": "claude", "function": "mcp:crm__refund",
+        "partition": 0, "log_index": 7,
+    }]}))
+    .into_response()
 }
 
 struct Console {
@@ -571,4 +601,47 @@ async fn the_return_path_after_sign_in_stays_on_the_console() {
     let (code, state) = idp.authorize(&location(&response));
     let response = browser.callback(&console, &code, &state).await;
     assert_eq!(location(&response), "/");
+}
+
+#[tokio::test]
+async fn the_auditor_search_passes_the_mcp_filters_on_and_names_the_tool() {
+    let idp = Idp::start().await;
+    let console = start_console(&idp, &format!("evidence_url = \"{}\"\n", idp.url)).await;
+    let browser = Browser::new();
+    browser.sign_in(&console, &idp).await;
+    let (status, page) = browser
+        .page(&format!(
+            "{}/audit?mcp_server=crm&mcp_tool=refund&mcp_outcome=tool_error&principal=alice",
+            console.url
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let searches = idp.state.searches.lock().unwrap().clone();
+    assert_eq!(
+        searches,
+        // Percent-encoded as every value the console passes on (`_` is `%5F`).
+        ["principal=alice&mcp_server=crm&mcp_tool=refund&mcp_outcome=tool%5Ferror"]
+    );
+    // The form keeps what was asked, and the hit names the tool, not only the gateway's name.
+    assert!(page.contains(r#"name="mcp_server" value="crm""#), "{page}");
+    assert!(page.contains(r#"name="mcp_tool" value="refund""#), "{page}");
+    assert!(
+        page.contains(r#"<option value="tool_error" selected>"#),
+        "{page}"
+    );
+    assert!(page.contains("MCP tool refund on server crm"), "{page}");
+    assert!(page.contains("<code>mcp:crm__refund</code>"), "{page}");
+
+    // An MCP filter alone is a search too.
+    let (_, page) = browser
+        .page(&format!("{}/audit?mcp_outcome=result&limit=1", console.url))
+        .await;
+    assert!(
+        page.contains(r#"<option value="result" selected>"#),
+        "{page}"
+    );
+    assert_eq!(
+        idp.state.searches.lock().unwrap().last().unwrap(),
+        "mcp_outcome=result&limit=1"
+    );
 }
