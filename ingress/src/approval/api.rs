@@ -16,7 +16,7 @@ use super::ledger::{CallStatus, HeldCall, share_a_party};
 use super::{READ_BACK_TIMEOUT, denied_error, failure_error, requested_wait};
 use crate::AppState;
 use crate::error::{ApiError, CallError};
-use crate::events::{CallRecorder, now_micros};
+use crate::events::now_micros;
 
 /// The longest comment a reviewer may leave.
 const MAX_COMMENT_CHARS: usize = 2_000;
@@ -247,14 +247,8 @@ async fn decide_inner(
         DecisionName::Deny => (ApprovalDecision::Deny, "denied"),
     };
     let seq = app.approvals.reserve_seq(call_id).unwrap_or(call.next_seq);
-    let mut decided = CallRecorder::resume(
-        call_id,
-        &app.instance_id,
-        &call.function,
-        call.caller.clone(),
-        seq,
-    )
-    .event(EventKind::ApprovalDecided);
+    let mut decided = super::service::recorder_for(&call, &app.instance_id, seq)
+        .event(EventKind::ApprovalDecided);
     decided.decision = Some(Decision {
         allowed: decision == ApprovalDecision::Approve,
         policy_id: Some(call.approval_policy_id()),

@@ -71,7 +71,7 @@ impl ApprovalPolicy {
     /// closed. The reason names the condition, never what it read.
     pub fn requirement(&self, facts: &CallFacts<'_>) -> Option<String> {
         let Some(condition) = &self.condition else {
-            return Some("every call of this function needs approval".to_string());
+            return Some("every call needs approval".to_string());
         };
         let key = &self.condition_key;
         match facts.evaluate(condition) {

@@ -403,7 +403,7 @@ impl Approvals {
 }
 
 /// Continues the events of a held call (with its MCP facts, if it is a tool call).
-fn recorder_for(call: &HeldCall, instance_id: &str, seq: i32) -> CallRecorder {
+pub(super) fn recorder_for(call: &HeldCall, instance_id: &str, seq: i32) -> CallRecorder {
     let recorder = CallRecorder::resume(
         &call.call_id,
         instance_id,

@@ -857,6 +857,8 @@ async fn a_held_tool_call_runs_once_after_approval_and_the_same_call_gets_its_re
         ]
     );
     let completed = &events[4];
+    // Every event of the held call carries the MCP facts, the reviewer's decision too.
+    assert!(events.iter().all(|event| event.mcp.is_some()), "{events:?}");
     assert_eq!(completed.function, "mcp:crm__echo");
     assert_eq!(
         completed.mcp.as_ref().unwrap().outcome,
