@@ -295,6 +295,14 @@ approval = {{ approver_groups = ["treasury"], expiry_secs = 2 }}
         }
     }
 
+    /// Every event on the harness's topic, decoded (a message that is not one is left out).
+    pub fn all_events(&self) -> Vec<CallEvent> {
+        self.all_raw_events()
+            .into_iter()
+            .filter_map(|(_, payload)| callproof_schemas::decode(&payload).ok())
+            .collect()
+    }
+
     /// Every message on the harness's topic: key and raw payload.
     pub fn all_raw_events(&self) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
         broker::consume(

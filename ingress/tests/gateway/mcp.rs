@@ -15,6 +15,15 @@ const RESOURCE: &str = "https://gateway.test/mcp";
 const MODERN: &str = "2026-07-28";
 const CARD: &str = "4111 1111 1111 1111";
 const EMAIL: &str = "jane.doe@example.com";
+/// What alice (group support) is offered: every tool of the upstream but carol's `whoami`.
+const ALICES_TOOLS: [&str; 6] = [
+    "crm__boom",
+    "crm__echo",
+    "crm__fail",
+    "crm__get_customer",
+    "crm__route",
+    "crm__slow",
+];
 
 struct Gateway {
     harness: Harness,
@@ -240,17 +249,7 @@ async fn a_legacy_agent_sees_only_its_tools_and_calls_them_masked_both_ways() {
 
     // whoami is carol's only: alice is never offered it.
     let names = alice.tool_names().await;
-    assert_eq!(
-        names,
-        [
-            "crm__boom",
-            "crm__echo",
-            "crm__fail",
-            "crm__get_customer",
-            "crm__route",
-            "crm__slow"
-        ]
-    );
+    assert_eq!(names, ALICES_TOOLS);
 
     let answer = alice
         .send(
@@ -708,18 +707,7 @@ async fn the_official_sdks_list_and_call_tools_through_the_gateway_in_every_era(
     ] {
         let what = format!("SDK {} in {mode} mode", sdk.major());
         let seen = sdk_agent(&gateway, sdk, mode, &token).await;
-        assert_eq!(
-            seen["tools"],
-            json!([
-                "crm__boom",
-                "crm__echo",
-                "crm__fail",
-                "crm__get_customer",
-                "crm__route",
-                "crm__slow"
-            ]),
-            "{what}: {seen}"
-        );
+        assert_eq!(seen["tools"], json!(ALICES_TOOLS), "{what}: {seen}");
         assert!(
             seen["echo"].to_string().contains("hello from the sdk"),
             "{what}: {seen}"
@@ -744,9 +732,8 @@ async fn the_official_sdks_list_and_call_tools_through_the_gateway_in_every_era(
     // Both eras were spoken: `auto` and the pinned version chose the stateless one.
     let versions: std::collections::BTreeMap<String, usize> = gateway
         .harness
-        .all_raw_events()
-        .iter()
-        .filter_map(|(_, payload)| callproof_schemas::decode(payload).ok())
+        .all_events()
+        .into_iter()
         .filter(|event| event.kind == EventKind::CallReceived && event.function == "mcp:crm__echo")
         .filter_map(|event| event.mcp.and_then(|mcp| mcp.protocol_version))
         .fold(Default::default(), |mut counts, version| {
@@ -953,18 +940,7 @@ async fn a_langchain_agent_loads_and_invokes_its_tools_through_the_gateway() {
     let gateway = start().await;
     let token = token(&gateway, "alice", &["support"]);
     let seen = run_agent(&gateway, Sdk::V1, "agent_langchain.py", &[], &token).await;
-    assert_eq!(
-        seen["tools"],
-        json!([
-            "crm__boom",
-            "crm__echo",
-            "crm__fail",
-            "crm__get_customer",
-            "crm__route",
-            "crm__slow"
-        ]),
-        "{seen}"
-    );
+    assert_eq!(seen["tools"], json!(ALICES_TOOLS), "{seen}");
     assert!(
         seen["echo"].to_string().contains("hello from langchain"),
         "{seen}"
@@ -978,9 +954,8 @@ async fn a_langchain_agent_loads_and_invokes_its_tools_through_the_gateway() {
     // Each invocation is a call in the evidence, made by alice.
     let calls = gateway
         .harness
-        .all_raw_events()
-        .iter()
-        .filter_map(|(_, payload)| callproof_schemas::decode(payload).ok())
+        .all_events()
+        .into_iter()
         .filter(|event| {
             event.kind == EventKind::CallCompleted && event.function.starts_with("mcp:crm__")
         })
@@ -1056,9 +1031,8 @@ async fn a_call_the_agent_cancels_is_recorded_as_cancelled() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let ended_early = gateway
         .harness
-        .all_raw_events()
-        .iter()
-        .filter_map(|(_, payload)| callproof_schemas::decode(payload).ok())
+        .all_events()
+        .into_iter()
         .any(|event| event.kind == EventKind::CallFailed);
     assert!(
         !ended_early,
