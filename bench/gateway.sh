@@ -5,7 +5,7 @@
 # it, and callproof-ingress calling it as a function (EdDSA token from the demo issuer, every
 # event acknowledged by the broker at $KAFKA_BROKERS, or a Tansu broker started here).
 #
-#   bench/gateway.sh [--mcp] [--mcp-upstream python|rust] [--callers N] [--seconds S] [--rounds R] [--kafka-property KEY=VALUE ...]
+#   bench/gateway.sh [--mcp | --approval] [--mcp-upstream python|rust] [--callers N] [--seconds S] [--rounds R] [--kafka-property KEY=VALUE ...]
 #
 # `--mcp` measures an MCP `tools/call` instead (issue 16, item 10; issue 17, item 5). The
 # upstream is the tests' MCP server (tests/mcp/upstream.py, official Python SDK 2.x, answering
@@ -41,6 +41,15 @@
 # TCP_NODELAY (axum::serve's default), so its direct figures carry delayed-ACK stalls (40 ms
 # p99); it is compared through nginx instead.
 #
+# `--approval` measures the approval path (issue 17, item 5): a function whose every call needs
+# one approval. bench/approval_driver.py, with 1 and 16 workers, has each worker make the call
+# (held: 202 with its id), approve it as an approver of another subject, and wait for the result
+# on the call's status URL (`Prefer: wait`), as an agent and a reviewer would. The same driver
+# makes plain calls to the upstream directly and through callproof (a function without
+# approval) in the same rounds, as the baseline; the table has each step's p50/p99 too. The
+# approver approves at once, so the figures are callproof's around a decision, not the
+# decision's.
+#
 # `--kafka-property` sets a librdkafka property of the gateway's producer (`[kafka.properties]`),
 # to measure a setting, e.g. `--kafka-property linger.ms=0`.
 #
@@ -60,12 +69,13 @@ callers=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --mcp) mode=mcp; shift ;;
+    --approval) mode=approval; shift ;;
     --mcp-upstream) mode=mcp; mcp_upstream=$2; shift 2 ;;
     --callers) callers=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --kafka-property) kafka_properties+="\"${2%%=*}\" = \"${2#*=}\""$'\n'; shift 2 ;;
-    *) echo "usage: bench/gateway.sh [--mcp] [--mcp-upstream python|rust] [--callers N] [--seconds S] [--rounds R] [--kafka-property KEY=VALUE ...]" >&2; exit 2 ;;
+    *) echo "usage: bench/gateway.sh [--mcp | --approval] [--mcp-upstream python|rust] [--callers N] [--seconds S] [--rounds R] [--kafka-property KEY=VALUE ...]" >&2; exit 2 ;;
   esac
 done
 
@@ -237,6 +247,21 @@ credential = { kind = "bearer", token = "\${BENCH_FUNCTION_TOKEN}" }
 allow_groups = ["support"]
 EOF
 fi
+if [ "$mode" = approval ]; then
+  cat >>"$work/gateway.toml" <<EOF
+
+[functions.transfer_funds]
+upstream = "http://127.0.0.1:$upstream_port/transfers"
+timeout_ms = 5000
+credential = { kind = "bearer", token = "\${BENCH_FUNCTION_TOKEN}" }
+
+[functions.transfer_funds.policy]
+allow_groups = ["support"]
+
+[functions.transfer_funds.approval]
+approver_groups = ["treasury"]
+EOF
+fi
 BENCH_FUNCTION_TOKEN=bench-function-token RUST_LOG=warn \
   "$bin/callproof-ingress" --config "$work/gateway.toml" >"$work/gateway.log" 2>&1 &
 gateway_pid=$!
@@ -248,6 +273,76 @@ tokens=""
 for caller in $(seq 1 "$callers"); do
   tokens+="\"$(curl -fsS "http://127.0.0.1:$issuer_port/token?sub=bench-$caller&groups=support")\", "
 done
+
+# CPU ticks (user + system) of processes, summed.
+ticks() {
+  local total=0 pid
+  for pid in "$@"; do
+    [ -r "/proc/$pid/stat" ] || continue
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+nginx_pids() { pgrep -f "nginx: worker process" | tr '\n' ' '; }
+
+if [ "$mode" = approval ]; then
+  approver_token=$(curl -fsS "http://127.0.0.1:$issuer_port/token?sub=bench-approver&groups=treasury")
+  caller_token=${tokens#\"}; caller_token=${caller_token%%\"*}
+  results="$work/results.jsonl"
+  : >"$results"
+  for round in $(seq 1 "$rounds"); do
+    for workers in 1 16; do
+      for target in direct callproof approval; do
+        case "$target" in
+          direct) kind=plain; url="http://127.0.0.1:$upstream_port/transfers"; token="" ;;
+          callproof) kind=plain; url="http://127.0.0.1:$gateway_port/v1/functions/lookup_customer/invoke"; token=$caller_token ;;
+          approval) kind=approval; url="http://127.0.0.1:$gateway_port/v1/functions/transfer_funds/invoke"; token=$caller_token ;;
+        esac
+        # shellcheck disable=SC2086
+        before=("$(ticks "$gateway_pid")" "$(ticks $broker_pid)")
+        line=$(python3 bench/approval_driver.py "$kind" "$url" "$token" "$approver_token" "$workers" "$seconds")
+        # shellcheck disable=SC2086
+        after=("$(ticks "$gateway_pid")" "$(ticks $broker_pid)")
+        python3 - "$line" "$round" "$workers" "$target" "$((after[0] - before[0]))" \
+          "$((after[1] - before[1]))" "$(getconf CLK_TCK)" >>"$results" <<'EOF'
+import json, sys
+line, round_, workers, target, gateway, broker, clk = sys.argv[1:]
+row = json.loads(line)
+per_call = lambda ticks: int(ticks) / int(clk) / max(row["count"], 1) * 1e6
+row.update(round=int(round_), workers=int(workers), target=target,
+           gateway_cpu=per_call(gateway), broker_cpu=per_call(broker))
+print(json.dumps(row))
+EOF
+        echo "round $round, $workers worker(s), $target: $(tail -n 1 "$results" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["rps"]))') calls/s" >&2
+      done
+    done
+  done
+  python3 - "$results" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+rounds = len({row["round"] for row in rows})
+def med(workers, target, key):
+    values = [row[key] for row in rows if row["workers"] == workers and row["target"] == target and key in row]
+    return statistics.median(values) if values else 0.0
+print(f"medians over {rounds} interleaved rounds, approval path (bench/approval_driver.py)")
+print("| workers | target | calls/s | p50 µs | p99 µs | gateway CPU µs/call | broker CPU µs/call |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for workers in (1, 16):
+    for target in ("direct", "callproof", "approval"):
+        print(f"| {workers} | {target} | {med(workers, target, 'rps'):,.0f} | {med(workers, target, 'p50'):,.0f} | "
+              f"{med(workers, target, 'p99'):,.0f} | "
+              f"{med(workers, target, 'gateway_cpu') if target != 'direct' else 0:,.0f} | "
+              f"{med(workers, target, 'broker_cpu') if target != 'direct' else 0:,.0f} |")
+print("approval steps, p50 / p99 µs: held (POST to 202), decided (the approver's POST), released (decision to result)")
+for workers in (1, 16):
+    steps = ", ".join(f"{step} {med(workers, 'approval', step + '_p50'):,.0f} / {med(workers, 'approval', step + '_p99'):,.0f}"
+                      for step in ("hold", "decide", "release"))
+    direct, plain, held = (med(workers, t, "p50") for t in ("direct", "callproof", "approval"))
+    print(f"{workers} worker(s): {steps}; a held-and-approved call takes {held / max(plain, 1):.1f}x a plain call "
+          f"through callproof, adding {held - direct:,.0f} µs at p50 over the direct call")
+EOF
+  exit 0
+fi
 
 # One wrk script per target: the request, and for MCP a check of every answer's body.
 write_lua() { # file, tool name (MCP) or empty, whether to send the tokens (yes/no)
@@ -326,17 +421,6 @@ for target in direct callproof; do
     exit 1
   fi
 done
-
-# CPU ticks (user + system) of processes, summed.
-ticks() {
-  local total=0 pid
-  for pid in "$@"; do
-    [ -r "/proc/$pid/stat" ] || continue
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
-  done
-  echo "$total"
-}
-nginx_pids() { pgrep -f "nginx: worker process" | tr '\n' ' '; }
 
 results="$work/results.tsv"
 : >"$results"
