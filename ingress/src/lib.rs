@@ -14,6 +14,7 @@ pub mod mcp;
 pub mod rules;
 mod upstream;
 
+use axum::serve::ListenerExt as _;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -269,6 +270,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", app.listen))?;
     tracing::info!(address = %listener.local_addr()?, instance = %app.state.instance_id, "gateway listening");
+    // A streamed answer (SSE: MCP progress, a held tools/call) is many small writes; with
+    // Nagle's algorithm each waits for the agent's delayed ACK, up to 40 ms.
+    let listener = listener.tap_io(|connection| {
+        if let Err(error) = connection.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     let events = app.state.events.clone();
     axum::serve(listener, router(app.state))
         .with_graceful_shutdown(shutdown_signal())
