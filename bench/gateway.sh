@@ -204,6 +204,18 @@ nginx -c "$work/nginx.conf" -p "$work"
 pids+=("$!")
 wait_ready issuer "http://127.0.0.1:$issuer_port/.well-known/openid-configuration"
 
+function_table() { # name, upstream path: a function that the group support may call
+  cat >>"$work/gateway.toml" <<EOF
+
+[functions.$1]
+upstream = "http://127.0.0.1:$upstream_port$2"
+timeout_ms = 5000
+credential = { kind = "bearer", token = "\${BENCH_FUNCTION_TOKEN}" }
+
+[functions.$1.policy]
+allow_groups = ["support"]
+EOF
+}
 cat >"$work/gateway.toml" <<EOF
 [ingress]
 listen = "127.0.0.1:$gateway_port"
@@ -237,30 +249,11 @@ credential = { kind = "bearer", token = "\${BENCH_FUNCTION_TOKEN}" }
 allow_groups = ["support"]
 EOF
 else
-  cat >>"$work/gateway.toml" <<EOF
-[functions.lookup_customer]
-upstream = "http://127.0.0.1:$upstream_port/customers/lookup"
-timeout_ms = 5000
-credential = { kind = "bearer", token = "\${BENCH_FUNCTION_TOKEN}" }
-
-[functions.lookup_customer.policy]
-allow_groups = ["support"]
-EOF
+  function_table lookup_customer /customers/lookup
 fi
 if [ "$mode" = approval ]; then
-  cat >>"$work/gateway.toml" <<EOF
-
-[functions.transfer_funds]
-upstream = "http://127.0.0.1:$upstream_port/transfers"
-timeout_ms = 5000
-credential = { kind = "bearer", token = "\${BENCH_FUNCTION_TOKEN}" }
-
-[functions.transfer_funds.policy]
-allow_groups = ["support"]
-
-[functions.transfer_funds.approval]
-approver_groups = ["treasury"]
-EOF
+  function_table transfer_funds /transfers
+  printf '\n[functions.transfer_funds.approval]\napprover_groups = ["treasury"]\n' >>"$work/gateway.toml"
 fi
 BENCH_FUNCTION_TOKEN=bench-function-token RUST_LOG=warn \
   "$bin/callproof-ingress" --config "$work/gateway.toml" >"$work/gateway.log" 2>&1 &
