@@ -1,12 +1,14 @@
 //! The evidence API's section: `[evidence]`.
 //!
 //! The evidence API also reads `[oidc]` (who its callers are), `storage.url` (the logs, read with
-//! its own `evidence.storage_options`), `[index]` (the processor's index, opened read-only) and
-//! `[functions.*]` (the policies in force, for the SOC 2 report). It never holds the log's
+//! its own `evidence.storage_options`; the index splits under `index/` too), `index.gc_grace_secs`
+//! (to check that a replaced split outlives its refresh) and `[functions.*]` (the policies in
+//! force, for the SOC 2 report). It never holds the log's
 //! signing key (`verifier_key` is the public half), the store's write credentials or the
 //! functions' credentials (see [`crate::Service`]).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -43,6 +45,16 @@ pub struct EvidenceConfig {
     /// processor's write credentials. Values may be `${ENV}` references and never print.
     #[serde(default)]
     pub storage_options: std::collections::BTreeMap<String, crate::Secret>,
+    /// A local directory of this evidence API's own (never shared with another process) where
+    /// the index splits it searches are kept once downloaded from the store.
+    #[serde(default = "default_index_cache_dir")]
+    pub index_cache_dir: PathBuf,
+    /// The most MiB of splits kept in `index_cache_dir`; the least recently used go first.
+    #[serde(default = "default_index_cache_mb")]
+    pub index_cache_mb: u64,
+    /// How often the published splits are listed again: a new split is searchable within this.
+    #[serde(default = "default_index_refresh_ms")]
+    pub index_refresh_ms: u64,
 }
 
 fn default_listen() -> SocketAddr {
@@ -56,6 +68,15 @@ fn default_max_export_events() -> usize {
 }
 fn default_max_page_size() -> usize {
     1_000
+}
+fn default_index_cache_dir() -> PathBuf {
+    PathBuf::from("/var/lib/callproof/evidence-cache")
+}
+fn default_index_cache_mb() -> u64 {
+    1_024
+}
+fn default_index_refresh_ms() -> u64 {
+    2_000
 }
 
 impl Config {
@@ -148,6 +169,26 @@ impl Config {
         if evidence.max_page_size == 0 {
             return Err(invalid("evidence.max_page_size", "must be positive"));
         }
+        if evidence.index_cache_dir.as_os_str().is_empty() {
+            return Err(invalid("evidence.index_cache_dir", "must not be empty"));
+        }
+        if evidence.index_cache_mb == 0 {
+            return Err(invalid("evidence.index_cache_mb", "must be positive"));
+        }
+        if !(100..=60_000).contains(&evidence.index_refresh_ms) {
+            return Err(invalid(
+                "evidence.index_refresh_ms",
+                "must be between 100 and 60000 (ms)",
+            ));
+        }
+        // A reader may still use a split it listed up to a refresh (and a query) ago: the
+        // indexers must keep a replaced split longer than that.
+        if self.index.gc_grace_secs * 1_000 < 2 * evidence.index_refresh_ms {
+            return Err(invalid(
+                "index.gc_grace_secs",
+                "must be at least twice evidence.index_refresh_ms: an evidence API may still search a replaced split that long",
+            ));
+        }
         Ok(())
     }
 }
@@ -170,6 +211,8 @@ mod tests {
         assert_eq!(evidence.auditor_groups, ["auditor"]);
         assert_eq!(evidence.listen.port(), 8081);
         assert_eq!(evidence.verifier_key.as_deref(), Some(KEY));
+        assert_eq!(evidence.index_refresh_ms, 2_000);
+        assert_eq!(evidence.index_cache_mb, 1_024);
     }
 
     #[test]
@@ -191,6 +234,20 @@ mod tests {
             (
                 &format!("[evidence]\nverifier_key = \"{KEY}\"\nlisten_on = \"x\"\n"),
                 "listen_on",
+            ),
+            (
+                &format!("[evidence]\nverifier_key = \"{KEY}\"\nindex_cache_mb = 0\n"),
+                "evidence.index_cache_mb` must be positive",
+            ),
+            (
+                &format!("[evidence]\nverifier_key = \"{KEY}\"\nindex_refresh_ms = 10\n"),
+                "evidence.index_refresh_ms` must be between",
+            ),
+            (
+                &format!(
+                    "[evidence]\nverifier_key = \"{KEY}\"\nindex_refresh_ms = 5000\n[index]\ngc_grace_secs = 9\n"
+                ),
+                "index.gc_grace_secs` must be at least twice",
             ),
         ] {
             let error = load(source).unwrap_err().to_string();

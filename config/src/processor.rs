@@ -82,25 +82,48 @@ pub struct LogConfig {
     pub origin: Option<String>,
 }
 
-/// `[index]`: the local tantivy index, a derived view of the logs.
+/// `[index]`: the indexer, which turns each partition's log into search index splits in the
+/// object store (`storage.url`, under `index/`): a derived view of the logs, rebuilt from them
+/// by `callproof-processor reindex`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IndexConfig {
-    /// Directory of the index; partition `p` has its own index under `<path>/<p>/`.
-    pub path: PathBuf,
-    /// The index is committed at most this often (and on revocation and shutdown): few large
-    /// commits rather than one per batch.
-    pub commit_interval_ms: u64,
-    /// Indexing memory budget of each partition's writer, in MiB (tantivy needs at least 15).
+    /// A local directory of the indexer's own, where splits are built and merged before they
+    /// are uploaded; never shared, emptied at start. Nothing in it is needed after a restart.
+    pub scratch_dir: PathBuf,
+    /// Whether `callproof-processor` indexes the partitions it owns, in its own process. Set
+    /// `false` when `callproof-indexer` runs elsewhere.
+    pub in_process: bool,
+    /// The partitions `callproof-indexer` indexes; empty: every partition with a log.
+    pub partitions: Vec<i32>,
+    /// How often the indexer reads a partition's checkpoint and, if the log grew, writes a split
+    /// of the new entries.
+    pub split_interval_ms: u64,
+    /// The most log entries one new split covers (a partition far behind gets several).
+    pub split_max_entries: u64,
+    /// Memory budget for building one split, in MiB (tantivy needs at least 15).
     pub writer_memory_mb: usize,
+    /// This many adjacent splits of the same merge level are merged into one.
+    pub merge_factor: usize,
+    /// A split with at least this many entries is not merged any further.
+    pub merge_max_entries: u64,
+    /// A split replaced by a merge (or a rebuild) is deleted this long after it was replaced:
+    /// longer than any evidence API's refresh plus its longest query.
+    pub gc_grace_secs: u64,
 }
 
 impl Default for IndexConfig {
     fn default() -> Self {
         IndexConfig {
-            path: PathBuf::from("/var/lib/callproof/index"),
-            commit_interval_ms: 5_000,
+            scratch_dir: PathBuf::from("/var/lib/callproof/index-scratch"),
+            in_process: true,
+            partitions: Vec::new(),
+            split_interval_ms: 1_000,
+            split_max_entries: 100_000,
             writer_memory_mb: 64,
+            merge_factor: 10,
+            merge_max_entries: 5_000_000,
+            gc_grace_secs: 300,
         }
     }
 }
@@ -177,14 +200,26 @@ impl Config {
             ),
             ("processor.batch_max_wait_ms", processor.batch_max_wait_ms),
             ("processor.startup_timeout_ms", processor.startup_timeout_ms),
-            ("index.commit_interval_ms", self.index.commit_interval_ms),
+            ("index.split_interval_ms", self.index.split_interval_ms),
+            ("index.split_max_entries", self.index.split_max_entries),
+            ("index.merge_max_entries", self.index.merge_max_entries),
+            ("index.gc_grace_secs", self.index.gc_grace_secs),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be positive"));
             }
         }
-        if self.index.path.as_os_str().is_empty() {
-            return Err(invalid("index.path", "must not be empty"));
+        if self.index.scratch_dir.as_os_str().is_empty() {
+            return Err(invalid("index.scratch_dir", "must not be empty"));
+        }
+        if !(2..=100).contains(&self.index.merge_factor) {
+            return Err(invalid("index.merge_factor", "must be between 2 and 100"));
+        }
+        if let Some(partition) = self.index.partitions.iter().find(|p| **p < 0) {
+            return Err(invalid(
+                "index.partitions",
+                &format!("must list partition numbers (0 or more), not {partition}"),
+            ));
         }
         if !(15..=65_536).contains(&self.index.writer_memory_mb) {
             return Err(invalid(

@@ -264,7 +264,15 @@ fn processor_sections_load_with_defaults_and_refuse_bad_values() {
             "index.writer_memory_mb` must be between",
         ),
         ("[log]\norigin = \"a\"\n", "log.signing_key` is missing"),
-        ("[index]\npath = \"\"\n", "index.path` must not be empty"),
+        (
+            "[index]\nscratch_dir = \"\"\n",
+            "index.scratch_dir` must not be empty",
+        ),
+        (
+            "[index]\nmerge_factor = 1\n",
+            "index.merge_factor` must be between",
+        ),
+        ("[index]\npath = \"/x\"\n", "unknown field `path`"),
         (
             "[kafka]\nbrokers = \"b:9092\"\ncalls_topic = \"\"\n",
             "kafka.calls_topic` is not a Kafka topic name",

@@ -1,16 +1,20 @@
 //! Search latency over one million events: `cargo bench -p callproof-evidence --bench search`.
 //!
 //! Builds (once, then reuses) an index of `CALLPROOF_BENCH_EVENTS` events (default 1,000,000)
-//! over 4 partitions with the processor's own schema and document builder, then times the
-//! evidence API's search path (`SearchIndex::search`, one page of 50, newest first) for filtered
+//! over 4 partitions with the indexer's own schema, document builder and split writer, one split
+//! per partition published in a local-filesystem object store, then times the evidence API's
+//! search path over them (downloaded into its cache first, as a running API would have them) (`SearchIndex::search`, one page of 50, newest first) for filtered
 //! queries, against a baseline in the same run: the unfiltered match-all top 50. Prints p50,
 //! p99 and max of each, and the ratio of the p99s.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callproof_evidence::search::{Filter, SearchIndex};
-use callproof_evidence_format::index_schema::{CommitPayload, IndexFields, partition_index_dir};
+use callproof_evidence_format::index_schema::IndexFields;
+use callproof_evidence_format::split::{SplitId, list_index};
+use object_store::ObjectStore;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -43,8 +47,20 @@ fn main() {
         .unwrap_or(1_000_000);
     let root =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("evidence-bench-{n_events}"));
-    build_if_missing(&root, n_events);
-    let index = SearchIndex::open(&root).expect("open");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    std::fs::create_dir_all(root.join("store")).expect("store dir");
+    let store: Arc<dyn ObjectStore> = Arc::new(
+        object_store::local::LocalFileSystem::new_with_prefix(root.join("store")).expect("store"),
+    );
+    build_if_missing(&runtime, &store, &root, n_events);
+    let index = SearchIndex::open(
+        store,
+        runtime.handle().clone(),
+        &root.join("cache"),
+        u64::MAX,
+        Duration::from_secs(3600),
+    )
+    .expect("open");
     assert_eq!(
         index.count(&Filter::default()).expect("count") as u64,
         n_events
@@ -140,27 +156,28 @@ fn random_filter(rng: &mut StdRng) -> Filter {
     }
 }
 
-fn build_if_missing(root: &Path, n_events: u64) {
+fn build_if_missing(
+    runtime: &tokio::runtime::Runtime,
+    store: &Arc<dyn ObjectStore>,
+    root: &Path,
+    n_events: u64,
+) {
     let per_partition = n_events / PARTITIONS as u64;
+    let listed = runtime.block_on(list_index(store)).expect("list");
     let complete = (0..PARTITIONS).all(|partition| {
-        tantivy::Index::open_in_dir(partition_index_dir(root, partition))
-            .ok()
-            .and_then(|index| CommitPayload::of(&index).ok().flatten())
-            .is_some_and(|payload| payload.log_size == per_partition)
+        listed
+            .get(&partition)
+            .is_some_and(|listing| listing.cover().1 == per_partition)
     });
     if complete {
         return;
     }
-    let _ = std::fs::remove_dir_all(root);
+    let _ = std::fs::remove_dir_all(root.join("store/index"));
     let started = Instant::now();
     let fields = IndexFields::new();
     let mut rng = StdRng::seed_from_u64(42);
     for partition in 0..PARTITIONS {
-        let dir = partition_index_dir(root, partition);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let index = tantivy::Index::create_in_dir(&dir, fields.schema.clone()).expect("index");
-        let mut writer: tantivy::IndexWriter = index.writer(256 << 20).expect("writer");
-        for log_index in 0..per_partition {
+        let documents = (0..per_partition).map(|log_index| {
             let kind = KINDS[rng.gen_range(0..KINDS.len())];
             let time = START_MICROS + rng.gen_range(0..SPAN_MICROS);
             let body: Vec<&str> = (0..30)
@@ -188,21 +205,20 @@ fn build_if_missing(root: &Path, n_events: u64) {
                 "response": {"status": if denied { 403 } else { 200 }},
                 "masking": findings,
             }});
-            writer
-                .add_document(fields.document(&entry, partition, log_index))
-                .expect("add");
-        }
-        let mut prepared = writer.prepare_commit().expect("prepare");
-        prepared.set_payload(
-            &serde_json::to_string(&CommitPayload {
-                schema_version: callproof_evidence_format::index_schema::SCHEMA_VERSION,
-                partition,
-                log_size: per_partition,
-            })
-            .expect("payload"),
-        );
-        prepared.commit().expect("commit");
-        writer.wait_merging_threads().expect("merge");
+            fields.document(&entry, partition, log_index)
+        });
+        let split = SplitId {
+            partition,
+            start: 0,
+            end: per_partition,
+            level: 0,
+            id: "bench".into(),
+        };
+        let bytes = callproof_indexer::build_split(&root.join("scratch"), &split, documents, 256)
+            .expect("split");
+        runtime
+            .block_on(callproof_indexer::upload_and_publish(store, &split, bytes))
+            .expect("publish");
         eprintln!(
             "partition {partition}: {per_partition} events indexed ({:.0?})",
             started.elapsed()

@@ -37,6 +37,10 @@ pub fn search_error(error: SearchError) -> ApiError {
     match error {
         SearchError::BadQuery(reason) => ApiError::BadRequest(reason),
         SearchError::Index(error) => ApiError::internal(error),
+        SearchError::Unavailable(reason) => {
+            tracing::warn!(%reason, "index splits unavailable");
+            ApiError::Unavailable("the search index cannot be read now; try again".into())
+        }
     }
 }
 
@@ -180,10 +184,18 @@ pub async fn search(
         pairs.push(("cursor", &token));
         (token.clone(), search_link(&app, &pairs))
     });
+    // Per partition, how many log entries the search covered: events logged beyond are not
+    // searchable yet (the indexer follows the log).
+    let searchable: serde_json::Map<String, Value> = page
+        .searchable
+        .iter()
+        .map(|(partition, size)| (partition.to_string(), json!(size)))
+        .collect();
     Ok(Json(json!({
         "hits": hits,
         "next_cursor": next.as_ref().map(|(token, _)| token),
         "next": next.as_ref().map(|(_, link)| link),
+        "searchable": searchable,
     })))
 }
 

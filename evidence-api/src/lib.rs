@@ -92,11 +92,20 @@ impl App {
         };
         let store = callproof_evidence_format::store::open_store(&storage)
             .map_err(|error| anyhow::anyhow!("`[storage]`: {error}"))?;
-        let logs = Logs::new(store, verifier_key).map_err(anyhow::Error::msg)?;
-        let index_root = config.index.path.clone();
-        let index = tokio::task::spawn_blocking(move || SearchIndex::open(&index_root))
-            .await?
-            .with_context(|| format!("cannot open the index at {}", config.index.path.display()))?;
+        let logs = Logs::new(store.clone(), verifier_key).map_err(anyhow::Error::msg)?;
+        let index = SearchIndex::open(
+            store,
+            tokio::runtime::Handle::current(),
+            &evidence.index_cache_dir,
+            evidence.index_cache_mb.saturating_mul(1024 * 1024),
+            std::time::Duration::from_millis(evidence.index_refresh_ms),
+        )
+        .with_context(|| {
+            format!(
+                "cannot use the index cache at {}",
+                evidence.index_cache_dir.display()
+            )
+        })?;
         authenticator.warm_up().await;
         let state = AppState {
             authenticator,

@@ -1,45 +1,41 @@
-//! Search over the processor's per-partition tantivy indexes, opened read-only.
+//! Search over the index splits in the object store.
 //!
-//! Each partition's index gets one `IndexReader` that reloads on commit, so new events show up
-//! within moments of the processor's commit without this process ever taking the writer lock.
+//! The indexers publish each partition's index as immutable splits beside the logs
+//! (`callproof_evidence_format::split`). This lists them again at most every
+//! `evidence.index_refresh_ms` (on the next search after that), takes each partition's cover
+//! (the chain of published splits from entry 0, so no entry is searched twice), downloads the
+//! splits it needs into a local cache of its own, bounded by `evidence.index_cache_mb` (least
+//! recently used out first), and searches each split, merging the hits by their sort key. Every
+//! answer says, per partition, how many log entries it searched (the cover's end).
+//!
 //! Hits are ordered newest first by `(time, partition, log_index)`, a total order, so a cursor
 //! (the key of the last hit of a page) pages without skipping or repeating hits, even among
-//! events with the same microsecond, and while new events arrive (they sort before the cursor).
+//! events with the same microsecond, and while new events arrive (they sort before the cursor),
+//! and whichever splits (merged or not) hold them.
 //!
-//! The indexes are opened strictly read-only (`ReadOnlyDirectory`): production mounts the
-//! processor's index read-only here (`docker-compose.yml`), where tantivy's own directory cannot
-//! open a reader.
+//! A split written with an older schema (an indexer not yet upgraded) is searched by the
+//! fields it has: a query or filter naming a field it lacks finds nothing there.
 //!
-//! An index written with an older schema (a processor not yet upgraded) is searched by the
-//! fields it has: a query or filter naming a field it lacks finds nothing there. Once the
-//! processor has rebuilt it at the same path with today's schema, the next listing of the
-//! directory opens it again.
-//!
-//! Everything here is blocking (tantivy is): callers run it in `spawn_blocking`.
+//! Everything here is blocking (tantivy is; downloads run on the runtime given at open):
+//! callers run it in `spawn_blocking`.
 
-use std::fs::{File, TryLockError};
-use std::io;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use callproof_evidence_format::index_schema::IndexFields;
+use callproof_evidence_format::split::{SplitId, list_index, open_split};
+use object_store::ObjectStore;
 use serde::Serialize;
 use tantivy::collector::{Count, DocSetCollector, TopDocs};
-use tantivy::directory::error::{DeleteError, LockError, OpenReadError, OpenWriteError};
-use tantivy::directory::{
-    Directory, DirectoryLock, FileHandle, Lock, META_LOCK, MmapDirectory, WatchCallback,
-    WatchHandle, WritePtr,
-};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
-use tantivy::schema::{Field, IndexRecordOption, Schema, TantivyDocument, Value as _};
+use tantivy::schema::{Field, IndexRecordOption, TantivyDocument, Value as _};
 use tantivy::tokenizer::TokenizerManager;
-use tantivy::{
-    DateTime, DocAddress, Index, IndexReader, ReloadPolicy, Searcher, SegmentReader, Term,
-};
+use tantivy::{DateTime, DocAddress, ReloadPolicy, Searcher, SegmentReader, Term};
 
 /// The event kinds a `kind` filter accepts.
 pub const EVENT_KINDS: [&str; 9] = [
@@ -57,9 +53,6 @@ pub const EVENT_KINDS: [&str; 9] = [
 /// The outcomes an `mcp_outcome` filter accepts (`callproof_schemas::McpOutcome`).
 pub const MCP_OUTCOMES: [&str; 4] = ["result", "tool_error", "jsonrpc_error", "transport_error"];
 
-/// How often the index directory is listed again for partitions that appeared.
-const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
-
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
     /// The query or a filter is not valid; the message says why.
@@ -67,6 +60,9 @@ pub enum SearchError {
     BadQuery(String),
     #[error("index error: {0}")]
     Index(#[from] tantivy::TantivyError),
+    /// The object store or the local cache failed; the search can be tried again.
+    #[error("index splits unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// What to search for. Every `Some` field must match (AND).
@@ -171,28 +167,50 @@ pub struct SearchPage {
     pub hits: Vec<IndexedEvent>,
     /// Set when more hits follow.
     pub next_cursor: Option<Cursor>,
+    /// Per partition, how many of its log's entries were searched (`0..n`).
+    pub searchable: BTreeMap<i32, u64>,
 }
 
-#[derive(Clone)]
-struct PartitionIndex {
-    partition: i32,
-    reader: IndexReader,
-    /// Written with this version's schema. An index written before a field was added (a
-    /// processor not yet upgraded) is still searched, by the fields it has.
+/// One split, downloaded and opened.
+struct OpenSplit {
+    split: SplitId,
+    searcher: Searcher,
+    /// Written with this version's schema. A split written before a field was added (an
+    /// indexer not yet upgraded) is still searched, by the fields it has.
     current: bool,
 }
 
-/// The processor's indexes, read-only.
+/// The splits a search reads, and per partition how many log entries they cover.
+type Searched = (Vec<Arc<OpenSplit>>, BTreeMap<i32, u64>);
+
+/// What one listing found: each partition's cover and its end.
+struct Listing {
+    at: Instant,
+    covers: BTreeMap<i32, (Vec<SplitId>, u64)>,
+}
+
+/// The splits of every partition, from the object store, read-only.
 pub struct SearchIndex {
-    root: PathBuf,
+    store: Arc<dyn ObjectStore>,
+    runtime: tokio::runtime::Handle,
+    refresh: Duration,
+    cache: SplitCache,
     fields: IndexFields,
     parser: QueryParser,
-    partitions: RwLock<(Instant, Arc<Vec<PartitionIndex>>)>,
+    listing: RwLock<Option<Arc<Listing>>>,
 }
 
 impl SearchIndex {
-    /// Opens every partition index under `root` (there may be none yet).
-    pub fn open(root: &Path) -> Result<SearchIndex, SearchError> {
+    /// Searches the splits in `store`, kept in `cache_dir` (emptied now: it is this process's
+    /// own) up to `cache_bytes`, listed again at most every `refresh`. Downloads run on
+    /// `runtime`.
+    pub fn open(
+        store: Arc<dyn ObjectStore>,
+        runtime: tokio::runtime::Handle,
+        cache_dir: &Path,
+        cache_bytes: u64,
+        refresh: Duration,
+    ) -> Result<SearchIndex, SearchError> {
         let fields = IndexFields::new();
         let mut parser = QueryParser::new(
             fields.schema.clone(),
@@ -201,15 +219,14 @@ impl SearchIndex {
         );
         // An auditor's `refund customer` means both words, as in most search boxes.
         parser.set_conjunction_by_default();
-        let partitions = open_read_only_indexes(root)?
-            .into_iter()
-            .map(|(partition, index)| partition_index(partition, &index, &fields.schema))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(SearchIndex {
-            root: root.to_path_buf(),
+            store,
+            runtime,
+            refresh,
+            cache: SplitCache::new(cache_dir, cache_bytes)?,
             fields,
             parser,
-            partitions: RwLock::new((Instant::now(), Arc::new(partitions))),
+            listing: RwLock::new(None),
         })
     }
 
@@ -217,44 +234,74 @@ impl SearchIndex {
         &self.fields
     }
 
-    /// The partition readers, listing the directory again now and then for new partitions.
-    fn partitions(&self) -> Result<Arc<Vec<PartitionIndex>>, SearchError> {
-        if let Ok(guard) = self.partitions.read()
-            && guard.0.elapsed() < RESCAN_INTERVAL
-        {
-            return Ok(guard.1.clone());
-        }
-        let known = self
-            .partitions
-            .read()
-            .map(|guard| guard.1.clone())
-            .unwrap_or_default();
-        let mut readers: Vec<PartitionIndex> = known.iter().cloned().collect();
-        for (partition, index) in open_read_only_indexes(&self.root)? {
-            match readers
-                .iter_mut()
-                .find(|known| known.partition == partition)
-            {
-                None => readers.push(partition_index(partition, &index, &self.fields.schema)?),
-                // A reader keeps the schema of the index it was opened on; the processor
-                // replaces an index of an older schema with a new one at the same path.
-                Some(known) if known.reader.searcher().schema() != &index.schema() => {
-                    *known = partition_index(partition, &index, &self.fields.schema)?;
-                }
-                Some(_) => {}
-            }
-        }
-        readers.sort_by_key(|reader| reader.partition);
-        let readers = Arc::new(readers);
-        if let Ok(mut guard) = self.partitions.write() {
-            *guard = (Instant::now(), readers.clone());
-        }
-        Ok(readers)
+    /// The cache of downloaded splits.
+    pub fn cache(&self) -> &SplitCache {
+        &self.cache
     }
 
-    /// The partitions that have an index.
+    /// Each partition's cover, listed again when the last listing is older than `refresh`.
+    fn listing(&self) -> Result<Arc<Listing>, SearchError> {
+        if let Ok(guard) = self.listing.read()
+            && let Some(listing) = guard.as_ref()
+            && listing.at.elapsed() < self.refresh
+        {
+            return Ok(listing.clone());
+        }
+        let listed = self
+            .runtime
+            .block_on(list_index(&self.store))
+            .map_err(|error| SearchError::Unavailable(error.to_string()))?;
+        let listing = Arc::new(Listing {
+            at: Instant::now(),
+            covers: listed
+                .into_iter()
+                .map(|(partition, listing)| (partition, listing.cover()))
+                .collect(),
+        });
+        if let Ok(mut guard) = self.listing.write() {
+            *guard = Some(listing.clone());
+        }
+        Ok(listing)
+    }
+
+    /// Lists the splits again now, whatever the refresh interval.
+    pub fn refresh(&self) -> Result<BTreeMap<i32, u64>, SearchError> {
+        if let Ok(mut guard) = self.listing.write() {
+            *guard = None;
+        }
+        self.searchable()
+    }
+
+    /// Per partition, how many log entries a search covers now.
+    pub fn searchable(&self) -> Result<BTreeMap<i32, u64>, SearchError> {
+        Ok(self
+            .listing()?
+            .covers
+            .iter()
+            .map(|(partition, (_, end))| (*partition, *end))
+            .collect())
+    }
+
+    /// The partitions that have splits.
     pub fn partition_ids(&self) -> Result<Vec<i32>, SearchError> {
-        Ok(self.partitions()?.iter().map(|p| p.partition).collect())
+        Ok(self.listing()?.covers.keys().copied().collect())
+    }
+
+    /// Every split to search, opened (downloaded first if need be), and what they cover.
+    fn splits(&self) -> Result<Searched, SearchError> {
+        let listing = self.listing()?;
+        let mut splits = Vec::new();
+        let mut searchable = BTreeMap::new();
+        for (partition, (cover, end)) in &listing.covers {
+            for split in cover {
+                splits.push(
+                    self.cache
+                        .open(&self.store, &self.runtime, split, &self.fields)?,
+                );
+            }
+            searchable.insert(*partition, *end);
+        }
+        Ok((splits, searchable))
     }
 
     /// One page of hits, newest first, after `cursor` if given.
@@ -266,14 +313,16 @@ impl SearchIndex {
     ) -> Result<SearchPage, SearchError> {
         let query = self.query(filter)?;
         let limit = limit.max(1);
-        let mut keyed: Vec<(Cursor, PartitionIndex, DocAddress)> = Vec::new();
-        for partition in self.partitions()?.iter() {
-            let Some(query) = self.partition_query(filter, query.as_ref(), partition)? else {
+        let (splits, searchable) = self.splits()?;
+        let mut keyed: Vec<(Cursor, usize, DocAddress)> = Vec::new();
+        for (position, split) in splits.iter().enumerate() {
+            let partition = split.split.partition;
+            let Some(query) = self.split_query(filter, query.as_ref(), split)? else {
                 continue;
             };
             let query: Box<dyn Query> = match cursor {
                 None => query,
-                Some(cursor) => match self.after_cursor(partition.partition, cursor) {
+                Some(cursor) => match self.after_cursor(partition, cursor) {
                     None => continue,
                     Some(after) => Box::new(BooleanQuery::new(vec![
                         (Occur::Must, query),
@@ -281,56 +330,49 @@ impl SearchIndex {
                     ])),
                 },
             };
-            let searcher = partition.reader.searcher();
             // One more than a page, to know whether another page follows.
-            let top = searcher.search(
+            let top = split.searcher.search(
                 &query,
                 &TopDocs::with_limit(limit + 1).order_by(newest_first),
             )?;
             for ((time_micros, log_index), address) in top {
                 let key = Cursor {
                     time_micros,
-                    partition: partition.partition,
+                    partition,
                     log_index,
                 };
-                keyed.push((key, partition.clone(), address));
+                keyed.push((key, position, address));
             }
         }
         keyed.sort_by_key(|keyed| std::cmp::Reverse(keyed.0));
         let more = keyed.len() > limit;
         keyed.truncate(limit);
         let mut hits = Vec::with_capacity(keyed.len());
-        let mut searchers: Vec<(i32, Searcher)> = Vec::new();
-        for (_, partition, address) in keyed {
-            let searcher = match searchers.iter().find(|(p, _)| *p == partition.partition) {
-                Some((_, searcher)) => searcher.clone(),
-                None => {
-                    let searcher = partition.reader.searcher();
-                    searchers.push((partition.partition, searcher.clone()));
-                    searcher
-                }
-            };
-            hits.push(self.event(&searcher, address)?);
+        for (_, position, address) in keyed {
+            hits.push(self.event(&splits[position].searcher, address)?);
         }
         let next_cursor = if more {
             hits.last().map(IndexedEvent::key)
         } else {
             None
         };
-        Ok(SearchPage { hits, next_cursor })
+        Ok(SearchPage {
+            hits,
+            next_cursor,
+            searchable,
+        })
     }
 
     /// Every matching event, in no particular order (reports and exports).
     pub fn scan(&self, filter: &Filter) -> Result<Vec<IndexedEvent>, SearchError> {
         let query = self.query(filter)?;
         let mut events = Vec::new();
-        for partition in self.partitions()?.iter() {
-            let Some(query) = self.partition_query(filter, query.as_ref(), partition)? else {
+        for split in self.splits()?.0 {
+            let Some(query) = self.split_query(filter, query.as_ref(), &split)? else {
                 continue;
             };
-            let searcher = partition.reader.searcher();
-            for address in searcher.search(&query, &DocSetCollector)? {
-                events.push(self.event(&searcher, address)?);
+            for address in split.searcher.search(&query, &DocSetCollector)? {
+                events.push(self.event(&split.searcher, address)?);
             }
         }
         Ok(events)
@@ -340,9 +382,9 @@ impl SearchIndex {
     pub fn count(&self, filter: &Filter) -> Result<usize, SearchError> {
         let query = self.query(filter)?;
         let mut total = 0;
-        for partition in self.partitions()?.iter() {
-            if let Some(query) = self.partition_query(filter, query.as_ref(), partition)? {
-                total += partition.reader.searcher().search(&query, &Count)?;
+        for split in self.splits()?.0 {
+            if let Some(query) = self.split_query(filter, query.as_ref(), &split)? {
+                total += split.searcher.search(&query, &Count)?;
             }
         }
         Ok(total)
@@ -441,21 +483,21 @@ impl SearchIndex {
         ]
     }
 
-    /// The query to run over one partition: `query` (the filter's, validated) where the index
-    /// has this version's schema; else the filter's query built again over the index's own
-    /// schema, or `None` when it names a field that index lacks, none of whose documents can
-    /// then match. Building `query` over such an index would name a field id past its schema,
+    /// The query to run over one split: `query` (the filter's, validated) where the split
+    /// has this version's schema; else the filter's query built again over the split's own
+    /// schema, or `None` when it names a field that split lacks, none of whose documents can
+    /// then match. Building `query` over such a split would name a field id past its schema,
     /// which tantivy answers with a panic.
-    fn partition_query(
+    fn split_query(
         &self,
         filter: &Filter,
         query: &dyn Query,
-        partition: &PartitionIndex,
+        split: &OpenSplit,
     ) -> Result<Option<Box<dyn Query>>, SearchError> {
-        if partition.current {
+        if split.current {
             return Ok(Some(query.box_clone()));
         }
-        let schema = partition.reader.searcher().schema().clone();
+        let schema = split.searcher.schema().clone();
         // Fields keep their ids across versions (new ones are added last), so a field this
         // version knows is usable there if the index has it under the same id and name.
         let has = |field: Field| {
@@ -582,19 +624,6 @@ impl SearchIndex {
     }
 }
 
-/// A partition's reader, and whether its index has this version's schema (`schema`).
-fn partition_index(
-    partition: i32,
-    index: &Index,
-    schema: &Schema,
-) -> Result<PartitionIndex, SearchError> {
-    Ok(PartitionIndex {
-        partition,
-        reader: reader_of(index)?,
-        current: &index.schema() == schema,
-    })
-}
-
 /// The query string of a filter, if it says anything.
 fn query_text(filter: &Filter) -> Option<&str> {
     filter
@@ -603,125 +632,179 @@ fn query_text(filter: &Filter) -> Option<&str> {
         .filter(|text| !text.trim().is_empty())
 }
 
-/// Every partition index under `root` (directories named by partition number that hold a
-/// `meta.json`, the processor's layout), each through a [`ReadOnlyDirectory`].
-fn open_read_only_indexes(root: &Path) -> tantivy::Result<Vec<(i32, Index)>> {
-    callproof_evidence_format::index_schema::partition_index_dirs(root)?
-        .into_iter()
-        .map(|(partition, dir)| Ok((partition, Index::open(ReadOnlyDirectory::open(&dir)?)?)))
-        .collect()
+/// The splits downloaded from the store, at most `max_bytes` of them on disk between
+/// searches: the least recently used go first. A search holds the splits it reads open (their
+/// files stay readable once deleted, until it ends), so a search over more than the bound still
+/// completes. The directory is this process's own: never shared with another process.
+pub struct SplitCache {
+    dir: PathBuf,
+    max_bytes: u64,
+    entries: Mutex<CacheEntries>,
 }
 
-/// A partition's index directory, read-only.
-///
-/// Production mounts the index read-only here (`index:/var/lib/callproof/index:ro`), and
-/// tantivy's `MmapDirectory` cannot open a reader there: every reader load and reload takes the
-/// meta lock (so that the writer's garbage collection does not delete the segments being
-/// opened) by opening `.tantivy-meta.lock` for writing, creating it if need be, which fails with
-/// "Read-only file system". This directory reads files and watches `meta.json` through an
-/// `MmapDirectory`, takes the meta lock as a *shared* `flock` on the lock file opened for
-/// reading (`flock` needs no write access, and it locks the file itself, so the processor's
-/// garbage collection, which takes it exclusively through its own mount, still waits for a load
-/// in progress, and readers do not wait for each other), and refuses every write, so that this
-/// process never changes the index even where the mount would let it.
-#[derive(Clone, Debug)]
-struct ReadOnlyDirectory {
-    root: PathBuf,
-    files: MmapDirectory,
+#[derive(Default)]
+struct CacheEntries {
+    by_name: HashMap<String, CacheEntry>,
+    tick: u64,
+    bytes: u64,
 }
 
-impl ReadOnlyDirectory {
-    fn open(root: &Path) -> tantivy::Result<ReadOnlyDirectory> {
-        Ok(ReadOnlyDirectory {
-            root: root.to_path_buf(),
-            files: MmapDirectory::open(root)?,
-        })
-    }
+struct CacheEntry {
+    split: Arc<OpenSplit>,
+    path: PathBuf,
+    bytes: u64,
+    used: u64,
 }
 
-fn read_only() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ReadOnlyFilesystem,
-        "the evidence API opens the index read-only",
-    )
-}
-
-impl Directory for ReadOnlyDirectory {
-    fn get_file_handle(&self, path: &Path) -> Result<Arc<dyn FileHandle>, OpenReadError> {
-        self.files.get_file_handle(path)
-    }
-
-    fn exists(&self, path: &Path) -> Result<bool, OpenReadError> {
-        self.files.exists(path)
-    }
-
-    fn atomic_read(&self, path: &Path) -> Result<Vec<u8>, OpenReadError> {
-        self.files.atomic_read(path)
-    }
-
-    fn watch(&self, watch_callback: WatchCallback) -> tantivy::Result<WatchHandle> {
-        self.files.watch(watch_callback)
-    }
-
-    fn acquire_lock(&self, lock: &Lock) -> Result<DirectoryLock, LockError> {
-        // Readers take only the meta lock; the writer lock is for writers.
-        if lock.filepath != META_LOCK.filepath {
-            return Err(LockError::wrap_io_error(read_only()));
-        }
-        let file = match File::open(self.root.join(&lock.filepath)) {
-            Ok(file) => file,
-            // The writer has not collected garbage in this index yet (the lock file appears
-            // with its first collection), so there is no lock to share. Should a first
-            // collection delete a segment while this load opens it, the load fails and the
-            // reload after the next commit tries again.
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                return Ok(DirectoryLock::from(Box::new(())));
-            }
-            Err(error) => return Err(LockError::wrap_io_error(error)),
-        };
-        if lock.is_blocking {
-            file.lock_shared().map_err(LockError::wrap_io_error)?;
-        } else {
-            match file.try_lock_shared() {
-                Ok(()) => {}
-                Err(TryLockError::WouldBlock) => return Err(LockError::LockBusy),
-                Err(TryLockError::Error(error)) => return Err(LockError::wrap_io_error(error)),
+impl SplitCache {
+    /// Creates `dir` and empties it (splits of a previous run are downloaded again if needed).
+    pub fn new(dir: &Path, max_bytes: u64) -> Result<SplitCache, SearchError> {
+        let unavailable =
+            |error: std::io::Error| SearchError::Unavailable(format!("{}: {error}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(unavailable)?;
+        for entry in std::fs::read_dir(dir).map_err(unavailable)?.flatten() {
+            if entry
+                .path()
+                .extension()
+                .is_some_and(|ext| ext == "split" || ext == "part")
+            {
+                let _ = std::fs::remove_file(entry.path());
             }
         }
-        // Closing the file releases the lock.
-        Ok(DirectoryLock::from(Box::new(file)))
-    }
-
-    fn delete(&self, path: &Path) -> Result<(), DeleteError> {
-        Err(DeleteError::IoError {
-            io_error: Arc::new(read_only()),
-            filepath: path.to_path_buf(),
+        Ok(SplitCache {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            entries: Mutex::new(CacheEntries::default()),
         })
     }
 
-    fn open_write(&self, path: &Path) -> Result<WritePtr, OpenWriteError> {
-        Err(OpenWriteError::wrap_io_error(
-            read_only(),
-            path.to_path_buf(),
-        ))
+    /// Bytes of splits on disk now.
+    pub fn bytes(&self) -> u64 {
+        self.entries
+            .lock()
+            .map(|entries| entries.bytes)
+            .unwrap_or(0)
     }
 
-    fn atomic_write(&self, _path: &Path, _data: &[u8]) -> io::Result<()> {
-        Err(read_only())
+    /// How many splits are on disk now.
+    pub fn len(&self) -> usize {
+        self.entries
+            .lock()
+            .map(|entries| entries.by_name.len())
+            .unwrap_or(0)
     }
 
-    fn sync_directory(&self) -> io::Result<()> {
-        // Nothing is written here, so there is nothing to make durable.
-        Ok(())
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The split opened, from the cache or downloaded now.
+    fn open(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        runtime: &tokio::runtime::Handle,
+        split: &SplitId,
+        fields: &IndexFields,
+    ) -> Result<Arc<OpenSplit>, SearchError> {
+        let name = format!("{}-{}", split.partition, split.name());
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.tick += 1;
+            let tick = entries.tick;
+            if let Some(entry) = entries.by_name.get_mut(&name) {
+                entry.used = tick;
+                metrics::counter!("callproof_evidence_split_cache_total", "result" => "hit")
+                    .increment(1);
+                return Ok(entry.split.clone());
+            }
+        }
+        metrics::counter!("callproof_evidence_split_cache_total", "result" => "miss").increment(1);
+        let unavailable = |reason: String| SearchError::Unavailable(reason);
+        // Downloaded under a name of its own, then renamed: a search beside this one never
+        // opens a half-written file.
+        let part = self.dir.join(format!(
+            "{name}.{}.part",
+            std::process::id() as u64 ^ rand_suffix()
+        ));
+        let object = split.object_path();
+        let bytes = runtime
+            .block_on(async {
+                let result = store.get(&object).await?;
+                result.bytes().await
+            })
+            .map_err(|error| unavailable(format!("{object}: {error}")))?;
+        std::fs::write(&part, &bytes)
+            .map_err(|error| unavailable(format!("{}: {error}", part.display())))?;
+        let path = self.dir.join(format!("{name}.split"));
+        std::fs::rename(&part, &path)
+            .map_err(|error| unavailable(format!("{}: {error}", path.display())))?;
+        let (index, _manifest) =
+            open_split(&path).map_err(|error| unavailable(error.to_string()))?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let reader: tantivy::IndexReader = reader;
+        let opened = Arc::new(OpenSplit {
+            split: split.clone(),
+            current: index.schema() == fields.schema,
+            searcher: reader.searcher(),
+        });
+        let mut entries = self
+            .entries
+            .lock()
+            .map_err(|_| unavailable("the split cache is poisoned".into()))?;
+        entries.tick += 1;
+        let tick = entries.tick;
+        if let Some(entry) = entries.by_name.get_mut(&name) {
+            // Another search downloaded it meanwhile (to the same path, renamed over).
+            entry.used = tick;
+            return Ok(entry.split.clone());
+        }
+        entries.bytes += bytes.len() as u64;
+        entries.by_name.insert(
+            name.clone(),
+            CacheEntry {
+                split: opened.clone(),
+                path,
+                bytes: bytes.len() as u64,
+                used: tick,
+            },
+        );
+        // Least recently used out, never the one just opened.
+        while entries.bytes > self.max_bytes {
+            let Some(oldest) = entries
+                .by_name
+                .iter()
+                .filter(|(key, _)| **key != name)
+                .min_by_key(|(_, entry)| entry.used)
+                .map(|(key, _)| key.clone())
+            else {
+                break;
+            };
+            if let Some(entry) = entries.by_name.remove(&oldest) {
+                entries.bytes -= entry.bytes;
+                if let Err(error) = std::fs::remove_file(&entry.path) {
+                    tracing::warn!(path = %entry.path.display(), %error, "cannot remove a split from the cache");
+                }
+                metrics::counter!("callproof_evidence_split_cache_evictions_total").increment(1);
+            }
+        }
+        metrics::gauge!("callproof_evidence_split_cache_bytes").set(entries.bytes as f64);
+        Ok(opened)
     }
 }
 
-/// A reader that follows the processor's commits (it watches `meta.json`).
-fn reader_of(index: &Index) -> Result<IndexReader, SearchError> {
-    Ok(index
-        .reader_builder()
-        .reload_policy(ReloadPolicy::OnCommitWithDelay)
-        .try_into()?)
+/// A few random bits for a temporary file name, without a random number generator.
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos())
+            .unwrap_or_default(),
+    );
+    hasher.finish()
 }
 
 fn term_query(field: Field, value: &str) -> Box<dyn Query> {

@@ -217,9 +217,11 @@ url = "file://{store}"
 [log]
 signing_key = "{signer_key}"
 
+# The processor's indexer builds splits in its own scratch directory; the evidence API
+# downloads them from the store into a cache of its own.
 [index]
-path = "{index}"
-commit_interval_ms = 200
+scratch_dir = "{index}"
+split_interval_ms = 200
 writer_memory_mb = 20
 
 [functions.get_customer]
@@ -238,11 +240,14 @@ webhook_url = "${{CALLPROOF_TEST_UNSET_WEBHOOK}}"
 [evidence]
 listen = "127.0.0.1:0"
 verifier_key = "{verifier_key}"
+index_cache_dir = "{cache}"
+index_refresh_ms = 200
 "#,
             issuer = issuer.url,
             group = unique_name("evidence-group"),
             store = dir.path().join("store").display(),
-            index = dir.path().join("index").display(),
+            index = dir.path().join("index-scratch").display(),
+            cache = dir.path().join("evidence-cache").display(),
         );
         let load = |service| {
             callproof_config::Config::from_toml(&config_text, "evidence-test.toml", service)

@@ -126,6 +126,19 @@ async fn auditors_search_replay_prove_report_and_export_and_tampering_is_named()
         next = page["next"].as_str().map(str::to_string);
     }
     assert_eq!(seen.len(), events.len(), "every event once over the pages");
+    // Each answer says how far each partition's log is searchable: here, all of it.
+    let searchable = refund["searchable"].as_object().expect("searchable");
+    assert_eq!(searchable.len(), 2, "{refund}");
+    let total: u64 = searchable.values().filter_map(Value::as_u64).sum();
+    assert_eq!(total, events.len() as u64, "{refund}");
+    // Found in the object store, through a split cache of the evidence API's own: neither the
+    // processor's scratch directory nor any shared volume.
+    let cached = std::fs::read_dir(d.dir.path().join("evidence-cache"))
+        .expect("cache dir")
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".split"))
+        .count();
+    assert!(cached > 0, "no split in the evidence API's cache");
     assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), events.len());
     assert!(
         seen.windows(2).all(|pair| pair[0] >= pair[1]),

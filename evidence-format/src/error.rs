@@ -27,6 +27,8 @@ pub enum FormatError {
         index: u64,
         reason: String,
     },
+    #[error("index split {name}: {reason}")]
+    Split { name: String, reason: String },
     #[error("cannot encode an entry: {0}")]
     Encode(String),
 }

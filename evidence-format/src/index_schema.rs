@@ -1,12 +1,10 @@
-//! The search index's schema, shared with the evidence API (which opens the same indexes
-//! read-only).
+//! The search index's schema and documents, shared by the indexer (which writes the splits),
+//! `reindex` and the evidence API (which searches them).
 //!
-//! Each partition of the calls topic has its own tantivy index at `<index.path>/<partition>/`,
-//! written only by the processor that owns the partition (tantivy's directory lock enforces
-//! one writer). The index is a derived view: every document comes from one log entry, and
-//! [`CommitPayload`] (the JSON payload of each tantivy commit) records how many entries of the
-//! partition's log the index covers, so a restarted processor indexes exactly the entries
-//! beyond it and `callproof-processor reindex` rebuilds it from the log alone.
+//! The index is a derived view: every document comes from one log entry, built by
+//! [`IndexFields::document`] from the stored entry. It lives as immutable splits in the object
+//! store (`crate::split`), each covering a range of one partition's log, so
+//! `callproof-processor reindex` can rebuild it from the logs alone.
 //!
 //! | field | type | options | holds |
 //! |---|---|---|---|
@@ -33,9 +31,7 @@
 //! Bodies are not stored: the log entry at (`partition`, `log_index`) is the record.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use callproof_schemas::CallEvent;
@@ -353,59 +349,6 @@ impl<'a> Indexed<'a> {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommitPayload {
-    pub schema_version: u32,
-    pub partition: i32,
-    /// The index holds exactly the log's entries `0..log_size`.
-    pub log_size: u64,
-}
-
-impl CommitPayload {
-    /// Reads the payload of the index's last commit (`None` for a new index).
-    pub fn of(index: &Index) -> tantivy::Result<Option<CommitPayload>> {
-        let metas = index.load_metas()?;
-        Ok(metas
-            .payload
-            .as_deref()
-            .and_then(|payload| serde_json::from_str(payload).ok()))
-    }
-}
-
-/// The directory of a partition's index.
-pub fn partition_index_dir(root: &Path, partition: i32) -> PathBuf {
-    root.join(partition.to_string())
-}
-
-/// The directories under `root` that hold a partition's index (named by the partition number,
-/// with a `meta.json`), sorted by partition; none if `root` does not exist yet.
-pub fn partition_index_dirs(root: &Path) -> std::io::Result<Vec<(i32, PathBuf)>> {
-    let entries = match std::fs::read_dir(root) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(error),
-    };
-    let mut dirs: Vec<(i32, PathBuf)> = entries
-        .flatten()
-        .filter_map(|entry| {
-            let partition = entry.file_name().to_str()?.parse::<i32>().ok()?;
-            let dir = entry.path();
-            dir.join("meta.json").exists().then_some((partition, dir))
-        })
-        .collect();
-    dirs.sort_by_key(|(partition, _)| *partition);
-    Ok(dirs)
-}
-
-/// Opens every partition index under `root` (read-only use is safe while the processor
-/// writes), sorted by partition.
-pub fn open_partition_indexes(root: &Path) -> tantivy::Result<Vec<(i32, Index)>> {
-    partition_index_dirs(root)?
-        .into_iter()
-        .map(|(partition, dir)| Ok((partition, Index::open_in_dir(dir)?)))
-        .collect()
-}
-
 /// One search hit: where the entry is in the logs.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Hit {
@@ -415,9 +358,9 @@ pub struct Hit {
     pub event_id: Option<String>,
 }
 
-/// Searches every partition index with a tantivy query string (`function:get_customer AND
+/// Searches indexes (splits, opened) with a tantivy query string (`function:get_customer AND
 /// detectors:EMAIL`, free text searches [`IndexFields::default_query_fields`]) and returns up
-/// to `limit` hits per partition, newest first overall.
+/// to `limit` hits per index, newest first overall.
 pub fn search(indexes: &[(i32, Index)], query: &str, limit: usize) -> tantivy::Result<Vec<Hit>> {
     let fields = IndexFields::new();
     let mut hits = Vec::new();

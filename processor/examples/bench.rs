@@ -158,8 +158,7 @@ url = "file://{store}"
 [log]
 signing_key_file = "{key}"
 [index]
-path = "{index}"
-commit_interval_ms = 10000
+scratch_dir = "{index}"
 writer_memory_mb = 128
 "#,
         brokers = brokers(),

@@ -27,8 +27,6 @@ pub enum ProcessorError {
         #[source]
         source: callproof_tlog::Error,
     },
-    #[error("index {path}: {reason}")]
-    Index { path: String, reason: String },
     #[error("object store at {path}: {source}")]
     Store {
         path: String,
@@ -57,16 +55,11 @@ pub enum ProcessorError {
     Task(String),
     #[error(transparent)]
     Format(#[from] callproof_evidence_format::FormatError),
+    #[error("index: {0}")]
+    Indexer(#[from] callproof_indexer::IndexerError),
 }
 
 impl ProcessorError {
-    pub(crate) fn index(path: &std::path::Path, reason: impl std::fmt::Display) -> Self {
-        ProcessorError::Index {
-            path: path.display().to_string(),
-            reason: reason.to_string(),
-        }
-    }
-
     pub(crate) fn task(error: tokio::task::JoinError) -> Self {
         ProcessorError::Task(error.to_string())
     }

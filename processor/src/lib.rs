@@ -1,16 +1,16 @@
 //! The callproof processor: consumes call events from Kafka in a consumer group, masks each one,
-//! appends it to its partition's signed Merkle log (C2SP tlog-tiles on object storage), indexes
-//! it with tantivy and streams it to SIEMs as OCSF JSON. See `README.md` for the guarantees,
-//! the stored entry format and the index fields.
+//! appends it to its partition's signed Merkle log (C2SP tlog-tiles on object storage) and
+//! streams it to SIEMs as OCSF JSON. See `README.md` for the guarantees and the stored entry
+//! format. The search index is built from the logs by the indexer (`callproof-indexer`), which
+//! the processor runs for its own partitions unless `index.in_process = false`.
 //!
 //! Stages, one file each: [`decoder::Decoder`], [`masker::Masker`],
-//! [`siem::SiemPublisher`], [`log_appender::LogAppender`], [`indexer::Indexer`], wired by
+//! [`siem::SiemPublisher`], [`log_appender::LogAppender`], wired by
 //! [`pipeline::Pipeline`]. What they write is in the `callproof-evidence-format` crate (the entry
 //! format, the index schema, opening the store), through which the evidence API reads it.
 
 pub mod decoder;
 mod error;
-pub mod indexer;
 pub mod log_appender;
 pub mod masker;
 pub mod pipeline;
@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use callproof_config::Config;
 use callproof_tlog::note::NoteSigner;
-use callproof_tlog::store::LogReader;
 use object_store::ObjectStore;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 
@@ -76,10 +75,9 @@ pub async fn build(
         None => callproof_evidence_format::store::open_store(&config.storage)?,
     };
     storage::check_writable(&store, &config.storage.url).await?;
-    std::fs::create_dir_all(&config.index.path).map_err(|source| ProcessorError::Io {
-        path: config.index.path.display().to_string(),
-        source,
-    })?;
+    if config.index.in_process {
+        callproof_indexer::prepare_scratch(&config.index.scratch_dir)?;
+    }
     check_brokers(&config).await?;
     let masker = masker::Masker::new(&config)
         .map_err(|error| ProcessorError::Encode(format!("masking configuration: {error}")))?;
@@ -249,55 +247,28 @@ pub struct ReindexReport {
     pub partitions: Vec<(i32, u64)>,
 }
 
-/// Rebuilds every partition's index from its log alone. The processor must be stopped (the
-/// index lock refuses a second writer).
+/// Rebuilds every partition's index splits from its log alone
+/// ([`callproof_indexer::rebuild`]): new splits are published, then the old ones are marked for
+/// deletion (removed after `index.gc_grace_secs` by a running indexer). Searches stay complete
+/// throughout; indexers may keep running.
 pub async fn reindex(config: &Config) -> Result<ReindexReport, ProcessorError> {
     let (signer, _origin) = log_signer(config)?;
     let store = callproof_evidence_format::store::open_store(&config.storage)?;
-    let listing = store
-        .list_with_delimiter(Some(&object_store::path::Path::from("logs")))
-        .await
-        .map_err(|source| ProcessorError::Store {
-            path: "logs".into(),
-            source,
-        })?;
-    let mut partitions: Vec<i32> = listing
-        .common_prefixes
-        .iter()
-        .filter_map(|prefix| prefix.filename()?.parse().ok())
-        .collect();
-    partitions.sort_unstable();
+    let settings = callproof_indexer::Settings::from(&config.index);
+    callproof_indexer::prepare_scratch(&settings.scratch_dir)?;
     let mut report = ReindexReport {
         partitions: Vec::new(),
     };
-    for partition in partitions {
-        let reader = LogReader::new(store.clone(), log_prefix_of(partition), signer.verifier());
-        let checkpoint = reader
-            .checkpoint()
-            .await
-            .map_err(|source| ProcessorError::Log { partition, source })?;
-        let root = config.index.path.clone();
-        let memory = config.index.writer_memory_mb;
-        let mut indexer = tokio::task::spawn_blocking(move || {
-            indexer::Indexer::open(&root, partition, memory, Duration::from_secs(3600))
-        })
-        .await
-        .map_err(ProcessorError::task)??;
-        indexer = tokio::task::spawn_blocking(move || indexer.reset().map(|()| indexer))
-            .await
-            .map_err(ProcessorError::task)??;
-        let size = checkpoint.checkpoint.size;
-        tracing::info!(
+    for partition in callproof_indexer::log_partitions(&store).await? {
+        tracing::info!(partition, "rebuilding the index splits from the log");
+        let entries = callproof_indexer::rebuild(
+            store.clone(),
+            signer.verifier(),
             partition,
-            entries = size,
-            "rebuilding the index from the log"
-        );
-        indexer::catch_up(indexer, &reader, &store, size).await?;
-        report.partitions.push((partition, size));
+            settings.clone(),
+        )
+        .await?;
+        report.partitions.push((partition, entries));
     }
     Ok(report)
-}
-
-fn log_prefix_of(partition: i32) -> object_store::path::Path {
-    log_appender::log_prefix(partition)
 }

@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// The callproof processor: masks call events and appends them to signed Merkle logs, an
-/// index and the SIEM stream.
+/// The callproof processor: masks call events and appends them to signed Merkle logs and the
+/// SIEM stream; indexes its partitions' logs into splits unless `index.in_process = false`.
 #[derive(Parser)]
 #[command(name = "callproof-processor", version)]
 struct Args {
@@ -30,7 +30,8 @@ struct Args {
 enum Command {
     /// Run the pipeline (the default).
     Run,
-    /// Rebuild the index of every partition from its log alone (stop the processor first).
+    /// Rebuild the index splits of every partition from its log alone (publishes new splits,
+    /// then marks the old ones for deletion; running indexers may go on).
     Reindex,
     /// Make a log signing key: writes the private key to FILE (mode 0600) and prints the
     /// verifier key for auditors.

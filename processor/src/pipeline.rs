@@ -1,5 +1,7 @@
-//! The pipeline: consume a batch, then Decoder → Masker → SiemPublisher → LogAppender →
-//! Indexer, then commit the consumer offsets.
+//! The pipeline: consume a batch, then Decoder → Masker → SiemPublisher → LogAppender, then
+//! commit the consumer offsets. The search index is not built here: the indexer
+//! (`callproof-indexer`, run for the partitions this processor owns when `index.in_process`)
+//! follows each partition's log on its own tasks, so anchoring never waits for it.
 //!
 //! Batches are processed one at a time, and the consumer is polled only between them. That is
 //! what makes partition revocation clean: rebalance callbacks run inside `recv()`, so when a
@@ -34,11 +36,9 @@ use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
-use tantivy::schema::TantivyDocument;
 
 use crate::ProcessorError;
 use crate::decoder::{Decoded, Decoder, RawMessage};
-use crate::indexer::{Indexer, catch_up};
 use crate::log_appender::{APPEND_RETRY_LIMIT, LogAppender, log_prefix};
 use crate::masker::Masker;
 use crate::sequencer::Sequencer;
@@ -46,7 +46,6 @@ use crate::siem::{LogPosition, PublishReport, SiemPublisher, SiemRecord};
 use callproof_evidence_format::entry::{
     EncodedEntry, EntrySource, MAX_ENTRY_BYTES, canonical_json, encode_entry, event_entry_bytes,
 };
-use callproof_evidence_format::index_schema::IndexFields;
 
 /// Partitions assigned or revoked, as reported by the rebalance callbacks.
 #[derive(Debug)]
@@ -130,45 +129,12 @@ struct PartitionState {
     appender: LogAppender,
     /// Numbers the partition's calls' events in log order.
     sequencer: Sequencer,
-    indexer: Option<IndexSlot>,
     /// Whether the position of a new log was checked against the partition's beginning.
     position_checked: bool,
     /// The offset missing after a gap and how many seeks back were made for it, until a
     /// message at it arrives: a gap that stays after reading from the beginning means the
     /// broker no longer has those messages.
     gap_seek: Option<(i64, u8)>,
-}
-
-/// A partition's index writer, or the commit running in the background with it.
-///
-/// A commit writes the segments of everything added since the last one and takes up to a
-/// second; waiting for it held every partition's next checkpoint back (the lag's p99). The
-/// index is derived from the log, so the checkpoint need not wait: the writer is only awaited
-/// when it is next needed.
-enum IndexSlot {
-    Ready(Box<Indexer>),
-    Committing(tokio::task::JoinHandle<(Indexer, Result<(), ProcessorError>)>),
-}
-
-impl IndexSlot {
-    /// Starts a commit of `indexer` in the background.
-    fn commit(mut indexer: Indexer) -> IndexSlot {
-        IndexSlot::Committing(tokio::task::spawn_blocking(move || {
-            let result = indexer.commit();
-            (indexer, result)
-        }))
-    }
-
-    /// The writer, once a commit in progress is done (its error, if it failed).
-    async fn ready(self) -> Result<Indexer, ProcessorError> {
-        match self {
-            IndexSlot::Ready(indexer) => Ok(*indexer),
-            IndexSlot::Committing(handle) => {
-                let (indexer, result) = handle.await.map_err(ProcessorError::task)?;
-                result.map(|()| indexer)
-            }
-        }
-    }
 }
 
 /// A partition's messages of one batch, lined up with its log.
@@ -232,6 +198,8 @@ pub struct Pipeline {
     /// Partitions whose append was fenced during the batch in hand (another writer appended to
     /// their log first): the rest of the batch for them is dropped.
     fenced_in_batch: HashSet<i32>,
+    /// The indexers of the partitions this processor owns (`index.in_process`).
+    indexers: Option<callproof_indexer::Indexers>,
 }
 
 /// One message to prepare: its place in the log and its number in its call.
@@ -248,7 +216,6 @@ struct Prepared {
     /// The message's Kafka offset.
     offset: i64,
     entry: EncodedEntry,
-    document: TantivyDocument,
     siem: SiemRecord,
     timestamp_ms: Option<i64>,
 }
@@ -265,17 +232,25 @@ impl Pipeline {
         let consumer: StreamConsumer<RebalanceContext> =
             consumer_config(config).create_with_context(context)?;
         consumer.subscribe(&[&topic])?;
+        let indexers = config.index.in_process.then(|| {
+            callproof_indexer::Indexers::new(
+                stages.store.clone(),
+                stages.signer.verifier(),
+                callproof_indexer::Settings::from(&config.index),
+            )
+        });
         Ok(Pipeline {
             stages: Arc::new(stages),
             consumer,
             topic,
             partitions: HashMap::new(),
             fenced_in_batch: HashSet::new(),
+            indexers,
         })
     }
 
-    /// Runs until `shutdown` completes, then finishes the batch in hand, commits the indexes
-    /// and leaves the group.
+    /// Runs until `shutdown` completes, then finishes the batch in hand, stops the indexers and
+    /// leaves the group.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ProcessorError> {
         tokio::pin!(shutdown);
         tracing::info!(topic = %self.topic, group = %self.stages.config.processor.group_id, "processor started");
@@ -285,7 +260,6 @@ impl Pipeline {
             if !batch.is_empty() {
                 self.process(batch).await?;
             }
-            self.commit_due_indexes().await?;
         }
         let partitions: Vec<i32> = self.partitions.keys().copied().collect();
         self.close_partitions(&partitions).await?;
@@ -305,7 +279,7 @@ impl Pipeline {
         let max_events = settings.batch_max_events;
         let max_bytes = settings.batch_max_bytes;
         let max_wait = Duration::from_millis(settings.batch_max_wait_ms);
-        // When idle, come back now and then to commit the indexes on time.
+        // When idle, come back now and then (shutdown is also checked while waiting).
         let idle_wait = Duration::from_millis(500);
         let mut batch: Vec<RawMessage> = Vec::new();
         let mut bytes = 0usize;
@@ -356,7 +330,7 @@ impl Pipeline {
                     RebalanceEvent::Assigned(partitions) => {
                         tracing::info!(?partitions, "partitions assigned");
                         // Open now rather than on the first message: a partition with nothing
-                        // new still gets its index caught up with its log.
+                        // new still gets its indexer started on its log.
                         for partition in partitions {
                             self.open_partition(partition).await?;
                         }
@@ -509,7 +483,7 @@ impl Pipeline {
         );
 
         // Decode, mask and encode a chunk on every core while the chunk before it is published,
-        // appended and indexed: those stages mostly wait for the broker and the store.
+        // and appended: those stages mostly wait for the broker and the store.
         let mut chunks: Vec<Vec<Work>> = Vec::new();
         let mut rest = work.into_iter().peekable();
         while rest.peek().is_some() {
@@ -533,7 +507,7 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Publishes, appends and indexes prepared messages (consecutive per partition, continuing
+    /// Publishes and appends prepared messages (consecutive per partition, continuing
     /// each partition's log), then commits their offsets to the group.
     async fn finish(&mut self, mut prepared: Vec<Prepared>) -> Result<(), ProcessorError> {
         // SIEM first: acknowledged before the checkpoint, so at least once.
@@ -633,10 +607,6 @@ impl Pipeline {
             }
         }
 
-        // Index: hand the documents to each partition's writer (tantivy indexes on its own
-        // thread), committing only when the commit interval has passed.
-        let index_started = Instant::now();
-        let mut indexing = Vec::new();
         let mut offsets = TopicPartitionList::new();
         for (partition, items) in per_partition {
             if let Some(last) = items.last() {
@@ -646,31 +616,7 @@ impl Pipeline {
                     Offset::Offset(last.offset + 1),
                 )?;
             }
-            let Some(state) = self.partitions.get_mut(&partition) else {
-                continue;
-            };
-            let Some(slot) = state.indexer.take() else {
-                continue;
-            };
-            let mut indexer = slot.ready().await?;
-            let log_size = state.appender.size();
-            let documents: Vec<TantivyDocument> =
-                items.into_iter().map(|item| item.document).collect();
-            indexing.push(tokio::task::spawn_blocking(move || {
-                let result = indexer.add(documents, log_size);
-                (partition, indexer, result)
-            }));
         }
-        for handle in indexing {
-            let (partition, indexer, result) = handle.await.map_err(ProcessorError::task)?;
-            result?;
-            let slot = self.start_commit_if_due(indexer);
-            if let Some(state) = self.partitions.get_mut(&partition) {
-                state.indexer = Some(slot);
-            }
-        }
-        metrics::histogram!("callproof_processor_index_seconds")
-            .record(index_started.elapsed().as_secs_f64());
 
         // The group commit follows the checkpoints.
         if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
@@ -679,7 +625,7 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Opens a partition's log and index (on assignment), catching the index up with the log.
+    /// Opens a partition's log (on assignment) and starts its indexer.
     async fn open_partition(&mut self, partition: i32) -> Result<(), ProcessorError> {
         if self.partitions.contains_key(&partition) {
             return Ok(());
@@ -694,23 +640,11 @@ impl Pipeline {
             partition,
         )
         .await?;
-        let index_config = stages.config.index.clone();
-        let indexer = tokio::task::spawn_blocking(move || {
-            Indexer::open(
-                &index_config.path,
-                partition,
-                index_config.writer_memory_mb,
-                Duration::from_millis(index_config.commit_interval_ms),
-            )
-        })
-        .await
-        .map_err(ProcessorError::task)??;
         let reader = LogReader::new(
             stages.store.clone(),
             log_prefix(partition),
             stages.signer.verifier(),
         );
-        let indexer = catch_up(indexer, &reader, &stages.store, appender.size()).await?;
         let sequencer = Sequencer::recover(
             &appender.checkpoint().checkpoint,
             &reader,
@@ -729,16 +663,18 @@ impl Pipeline {
             PartitionState {
                 appender,
                 sequencer,
-                indexer: Some(IndexSlot::Ready(Box::new(indexer))),
                 position_checked: false,
                 gap_seek: None,
             },
         );
+        if let Some(indexers) = &mut self.indexers {
+            indexers.start(partition);
+        }
         Ok(())
     }
 
     /// Reopens the logs of partitions whose append was fenced: the log as another writer
-    /// left it (its last claimed append completed), the index caught up with it. Whether the
+    /// left it (its last claimed append completed). Whether the
     /// partition is still this instance's is the group's to say at the next poll; until then
     /// nothing this writer appends can fork the log.
     async fn reopen_fenced(&mut self, fenced: Vec<i32>) -> Result<(), ProcessorError> {
@@ -753,17 +689,14 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Commits and closes the indexes of partitions and forgets their logs.
+    /// Stops the indexers of partitions and forgets their logs.
     async fn close_partitions(&mut self, partitions: &[i32]) -> Result<(), ProcessorError> {
         for partition in partitions {
             let Some(state) = self.partitions.remove(partition) else {
                 continue;
             };
-            if let Some(slot) = state.indexer {
-                let mut indexer = slot.ready().await?;
-                tokio::task::spawn_blocking(move || indexer.commit())
-                    .await
-                    .map_err(ProcessorError::task)??;
+            if let Some(indexers) = &mut self.indexers {
+                indexers.stop(*partition);
             }
             tracing::info!(
                 partition,
@@ -772,44 +705,6 @@ impl Pipeline {
             );
         }
         Ok(())
-    }
-
-    /// Starts the commits that are due (an idle partition's index gets committed too); a
-    /// commit that has finished hands its writer back, or its error.
-    async fn commit_due_indexes(&mut self) -> Result<(), ProcessorError> {
-        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
-        for partition in partitions {
-            let Some(state) = self.partitions.get_mut(&partition) else {
-                continue;
-            };
-            let slot = match state.indexer.take() {
-                Some(IndexSlot::Committing(handle)) if !handle.is_finished() => {
-                    IndexSlot::Committing(handle)
-                }
-                Some(slot) => {
-                    let indexer = slot.ready().await?;
-                    self.start_commit_if_due(indexer)
-                }
-                None => continue,
-            };
-            if let Some(state) = self.partitions.get_mut(&partition) {
-                state.indexer = Some(slot);
-            }
-        }
-        Ok(())
-    }
-
-    /// Commits in the background if due, one partition at a time: commits are CPU-heavy, and
-    /// all partitions' at once slowed the batches running beside them for a second.
-    fn start_commit_if_due(&self, indexer: Indexer) -> IndexSlot {
-        let committing = self.partitions.values().any(|state| {
-            matches!(&state.indexer, Some(IndexSlot::Committing(handle)) if !handle.is_finished())
-        });
-        if indexer.commit_due() && !committing {
-            IndexSlot::commit(indexer)
-        } else {
-            IndexSlot::Ready(Box::new(indexer))
-        }
     }
 }
 
@@ -859,7 +754,6 @@ async fn prepare_all(
         .map(|_| {
             let (stages, work, next_chunk) = (stages.clone(), work.clone(), next_chunk.clone());
             tokio::task::spawn_blocking(move || {
-                let fields = IndexFields::new();
                 let mut done = Vec::new();
                 loop {
                     let position = next_chunk.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -869,7 +763,7 @@ async fn prepare_all(
                     };
                     let prepared = chunk
                         .iter()
-                        .map(|work| prepare(&stages, &fields, work))
+                        .map(|work| prepare(&stages, work))
                         .collect::<Vec<_>>();
                     done.push((position, prepared));
                 }
@@ -888,13 +782,13 @@ async fn prepare_all(
     Ok(prepared)
 }
 
-/// One message through Decoder and Masker to its entry, index document and SIEM record.
+/// One message through Decoder and Masker to its entry and SIEM record.
 ///
 /// Never fails for one message's sake: an event that cannot be turned into an entry is
 /// recorded like an undecodable message (its payload's hash and size, never its content), so
 /// the log still accounts for every message and the next one is not held up behind it. An
 /// error here would stop the processor, and the restart would meet the same message again.
-fn prepare(stages: &Stages, fields: &IndexFields, work: &Work) -> Prepared {
+fn prepare(stages: &Stages, work: &Work) -> Prepared {
     let Work {
         message,
         log_index,
@@ -925,7 +819,6 @@ fn prepare(stages: &Stages, fields: &IndexFields, work: &Work) -> Prepared {
         Prepared {
             partition,
             offset: source.offset,
-            document: fields.undecodable_document(partition, log_index),
             siem: SiemRecord::of_undecodable(&document, log),
             entry,
             timestamp_ms: message.timestamp_ms,
@@ -980,7 +873,6 @@ fn prepare(stages: &Stages, fields: &IndexFields, work: &Work) -> Prepared {
     Prepared {
         partition,
         offset: source.offset,
-        document: fields.event_document(&event, partition, log_index),
         siem: SiemRecord::of_event(&event, source, log),
         entry,
         timestamp_ms: message.timestamp_ms,

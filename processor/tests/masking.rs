@@ -111,6 +111,9 @@ async fn no_raw_value_reaches_store_index_siem_or_logs() {
     deployment
         .wait_for_logged(events.len() as u64, Duration::from_secs(60))
         .await;
+    deployment
+        .wait_for_indexed(events.len(), Duration::from_secs(60))
+        .await;
     processor.stop();
 
     // The object store: every file, byte for byte.
@@ -192,7 +195,8 @@ async fn no_raw_value_reaches_store_index_siem_or_logs() {
     }
     assert_eq!(deployment.search("detectors:IBAN").len(), events.len());
     let mut index_files = Vec::new();
-    files_under(&deployment.index_dir(), &mut index_files);
+    files_under(&deployment.splits_dir(), &mut index_files);
+    assert!(!index_files.is_empty(), "no split written");
     for file in &index_files {
         assert_no_secret(
             &file.display().to_string(),

@@ -36,12 +36,15 @@ async fn metrics_show_lag_batches_latencies_and_failures() {
         .wait_for_logged(201, Duration::from_secs(60))
         .await;
 
-    // The consumer lag comes from librdkafka's statistics, every 5 s.
+    // The consumer lag comes from librdkafka's statistics, every 5 s; the indexer in the
+    // processor follows the log on its own.
     let lag = r#"callproof_processor_consumer_lag_messages{partition="0"}"#;
+    let searchable = r#"callproof_indexer_searchable_entries{partition="0"}"#;
     let deadline = Instant::now() + Duration::from_secs(30);
     let page = loop {
         let page = scrape_metrics(port);
-        if metric_value(&page, lag).is_some() || Instant::now() > deadline {
+        let indexed = metric_value(&page, searchable) == Some(201.0);
+        if (metric_value(&page, lag).is_some() && indexed) || Instant::now() > deadline {
             break page;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -52,6 +55,12 @@ async fn metrics_show_lag_batches_latencies_and_failures() {
         metric_value(&page, name).unwrap_or_else(|| panic!("no {name} in /metrics:\n{page}"))
     };
     assert!(value(lag) >= 0.0);
+    // How far search has got, per partition: all of the log, nothing behind.
+    assert_eq!(value(searchable), 201.0);
+    assert_eq!(
+        value(r#"callproof_indexer_lag_entries{partition="0"}"#),
+        0.0
+    );
     assert_eq!(
         value(r#"callproof_processor_events_total{partition="0"}"#),
         201.0
@@ -66,7 +75,7 @@ async fn metrics_show_lag_batches_latencies_and_failures() {
     assert!(value("callproof_processor_batch_bytes_sum") > 200.0 * 600.0);
     for latency in [
         "callproof_processor_append_seconds",
-        "callproof_processor_index_seconds",
+        "callproof_indexer_split_seconds",
         "callproof_processor_siem_publish_seconds",
         "callproof_processor_checkpoint_lag_seconds",
     ] {

@@ -169,6 +169,10 @@ async fn failed_writes_are_retried_without_gaps_or_corruption() {
     deployment
         .wait_for_logged(N_EVENTS as u64, Duration::from_secs(120))
         .await;
+    // The indexer in the processor reads the log through the same failing store.
+    deployment
+        .wait_for_indexed(N_EVENTS, Duration::from_secs(120))
+        .await;
     let _ = stop.send(());
     running.await.expect("join").expect("pipeline");
 

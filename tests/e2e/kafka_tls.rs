@@ -76,8 +76,8 @@ url = "file://{store}"
 signing_key_file = "{key}"
 
 [index]
-path = "{index}"
-commit_interval_ms = 200
+scratch_dir = "{index}"
+split_interval_ms = 200
 "#,
                 issuer = self.issuer.url,
                 brokers = kafka.bootstrap,

@@ -1,7 +1,8 @@
-//! The evidence API over a read-only index, as `docker-compose.yml` mounts it
-//! (`index:/var/lib/callproof/index:ro`): the processor binary indexes a few calls, the evidence
-//! API binary runs in a mount namespace of its own where the index is a read-only bind mount,
-//! finds the calls and replays them, and follows the processor's later commits.
+//! The evidence API over a read-only object store: the processor binary logs and indexes a few
+//! calls (the index splits go to the store, beside the logs), the evidence API binary runs in a
+//! mount namespace of its own where the store is a read-only bind mount and its split cache a
+//! directory of its own, finds the calls and replays them, and sees the splits the processor
+//! publishes later. Nothing is shared but the store, and the evidence API never writes to it.
 //!
 //! Needs `unshare` and `mount` (util-linux) and root, as in CI: the mount is made inside the
 //! namespace and disappears with it.
@@ -23,10 +24,10 @@ use serde_json::Value;
 /// mount: the test would prove nothing, so it stops there.
 const WRITABLE_MOUNT: i32 = 97;
 
-/// Regression: the evidence API did not start over a read-only index (tantivy's reader opens
-/// `.tantivy-meta.lock` for writing: "Read-only file system").
+/// Regression (of the local index this replaced): the evidence API did not start over a
+/// read-only index (tantivy's reader opened `.tantivy-meta.lock` for writing).
 #[tokio::test]
-async fn evidence_api_serves_and_follows_an_index_mounted_read_only() {
+async fn evidence_api_serves_and_follows_the_index_in_a_store_mounted_read_only() {
     require_namespace_tools();
     let kafka = PrivateBroker::start().unwrap();
     let topic = broker::unique_name("ro-index-calls");
@@ -53,12 +54,12 @@ async fn evidence_api_serves_and_follows_an_index_mounted_read_only() {
         topic: topic.clone(),
         evidence_port: free_port().unwrap(),
     };
-    let index = dir.join("index");
-    let read_only_index = dir.join("ro-index");
+    let index = dir.join("store");
+    let read_only_index = dir.join("ro-store");
     std::fs::create_dir(&read_only_index).unwrap();
 
-    // 1. The processor indexes two calls, then stops cleanly (it commits the index on the way
-    //    out), so the evidence API opens an index nobody is writing.
+    // 1. The processor logs and indexes two calls, then stops cleanly, so the evidence API
+    //    opens a store nobody is writing.
     let start = now_micros();
     let call_ok = call(
         "call-ok",
@@ -79,9 +80,12 @@ async fn evidence_api_serves_and_follows_an_index_mounted_read_only() {
     processor
         .wait_for_log_entries(&dir.join("store"), first_calls.len() as u64)
         .await;
+    processor
+        .wait_for_published(&dir.join("store"), first_calls.len() as u64)
+        .await;
     processor.stop().await;
 
-    // 2. The evidence API, in its own mount namespace, over a read-only bind mount of the index.
+    // 2. The evidence API, in its own mount namespace, over a read-only bind mount of the store.
     let evidence_config =
         deployment.write_config("evidence.toml", &read_only_index, free_port().unwrap());
     let script = format!(
@@ -89,7 +93,7 @@ async fn evidence_api_serves_and_follows_an_index_mounted_read_only() {
 mount --bind '{index}' '{ro}'
 mount -o remount,ro,bind '{ro}'
 if touch '{ro}/.write-probe' 2>/dev/null; then
-  echo 'the read-only bind mount of the index is writable' >&2
+  echo 'the read-only bind mount of the store is writable' >&2
   exit {WRITABLE_MOUNT}
 fi
 echo $$ > '{pid_file}'
@@ -112,12 +116,12 @@ exec '{evidence}' --config '{config}'",
     while let Err(error) = wait_for_ok(&format!("{base}/healthz"), Duration::from_secs(1)).await {
         assert!(
             evidence.is_running() && Instant::now() < deadline,
-            "the evidence API did not start over the read-only index: {error}\n{}",
+            "the evidence API did not start over the read-only store: {error}\n{}",
             evidence.log_text()
         );
     }
     // The process serving is the evidence API (the shell wrote its pid, then exec'd it), and
-    // in its namespace the index is mounted read-only.
+    // in its namespace the store is mounted read-only.
     let evidence_pid: u32 = std::fs::read_to_string(dir.join("evidence.pid"))
         .unwrap()
         .trim()
@@ -131,7 +135,7 @@ exec '{evidence}' --config '{config}'",
     assert_read_only_mount(evidence_pid, &read_only_index);
     assert!(
         !index.join(".write-probe").exists(),
-        "the probe file reached the index"
+        "the probe file reached the store"
     );
 
     let auditor = Auditor {
@@ -164,7 +168,7 @@ exec '{evidence}' --config '{config}'",
     auditor.assert_complete_timeline("call-ok", 3).await;
     auditor.assert_complete_timeline("call-denied", 1).await;
 
-    // 3. The processor comes back and appends: the evidence API's readers follow its commits
+    // 3. The processor comes back and appends: the evidence API lists the splits it publishes
     //    through the read-only mount, without restarting.
     let later = call(
         "call-later",
@@ -227,9 +231,9 @@ struct Deployment {
 }
 
 impl Deployment {
-    /// One deployment file, with the index at `index` and the processor's metrics on
-    /// `metrics_port`.
-    fn write_config(&self, name: &str, index: &Path, metrics_port: u16) -> PathBuf {
+    /// One deployment file, with the store at `store` and the processor's metrics on
+    /// `metrics_port`; each reader of the file has its own local directory.
+    fn write_config(&self, name: &str, store: &Path, metrics_port: u16) -> PathBuf {
         let dir = &self.dir;
         let path = dir.join(name);
         std::fs::write(
@@ -258,20 +262,23 @@ url = "file://{store}"
 signing_key_file = "{key}"
 
 [index]
-path = "{index}"
-commit_interval_ms = 200
+scratch_dir = "{scratch}"
+split_interval_ms = 200
 
 [evidence]
 listen = "127.0.0.1:{evidence_port}"
 auditor_groups = ["auditor"]
 verifier_key_file = "{verifier}"
+index_cache_dir = "{cache}"
+index_refresh_ms = 300
 "#,
                 issuer = self.issuer_url,
                 brokers = self.brokers,
                 topic = self.topic,
-                store = dir.join("store").display(),
+                store = store.display(),
                 key = dir.join("log.key").display(),
-                index = index.display(),
+                scratch = dir.join(format!("scratch-{name}")).display(),
+                cache = dir.join(format!("cache-{name}")).display(),
                 evidence_port = self.evidence_port,
                 verifier = dir.join("verifier.key").display(),
             ),
@@ -291,7 +298,7 @@ impl Processor {
     fn start(deployment: &Deployment, name: &str) -> Processor {
         let config = deployment.write_config(
             &format!("{name}.toml"),
-            &deployment.dir.join("index"),
+            &deployment.dir.join("store"),
             free_port().unwrap(),
         );
         let log = deployment.dir.join(format!("{name}.log"));
@@ -317,6 +324,41 @@ impl Processor {
             assert!(
                 exited.is_none() && Instant::now() < deadline,
                 "the events never reached the log ({exited:?})\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until the published splits (as named under `index/<p>/published/`) cover
+    /// `expected` entries in all.
+    async fn wait_for_published(&mut self, store: &Path, expected: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let covered: u64 = std::fs::read_dir(store.join("index"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|partition| {
+                    std::fs::read_dir(partition.path().join("published"))
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter_map(|marker| {
+                            let name = marker.file_name().to_string_lossy().to_string();
+                            name.split('-').nth(1)?.parse::<u64>().ok()
+                        })
+                        .max()
+                        .unwrap_or(0)
+                })
+                .sum();
+            if covered >= expected {
+                return;
+            }
+            let exited = self.child.try_wait().unwrap();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "the events were never indexed ({exited:?})\n{}",
                 self.log_text()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;

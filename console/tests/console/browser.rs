@@ -255,12 +255,14 @@ url = "file://{store}"
 signing_key = "{signer_key}"
 
 [index]
-path = "{index}"
-commit_interval_ms = 200
+scratch_dir = "{index}"
+split_interval_ms = 200
 writer_memory_mb = 20
 
 [evidence]
 listen = "127.0.0.1:{evidence_port}"
+index_cache_dir = "{index}-evidence-cache"
+index_refresh_ms = 300
 verifier_key = "{verifier_key}"
 "#,
         group = broker::unique_name("console-processor"),

@@ -4,29 +4,127 @@ use serde_json::json;
 
 use super::*;
 
-/// Builds one partition's index from entries shaped as the processor stores them.
-fn build(root: &Path, partition: i32, events: &[(i64, &str, &str, &str)]) {
-    let fields = IndexFields::new();
-    let dir = callproof_evidence_format::index_schema::partition_index_dir(root, partition);
-    std::fs::create_dir_all(&dir).unwrap();
-    let index = Index::create_in_dir(&dir, fields.schema.clone()).unwrap();
-    let mut writer: tantivy::IndexWriter = index.writer(15_000_000).unwrap();
-    for (log_index, (time, kind, subject, body)) in events.iter().enumerate() {
-        let entry = json!({"event": {
-            "event_id": format!("e-{partition}-{log_index}"),
-            "call_id": format!("call-{}", log_index / 2),
-            "kind": kind,
-            "time": time,
-            "function": "get_customer",
-            "principal": {"subject": subject, "groups": ["support"]},
-            "request": {"body": body},
-            "masking": if body.contains("REDACTED") { json!([{"detector": "EMAIL", "path": "/request/body", "count": 1}]) } else { json!([]) },
-        }});
-        writer
-            .add_document(fields.document(&entry, partition, log_index as u64))
+/// An object store on the local filesystem, and the runtime the index downloads on.
+struct Store {
+    dir: tempfile::TempDir,
+    store: Arc<dyn ObjectStore>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Store {
+    fn new() -> Store {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("store")).unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(
+            object_store::local::LocalFileSystem::new_with_prefix(dir.path().join("store"))
+                .unwrap(),
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
             .unwrap();
+        Store {
+            dir,
+            store,
+            runtime,
+        }
     }
-    writer.commit().unwrap();
+
+    /// A search index with a cache directory of its own, listing the splits at every search.
+    fn index(&self) -> SearchIndex {
+        self.index_with_cache("cache", u64::MAX)
+    }
+
+    fn index_with_cache(&self, name: &str, bytes: u64) -> SearchIndex {
+        SearchIndex::open(
+            self.store.clone(),
+            self.runtime.handle().clone(),
+            &self.dir.path().join(name),
+            bytes,
+            Duration::ZERO,
+        )
+        .unwrap()
+    }
+
+    /// Writes a split of `events` (event JSON) at log entries `start..`, with `schema`
+    /// (today's, or an older one whose fields are a prefix of it); published if `publish`.
+    fn write_split(
+        &self,
+        partition: i32,
+        start: u64,
+        schema: &tantivy::schema::Schema,
+        events: &[serde_json::Value],
+        publish: bool,
+    ) -> SplitId {
+        let fields = IndexFields::new();
+        let split = SplitId {
+            partition,
+            start,
+            end: start + events.len() as u64,
+            level: 0,
+            id: format!("{:08x}", rand_suffix() as u32),
+        };
+        let dir = tempfile::tempdir_in(self.dir.path()).unwrap();
+        let index = tantivy::Index::create_in_dir(dir.path(), schema.clone()).unwrap();
+        let mut writer: tantivy::IndexWriter = index.writer(15_000_000).unwrap();
+        for (offset, event) in events.iter().enumerate() {
+            writer
+                .add_document(fields.document(
+                    &json!({ "event": event }),
+                    partition,
+                    start + offset as u64,
+                ))
+                .unwrap();
+        }
+        writer.commit().unwrap();
+        writer.wait_merging_threads().unwrap();
+        let bytes =
+            callproof_evidence_format::split::pack_split(dir.path(), &index, &split, 2).unwrap();
+        self.runtime.block_on(async {
+            self.store
+                .put(&split.object_path(), bytes.into())
+                .await
+                .unwrap();
+            if publish {
+                self.store
+                    .put(&split.published_path(), Vec::<u8>::new().into())
+                    .await
+                    .unwrap();
+            }
+        });
+        split
+    }
+
+    fn mark_deleted(&self, split: &SplitId) {
+        self.runtime.block_on(async {
+            self.store
+                .put(&split.deleted_path(), Vec::<u8>::new().into())
+                .await
+                .unwrap();
+        });
+    }
+
+    /// One partition's index of entries shaped as the processor stores them, as one split.
+    fn build(&self, partition: i32, events: &[(i64, &str, &str, &str)]) {
+        let events: Vec<serde_json::Value> = events
+            .iter()
+            .enumerate()
+            .map(|(log_index, (time, kind, subject, body))| {
+                json!({
+                    "event_id": format!("e-{partition}-{log_index}"),
+                    "call_id": format!("call-{}", log_index / 2),
+                    "kind": kind,
+                    "time": time,
+                    "function": "get_customer",
+                    "principal": {"subject": subject, "groups": ["support"]},
+                    "request": {"body": body},
+                    "masking": if body.contains("REDACTED") { json!([{"detector": "EMAIL", "path": "/request/body", "count": 1}]) } else { json!([]) },
+                })
+            })
+            .collect();
+        self.write_split(partition, 0, &IndexFields::new().schema, &events, true);
+    }
 }
 
 fn keys(page: &SearchPage) -> Vec<(i32, u64)> {
@@ -38,7 +136,7 @@ fn keys(page: &SearchPage) -> Vec<(i32, u64)> {
 
 #[test]
 fn cursor_pages_visit_every_hit_once_newest_first_even_with_equal_times() {
-    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new();
     // Many events share a microsecond, across two partitions.
     let events: Vec<(i64, &str, &str, &str)> = (0..37)
         .map(|i| {
@@ -50,9 +148,9 @@ fn cursor_pages_visit_every_hit_once_newest_first_even_with_equal_times() {
             )
         })
         .collect();
-    build(dir.path(), 0, &events);
-    build(dir.path(), 1, &events[..20]);
-    let index = SearchIndex::open(dir.path()).unwrap();
+    store.build(0, &events);
+    store.build(1, &events[..20]);
+    let index = store.index();
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
@@ -74,9 +172,8 @@ fn cursor_pages_visit_every_hit_once_newest_first_even_with_equal_times() {
 
 #[test]
 fn filters_combine_with_the_query_and_time_is_precise_to_the_microsecond() {
-    let dir = tempfile::tempdir().unwrap();
-    build(
-        dir.path(),
+    let store = Store::new();
+    store.build(
         0,
         &[
             (10, "call_received", "ana", "refund for [REDACTED:EMAIL]"),
@@ -85,7 +182,7 @@ fn filters_combine_with_the_query_and_time_is_precise_to_the_microsecond() {
             (13, "call_completed", "ana", "refund done"),
         ],
     );
-    let index = SearchIndex::open(dir.path()).unwrap();
+    let index = store.index();
     let search = |filter: Filter| keys(&index.search(&filter, 10, None).unwrap());
     assert_eq!(
         search(Filter {
@@ -177,12 +274,7 @@ fn cursors_round_trip_and_refuse_garbage() {
 
 #[test]
 fn an_mcp_call_is_found_by_its_server_tool_and_outcome_in_the_query_and_the_filters() {
-    let dir = tempfile::tempdir().unwrap();
-    let fields = IndexFields::new();
-    let index_dir = callproof_evidence_format::index_schema::partition_index_dir(dir.path(), 0);
-    std::fs::create_dir_all(&index_dir).unwrap();
-    let index = Index::create_in_dir(&index_dir, fields.schema.clone()).unwrap();
-    let mut writer: tantivy::IndexWriter = index.writer(15_000_000).unwrap();
+    let store = Store::new();
     let calls = [
         (
             "mcp:crm__get_customer",
@@ -198,6 +290,7 @@ fn an_mcp_call_is_found_by_its_server_tool_and_outcome_in_the_query_and_the_filt
         ),
         ("get_customer", None),
     ];
+    let mut events = Vec::new();
     for (log_index, (function, mcp)) in calls.into_iter().enumerate() {
         let mut event = json!({
             "event_id": format!("e-{log_index}"),
@@ -214,12 +307,12 @@ fn an_mcp_call_is_found_by_its_server_tool_and_outcome_in_the_query_and_the_filt
                 "outcome": outcome,
             });
         }
-        writer
-            .add_document(fields.document(&json!({"event": event}), 0, log_index as u64))
-            .unwrap();
+        events.push(event);
     }
-    writer.commit().unwrap();
-    let index = SearchIndex::open(dir.path()).unwrap();
+    // Two splits: hits are merged across them.
+    store.write_split(0, 0, &IndexFields::new().schema, &events[..2], true);
+    store.write_split(0, 2, &IndexFields::new().schema, &events[2..], true);
+    let index = store.index();
     // Through `q`, the query over the indexed fields, as an auditor searches.
     let found = |query: &str| -> Vec<String> {
         let filter = Filter {
@@ -305,27 +398,6 @@ fn the_mcp_outcome_filter_accepts_exactly_the_schema_outcomes() {
     assert_eq!(outcomes, MCP_OUTCOMES);
 }
 
-/// Writes one partition's index as the processor does, with `schema` (today's, or an older one
-/// whose fields are a prefix of it), from event JSON.
-fn write_index(
-    root: &Path,
-    partition: i32,
-    schema: &tantivy::schema::Schema,
-    events: &[serde_json::Value],
-) {
-    let fields = IndexFields::new();
-    let dir = callproof_evidence_format::index_schema::partition_index_dir(root, partition);
-    std::fs::create_dir_all(&dir).unwrap();
-    let index = Index::create_in_dir(&dir, schema.clone()).unwrap();
-    let mut writer: tantivy::IndexWriter = index.writer(15_000_000).unwrap();
-    for (log_index, event) in events.iter().enumerate() {
-        writer
-            .add_document(fields.document(&json!({ "event": event }), partition, log_index as u64))
-            .unwrap();
-    }
-    writer.commit().unwrap();
-}
-
 /// The schema of index version 1: today's fields without the `mcp_*` ones added last.
 fn schema_v1() -> tantivy::schema::Schema {
     let mut builder = tantivy::schema::Schema::builder();
@@ -351,11 +423,11 @@ fn mcp_event(event_id: &str, time: i64, server: &str) -> serde_json::Value {
 }
 
 /// Regression: a search naming an `mcp_*` field (in `q` or as a filter) over an index written
-/// before those fields panicked in tantivy (a field id past the index's schema), and a reader
-/// kept the schema of the index it was opened on after the processor rebuilt it.
+/// before those fields panicked in tantivy (a field id past the index's schema). A split of an
+/// older schema is searched by its fields until `reindex` replaces it.
 #[test]
-fn an_index_of_an_older_schema_is_searched_by_its_fields_and_reopened_once_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
+fn a_split_of_an_older_schema_is_searched_by_its_fields_until_replaced() {
+    let store = Store::new();
     let old_events = [
         json!({"event_id": "old-0", "call_id": "old-0", "kind": "call_received", "time": 10,
                "function": "get_customer", "principal": {"subject": "ana"},
@@ -364,14 +436,15 @@ fn an_index_of_an_older_schema_is_searched_by_its_fields_and_reopened_once_rebui
                "function": "get_customer", "principal": {"subject": "bo"},
                "request": {"body": "refund"}}),
     ];
-    write_index(dir.path(), 0, &schema_v1(), &old_events);
-    write_index(
-        dir.path(),
+    let old = store.write_split(0, 0, &schema_v1(), &old_events, true);
+    store.write_split(
         1,
+        0,
         &IndexFields::new().schema,
         &[mcp_event("new-0", 12, "crm")],
+        true,
     );
-    let index = SearchIndex::open(dir.path()).unwrap();
+    let index = store.index();
     let ids = |filter: Filter| -> Vec<String> {
         let page = index.search(&filter, 10, None).unwrap();
         let scanned = index.scan(&filter).unwrap().len();
@@ -411,21 +484,106 @@ fn an_index_of_an_older_schema_is_searched_by_its_fields_and_reopened_once_rebui
         Err(SearchError::BadQuery(_))
     ));
 
-    // The processor replaces the old index with one of today's schema at the same path.
-    let old_dir = callproof_evidence_format::index_schema::partition_index_dir(dir.path(), 0);
-    std::fs::rename(&old_dir, dir.path().join("0.set-aside-1")).unwrap();
+    // `reindex` publishes a split of today's schema over the same entries and more, and marks
+    // the old one for deletion.
     let mut rebuilt = old_events.to_vec();
     rebuilt.push(mcp_event("new-1", 13, "crm"));
-    write_index(dir.path(), 0, &IndexFields::new().schema, &rebuilt);
+    store.write_split(0, 0, &IndexFields::new().schema, &rebuilt, true);
+    store.mark_deleted(&old);
     let by_server = Filter {
         mcp_server: Some("crm".into()),
         ..Filter::default()
     };
-    // Found once the directory is listed again (every RESCAN_INTERVAL).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ids(by_server.clone()) != ["new-1", "new-0"] {
-        assert!(Instant::now() < deadline, "{:?}", ids(by_server.clone()));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_eq!(ids(by_server), ["new-1", "new-0"]);
     assert_eq!(ids(Filter::default()), ["new-1", "new-0", "old-1", "old-0"]);
+    assert_eq!(
+        index.searchable().unwrap(),
+        BTreeMap::from([(0, 3), (1, 1)])
+    );
+}
+
+fn event(event_id: &str, time: i64) -> serde_json::Value {
+    json!({"event_id": event_id, "call_id": event_id, "kind": "call_received", "time": time,
+           "function": "get_customer", "request": {"body": "refund"}})
+}
+
+#[test]
+fn only_published_splits_from_entry_zero_are_searched_and_each_answer_says_how_far() {
+    let store = Store::new();
+    let schema = IndexFields::new().schema;
+    let index = store.index();
+    // Complete but not published: not searched.
+    store.write_split(0, 0, &schema, &[event("a", 1), event("b", 2)], false);
+    let page = index.search(&Filter::default(), 10, None).unwrap();
+    assert!(page.hits.is_empty());
+    assert_eq!(page.searchable, BTreeMap::from([(0, 0)]));
+    // Published, but after a gap (entries 0..2 are not published yet): not searched either.
+    store.write_split(0, 2, &schema, &[event("c", 3)], true);
+    let page = index.search(&Filter::default(), 10, None).unwrap();
+    assert!(page.hits.is_empty());
+    assert_eq!(page.searchable, BTreeMap::from([(0, 0)]));
+    // Two indexers built entries 0..2 (a rebalance): both published, each entry found once.
+    store.write_split(0, 0, &schema, &[event("a", 1), event("b", 2)], true);
+    store.write_split(0, 0, &schema, &[event("a", 1), event("b", 2)], true);
+    let page = index.search(&Filter::default(), 10, None).unwrap();
+    let ids: Vec<_> = page
+        .hits
+        .iter()
+        .filter_map(|hit| hit.event_id.clone())
+        .collect();
+    assert_eq!(ids, ["c", "b", "a"]);
+    assert_eq!(page.searchable, BTreeMap::from([(0, 3)]));
+    assert_eq!(index.count(&Filter::default()).unwrap(), 3);
+}
+
+#[test]
+fn the_cache_stays_under_its_bound_and_every_event_is_still_found() {
+    let store = Store::new();
+    let schema = IndexFields::new().schema;
+    let mut expected = Vec::new();
+    for split in 0..8u64 {
+        let events: Vec<_> = (0..20)
+            .map(|i| {
+                let n = split * 20 + i;
+                expected.push(format!("e{n}"));
+                event(&format!("e{n}"), n as i64)
+            })
+            .collect();
+        store.write_split(0, split * 20, &schema, &events, true);
+    }
+    let split_bytes = std::fs::read_dir(store.dir.path().join("store/index/0/splits"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.metadata().unwrap().len())
+        .max()
+        .unwrap();
+    // Room for three splits of the eight.
+    let bound = 3 * split_bytes;
+    let index = store.index_with_cache("small-cache", bound);
+    for _ in 0..2 {
+        let mut found: Vec<String> = index
+            .scan(&Filter::default())
+            .unwrap()
+            .into_iter()
+            .filter_map(|hit| hit.event_id)
+            .collect();
+        found.sort();
+        let mut want = expected.clone();
+        want.sort();
+        assert_eq!(found, want);
+        assert!(
+            index.cache().bytes() <= bound,
+            "{} > {bound}",
+            index.cache().bytes()
+        );
+        let on_disk: u64 = std::fs::read_dir(store.dir.path().join("small-cache"))
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.metadata().unwrap().len())
+            .sum();
+        assert!(on_disk <= bound, "{on_disk} bytes on disk, bound {bound}");
+        assert_eq!(index.cache().len(), 3);
+    }
+    let page = index.search(&Filter::default(), 5, None).unwrap();
+    assert_eq!(page.hits[0].event_id.as_deref(), Some("e159"));
 }

@@ -9,9 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callproof_evidence_format::index_schema;
 use callproof_evidence_format::store::log_prefix;
 use callproof_evidence_format::store::read_entries;
+use callproof_evidence_format::{index_schema, split};
 use callproof_schemas::CallEvent;
 use callproof_tlog::note::{NoteSigner, NoteVerifier};
 use callproof_tlog::store::LogReader;
@@ -116,8 +116,14 @@ impl Deployment {
         self.dir.path().join("store")
     }
 
+    /// The indexer's local scratch directory (the splits are in the store, under `index/`).
     pub fn index_dir(&self) -> PathBuf {
-        self.dir.path().join("index")
+        self.dir.path().join("index-scratch")
+    }
+
+    /// Where the index splits are: `index/` in the store.
+    pub fn splits_dir(&self) -> PathBuf {
+        self.store_dir().join("index")
     }
 
     /// The deployment file; `extra` is appended (e.g. `[[masking.custom]]`).
@@ -158,9 +164,10 @@ url = "file://{store}"
 signing_key_file = "{key}"
 
 [index]
-path = "{index}"
-commit_interval_ms = 500
+scratch_dir = "{index}"
+split_interval_ms = 200
 writer_memory_mb = 20
+gc_grace_secs = 60
 {extra}
 "#,
             brokers = brokers(),
@@ -280,7 +287,8 @@ writer_memory_mb = 20
         }
     }
 
-    /// Waits until the indexes hold `expected` documents (they commit on an interval).
+    /// Waits until the published splits hold `expected` documents (the indexer follows the
+    /// log on an interval).
     pub async fn wait_for_indexed(&self, expected: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
@@ -312,9 +320,29 @@ writer_memory_mb = 20
         }
     }
 
+    /// Searches the splits readers search now (each partition's cover), opened where they are
+    /// in the local store.
     pub fn search(&self, query: &str) -> Vec<index_schema::Hit> {
-        let indexes = index_schema::open_partition_indexes(&self.index_dir()).expect("indexes");
+        let store = self.store();
+        let listing = futures::executor::block_on(split::list_index(&store)).expect("list splits");
+        let mut indexes = Vec::new();
+        for (partition, listing) in listing {
+            for split_id in listing.cover().0 {
+                let path = self.store_dir().join(split_id.object_path().as_ref());
+                indexes.push((partition, split::open_split(&path).expect("split").0));
+            }
+        }
         index_schema::search(&indexes, query, 1_000_000).expect("search")
+    }
+
+    /// How many entries of each partition's log are searchable (the end of its cover).
+    pub fn searchable(&self) -> BTreeMap<i32, u64> {
+        let store = self.store();
+        futures::executor::block_on(split::list_index(&store))
+            .expect("list splits")
+            .into_iter()
+            .map(|(partition, listing)| (partition, listing.cover().1))
+            .collect()
     }
 }
 
