@@ -1,10 +1,10 @@
-//! The callproof evidence API: what auditors read. Search over the processor's index, call
+//! The callproof evidence API: what auditors read. Search over the index splits, call
 //! timelines (replay), inclusion and consistency proofs, the raw tlog-tiles of every log, an
 //! integrity check, SOC 2 reports and evidence bundles that `callproof-verify bundle` checks
 //! offline.
 //!
-//! It only reads: the index is opened with readers that follow the processor's commits, and
-//! the logs through `callproof_tlog::store::LogReader`, which verifies every checkpoint against
+//! It only reads: the index splits are listed and downloaded from the store into a bounded cache
+//! of its own (`search`), and the logs through `callproof_tlog::store::LogReader`, which verifies every checkpoint against
 //! the verifier key. Nothing here holds the signing key or writes to the store.
 //!
 //! [`App::build`] wires the parts from a [`Config`]; [`router`] gives the HTTP API, so tests can

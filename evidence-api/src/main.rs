@@ -4,12 +4,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// The callproof evidence API: search, call timelines, proofs, SOC 2 reports and evidence
-/// bundles for auditors. Read-only over the logs and the index.
+/// bundles for auditors. Read-only over the logs and the index splits in the object store.
 #[derive(Parser)]
 #[command(name = "callproof-evidence", version)]
 struct Args {
-    /// The deployment file (TOML); the evidence API reads `[evidence]`, `[oidc]`, `[storage]`,
-    /// `[index]` and `[functions.*]` (the policies in force, for reports).
+    /// The deployment file (TOML); the evidence API reads `[evidence]`, `[oidc]`, `storage.url`,
+    /// `index.gc_grace_secs` and `[functions.*]` (the policies in force, for reports).
     #[arg(long, env = "CALLPROOF_CONFIG")]
     config: PathBuf,
     /// Log as JSON lines instead of text.
