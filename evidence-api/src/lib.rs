@@ -106,12 +106,17 @@ impl App {
                 evidence.index_cache_dir.display()
             )
         })?;
+        let index = Arc::new(index);
+        spawn_prefetch(
+            index.clone(),
+            std::time::Duration::from_millis(evidence.index_refresh_ms),
+        );
         authenticator.warm_up().await;
         let state = AppState {
             authenticator,
             auditor_groups: evidence.auditor_groups.clone(),
             logs,
-            index: Arc::new(index),
+            index,
             public_url: evidence
                 .public_url
                 .as_deref()
@@ -128,6 +133,24 @@ impl App {
             listen: evidence.listen,
         })
     }
+}
+
+/// Lists the index splits every `refresh` and downloads new ones into the cache ahead of the
+/// searches that need them ([`SearchIndex::prefetch`]); stops with the index's last user.
+fn spawn_prefetch(index: Arc<SearchIndex>, refresh: std::time::Duration) {
+    let index = Arc::downgrade(&index);
+    tokio::spawn(async move {
+        loop {
+            let Some(strong) = index.upgrade() else {
+                return;
+            };
+            let fetched = tokio::task::spawn_blocking(move || strong.prefetch()).await;
+            if let Ok(Err(error)) = fetched {
+                tracing::warn!(%error, "cannot fetch the index splits; searches will try again");
+            }
+            tokio::time::sleep(refresh).await;
+        }
+    });
 }
 
 /// The HTTP API. Every route but `/healthz` requires an auditor (see [`Auditor`]).

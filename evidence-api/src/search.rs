@@ -2,7 +2,8 @@
 //!
 //! The indexers publish each partition's index as immutable splits beside the logs
 //! (`callproof_evidence_format::split`). This lists them again at most every
-//! `evidence.index_refresh_ms` (on the next search after that), takes each partition's cover
+//! `evidence.index_refresh_ms` (on the next search after that, and in the background with
+//! [`SearchIndex::prefetch`]), takes each partition's cover
 //! (the chain of published splits from entry 0, so no entry is searched twice), downloads the
 //! splits it needs into a local cache of its own, bounded by `evidence.index_cache_mb` (least
 //! recently used out first), and searches each split, merging the hits by their sort key. Every
@@ -187,6 +188,8 @@ type Searched = (Vec<Arc<OpenSplit>>, BTreeMap<i32, u64>);
 struct Listing {
     at: Instant,
     covers: BTreeMap<i32, (Vec<SplitId>, u64)>,
+    /// The size in bytes of every split of the covers.
+    bytes: u64,
 }
 
 /// The splits of every partition, from the object store, read-only.
@@ -251,12 +254,23 @@ impl SearchIndex {
             .runtime
             .block_on(list_index(&self.store))
             .map_err(|error| SearchError::Unavailable(error.to_string()))?;
+        let mut bytes = 0;
+        let covers = listed
+            .into_iter()
+            .map(|(partition, listing)| {
+                let cover = listing.cover();
+                bytes += cover
+                    .0
+                    .iter()
+                    .filter_map(|split| listing.object_bytes(split))
+                    .sum::<u64>();
+                (partition, cover)
+            })
+            .collect();
         let listing = Arc::new(Listing {
             at: Instant::now(),
-            covers: listed
-                .into_iter()
-                .map(|(partition, listing)| (partition, listing.cover()))
-                .collect(),
+            covers,
+            bytes,
         });
         if let Ok(mut guard) = self.listing.write() {
             *guard = Some(listing.clone());
@@ -285,6 +299,27 @@ impl SearchIndex {
     /// The partitions that have splits.
     pub fn partition_ids(&self) -> Result<Vec<i32>, SearchError> {
         Ok(self.listing()?.covers.keys().copied().collect())
+    }
+
+    /// Lists the splits if the last listing is older than the refresh interval, and downloads
+    /// those not in the cache yet when they all fit in it, newest first, so that a search finds
+    /// a new split already here. Returns how many splits the cache holds. Run every refresh
+    /// interval by the API.
+    pub fn prefetch(&self) -> Result<usize, SearchError> {
+        let listing = self.listing()?;
+        if listing.bytes <= self.cache.max_bytes {
+            let mut newest_first: Vec<&SplitId> = listing
+                .covers
+                .values()
+                .flat_map(|(cover, _)| cover.iter())
+                .collect();
+            newest_first.sort_by_key(|split| std::cmp::Reverse(split.end));
+            for split in newest_first {
+                self.cache
+                    .open(&self.store, &self.runtime, split, &self.fields)?;
+            }
+        }
+        Ok(self.cache.len())
     }
 
     /// Every split to search, opened (downloaded first if need be), and what they cover.

@@ -559,7 +559,11 @@ fn the_cache_stays_under_its_bound_and_every_event_is_still_found() {
         .unwrap();
     // Room for three splits of the eight.
     let bound = 3 * split_bytes;
+    // Ahead of searches, everything is fetched when it fits, nothing when it does not.
+    let roomy = store.index();
+    assert_eq!(roomy.prefetch().unwrap(), 8);
     let index = store.index_with_cache("small-cache", bound);
+    assert_eq!(index.prefetch().unwrap(), 0);
     for _ in 0..2 {
         let mut found: Vec<String> = index
             .scan(&Filter::default())
