@@ -280,10 +280,14 @@ impl SearchIndex {
 
     /// Lists the splits again now, whatever the refresh interval.
     pub fn refresh(&self) -> Result<BTreeMap<i32, u64>, SearchError> {
+        self.forget_listing();
+        self.searchable()
+    }
+
+    fn forget_listing(&self) {
         if let Ok(mut guard) = self.listing.write() {
             *guard = None;
         }
-        self.searchable()
     }
 
     /// Per partition, how many log entries a search covers now.
@@ -308,6 +312,7 @@ impl SearchIndex {
     pub fn prefetch(&self) -> Result<usize, SearchError> {
         let listing = self.listing()?;
         if listing.bytes <= self.cache.max_bytes {
+            // Newest first: the splits most searches read, and the ones not fetched yet.
             let mut newest_first: Vec<&SplitId> = listing
                 .covers
                 .values()
@@ -329,10 +334,18 @@ impl SearchIndex {
         let mut searchable = BTreeMap::new();
         for (partition, (cover, end)) in &listing.covers {
             for split in cover {
-                splits.push(
-                    self.cache
-                        .open(&self.store, &self.runtime, split, &self.fields)?,
-                );
+                match self
+                    .cache
+                    .open(&self.store, &self.runtime, split, &self.fields)
+                {
+                    Ok(opened) => splits.push(opened),
+                    Err(error) => {
+                        // The listing may be older than the split's removal (a reader that
+                        // slept past the grace period): the next search lists again.
+                        self.forget_listing();
+                        return Err(error);
+                    }
+                }
             }
             searchable.insert(*partition, *end);
         }

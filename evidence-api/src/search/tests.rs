@@ -591,3 +591,43 @@ fn the_cache_stays_under_its_bound_and_every_event_is_still_found() {
     let page = index.search(&Filter::default(), 5, None).unwrap();
     assert_eq!(page.hits[0].event_id.as_deref(), Some("e159"));
 }
+
+/// A reader whose listing names a split that is gone (deleted after its grace period while the
+/// reader was stalled) fails that search with `Unavailable`, and lists again for the next one.
+#[test]
+fn a_split_gone_from_the_store_is_listed_again_after_one_failed_search() {
+    let store = Store::new();
+    let schema = IndexFields::new().schema;
+    let old = store.write_split(0, 0, &schema, &[event("a", 1), event("b", 2)], true);
+    let index = SearchIndex::open(
+        store.store.clone(),
+        store.runtime.handle().clone(),
+        &store.dir.path().join("cache"),
+        u64::MAX,
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    assert_eq!(index.searchable().unwrap(), BTreeMap::from([(0, 2)]));
+    // Replaced (by a rebuild over a longer log) and deleted, before this reader downloaded it.
+    store.write_split(
+        0,
+        0,
+        &schema,
+        &[event("a", 1), event("b", 2), event("c", 3)],
+        true,
+    );
+    store.mark_deleted(&old);
+    store.runtime.block_on(async {
+        for path in [old.object_path(), old.published_path()] {
+            store.store.delete(&path).await.unwrap();
+        }
+    });
+    let first = index.search(&Filter::default(), 10, None);
+    assert!(
+        matches!(first, Err(SearchError::Unavailable(_))),
+        "{first:?}"
+    );
+    let second = index.search(&Filter::default(), 10, None).unwrap();
+    assert_eq!(second.hits.len(), 3);
+    assert_eq!(second.searchable, BTreeMap::from([(0, 3)]));
+}
