@@ -44,7 +44,7 @@ impl Default for ProcessorConfig {
     }
 }
 
-/// `[storage]`: the object store that holds the logs and blobs.
+/// `[storage]`: the object store that holds the logs, the blobs and the index splits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
