@@ -6,3 +6,4 @@ mod gateway;
 mod kafka_tls;
 mod quickstart;
 mod readonly_index;
+mod scale;
