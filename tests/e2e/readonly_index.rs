@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use callproof_schemas::{CallEvent, Decision, EventKind, Principal};
 use callproof_tests::broker::{self, PrivateBroker, free_port};
 use callproof_tests::issuer::TestIssuer;
-use callproof_tests::logged_entries;
 use callproof_tests::process::{Service, binary, wait_for_ok};
+use callproof_tests::{logged_entries, published_entries};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
@@ -330,31 +330,10 @@ impl Processor {
         }
     }
 
-    /// Waits until the published splits (as named under `index/<p>/published/`) cover
-    /// `expected` entries in all.
+    /// Waits until the published splits cover `expected` entries in all.
     async fn wait_for_published(&mut self, store: &Path, expected: u64) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let covered: u64 = std::fs::read_dir(store.join("index"))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|partition| {
-                    std::fs::read_dir(partition.path().join("published"))
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .filter_map(|marker| {
-                            let name = marker.file_name().to_string_lossy().to_string();
-                            name.split('-').nth(1)?.parse::<u64>().ok()
-                        })
-                        .max()
-                        .unwrap_or(0)
-                })
-                .sum();
-            if covered >= expected {
-                return;
-            }
+        while published_entries(store) < expected {
             let exited = self.child.try_wait().unwrap();
             assert!(
                 exited.is_none() && Instant::now() < deadline,

@@ -36,3 +36,28 @@ pub fn logged_entries(store: &std::path::Path) -> u64 {
         })
         .sum()
 }
+
+/// Log entries in published index splits, summed over the partitions of the local store at
+/// `store`: per partition the largest end among the split names under `index/<p>/published/`
+/// (`<start>-<end>-<level>-<id>`). With one indexer per partition, its splits are contiguous
+/// from entry 0, so this is how many entries search reaches.
+pub fn published_entries(store: &std::path::Path) -> u64 {
+    let Ok(partitions) = std::fs::read_dir(store.join("index")) else {
+        return 0;
+    };
+    partitions
+        .flatten()
+        .map(|partition| {
+            std::fs::read_dir(partition.path().join("published"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|marker| {
+                    let name = marker.file_name().to_string_lossy().to_string();
+                    name.split('-').nth(1)?.parse::<u64>().ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .sum()
+}

@@ -280,8 +280,8 @@ verifier_key = "{verifier_key}"
         })
         .await
     });
-    // Every event the gateway published is in the log; then a clean stop, which commits the
-    // index, and the evidence API (its own binary: one metrics recorder per process).
+    // Every event the gateway published is in the log and the index splits; then a clean stop,
+    // and the evidence API (its own binary: one metrics recorder per process).
     let published = published_events(&brokers, &topic);
     for _ in 0..600 {
         if callproof_tests::logged_entries(&store) >= published {
@@ -291,6 +291,14 @@ verifier_key = "{verifier_key}"
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(callproof_tests::logged_entries(&store) >= published);
+    // The indexer in the processor follows the logs: stop once its splits cover them.
+    for _ in 0..600 {
+        if callproof_tests::published_entries(&store) >= published {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(callproof_tests::published_entries(&store) >= published);
     let _ = stop.send(());
     processor.await.unwrap().unwrap();
     let config_file = work.path().join("evidence.toml");
