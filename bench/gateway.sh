@@ -23,23 +23,22 @@
 # threads as callers, at most one per connection): callproof keeps upstream MCP connections per
 # caller, so 16 connections of one caller and of 16 callers differ. Default 1.
 #
-# `--mcp`, first figures (2026-12-02, the 2-core dev machine while other builds ran, load 3-7;
-# 3 rounds of 10 s, medians; p50/p99 in ms, CPU in ms per call):
+# Figures (2026-12-02, the 2-core dev machine while two other engineers' builds ran, load 3-4.5,
+# so the ratios of the same run are what to compare; rps, p50/p99 in ms, CPU in µs per call):
 #
-#   upstream, connections  | direct rps, p50, p99 | callproof rps, p50, p99 | gateway, broker, upstream CPU
-#   Python, 1              | 662, 1.2, 10.4       | 97, 9.4, 36.5           | 1.80, 1.05, 2.47
-#   Python, 16             | 901, 16.2, 88.2      | 393, 38.6, 110.5        | 0.87, 0.43, 1.48
-#   Python, 16, 16 callers | 698, 19.7, 110.2     | 554, 26.1, 112.9        | 0.67, 0.26, 1.30
-#   Rust demo, 1 (nginx)   | 1,725, 0.31, 43.4    | 135, 7.1, 12.6          | 1.73, 0.79, 0.47
-#   Rust demo, 16 (nginx)  | 3,145, 3.3, 47.8     | 1,021, 14.7, 34.5       | 0.64, 0.24, 0.24
+#   path, connections      | direct            | nginx             | callproof          | gateway, broker CPU
+#   function, 1            | 23,295, 0.03, 3.9 | 8,924, 0.09, 4.8  | 964, 0.94, 6.3     | 542, 460
+#   function, 16           | 62,079, 0.17, 7.0 | 22,905, 0.62, 6.9 | 3,450, 4.2, 14.6   | 224, 127
+#   MCP Rust demo, 1       | 7,321, 0.11, 3.3  | 4,013, 0.21, 4.5  | 714, 1.24, 6.5     | 725, 535
+#   MCP Rust demo, 16      | 12,083, 1.2, 7.2  | 8,444, 1.7, 11.1  | 2,411, 6.2, 16.6   | 322, 152
+#   MCP Python SDK, 1      | 986, 0.8, 48      | 651, 1.1, 55      | 230, 3.6, 112      | 1,098, 681 (1 round)
+#   MCP Python SDK, 16     | 765, 17.6, 189    | 828, 17.3, 89     | 638, 23.8, 72      | 623, 341 (1 round)
 #
-# So callproof adds ~7-8 ms at p50 on one connection (the HTTP function path added 6.6 ms in a
-# short run the same day: mostly the two acknowledged Kafka rounds), and serves 0.15x the Python upstream
-# at 1 connection, 0.44x at 16 (0.79x with 16 callers: a caller's calls to an upstream that
-# answers JSON go one at a time: one rmcp client per caller and server, whose worker awaits each
-# POST's JSON answer before it sends the next). The Rust demo server lacks
-# TCP_NODELAY (axum::serve's default), so its direct figures carry delayed-ACK stalls (40 ms
-# p99); it is compared through nginx instead.
+# The function path with less load the same morning (5 s rounds): 1 connection adds 0.80-0.84
+# ms at p50 and 1.2 ms at p99; 16 connections 6,076-6,288 rps (0.14x nginx), 142-149 µs of
+# gateway CPU per call. At 16 connections the machine is saturated (gateway, broker, wrk,
+# upstream), so latency there is 16 / throughput. The Python SDK upstream saturates first (1 ms
+# of its CPU per call): use `--mcp-upstream rust` to measure the gateway.
 #
 # `--approval` measures the approval path (issue 17, item 5): a function whose every call needs
 # one approval. bench/approval_driver.py, with 1 and 16 workers, has each worker make the call
@@ -48,10 +47,14 @@
 # makes plain calls to the upstream directly and through callproof (a function without
 # approval) in the same rounds, as the baseline; the table has each step's p50/p99 too. The
 # approver approves at once, so the figures are callproof's around a decision, not the
-# decision's.
+# decision's. Same day, 3 rounds of 5 s: held 114 ms, decided 112 ms, released 223 ms at p50
+# with one worker (2 held-and-approved calls/s; 26/s with 16): each step waits for the gateway
+# to read its own event back, and Tansu 0.6 answers every fetch only after the consumer's
+# `fetch.wait.max.ms` (100 ms) even when it has data (docs/approvals.md, What it costs).
 #
 # `--kafka-property` sets a librdkafka property of the gateway's producer (`[kafka.properties]`),
-# to measure a setting, e.g. `--kafka-property linger.ms=0`.
+# to measure a setting, e.g. `--kafka-property linger.ms=2` (the default until 2026-12-02: it
+# added 5 ms per call at one connection).
 #
 # Prints, per target and connection count, the medians over the rounds of requests/s, p50 and
 # p99 latency (wrk), and CPU per call of the gateway, of nginx and of the broker (from
