@@ -25,9 +25,12 @@ const N_PARTITIONS: i32 = 4;
 const N_CALLS: usize = 1_000;
 /// Calls produced at once; the stream pauses briefly between chunks.
 const CHUNK_CALLS: usize = 50;
-/// The kill comes once this many chunks are produced (and every partition is searchable), and
-/// the rest of the stream only after it, so the survivor has new events to take over.
+/// The stream stops after this many chunks until the kill (which also waits until every
+/// partition is searchable), so that events come after it...
 const CHUNKS_BEFORE_KILL: usize = 10;
+/// ...and after this many until the survivor owns every partition, so that it has new events
+/// of each to anchor and index.
+const CHUNKS_BEFORE_TAKEOVER: usize = 18;
 /// Generous: the machine may be busy with other tests; nothing here is a timing assertion.
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -75,13 +78,13 @@ async fn two_processors_one_killed_every_event_searchable_once_and_rebuilt_alike
         token: issuer.token("ana-auditor", &["auditor"]),
     };
 
-    // 3. The stream, in the background; it stops after CHUNKS_BEFORE_KILL chunks until the
-    //    kill is done.
+    // 3. The stream, in the background, held at two points (see the constants).
     let calls = calls(N_CALLS);
     let expected: BTreeSet<String> = calls.iter().map(|event| event.event_id.clone()).collect();
     assert_eq!(expected.len(), calls.len());
     let (reached_tx, reached_rx) = tokio::sync::oneshot::channel();
     let (killed_tx, killed_rx) = tokio::sync::oneshot::channel::<()>();
+    let (taken_over_tx, taken_over_rx) = tokio::sync::oneshot::channel::<()>();
     let producing = {
         let kafka = kafka.clone();
         let topic = topic.clone();
@@ -94,12 +97,18 @@ async fn two_processors_one_killed_every_event_searchable_once_and_rebuilt_alike
                 .unwrap();
             let mut reached = Some(reached_tx);
             let mut killed = Some(killed_rx);
+            let mut taken_over = Some(taken_over_rx);
             for (chunk, events) in calls.chunks(CHUNK_CALLS * 3).enumerate() {
                 if chunk == CHUNKS_BEFORE_KILL {
                     let _ = reached.take().map(|reached| reached.send(()));
                     if let Some(killed) = killed.take() {
                         let _ = killed.await;
                     }
+                }
+                if chunk == CHUNKS_BEFORE_TAKEOVER
+                    && let Some(taken_over) = taken_over.take()
+                {
+                    let _ = taken_over.await;
                 }
                 produce(&producer, &topic, events).await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -156,6 +165,9 @@ async fn two_processors_one_killed_every_event_searchable_once_and_rebuilt_alike
         owned(a).len() == N_PARTITIONS as usize
     })
     .await;
+    // The rest of the stream, which only a is left to anchor and index.
+    let logged_at_takeover = deployment.log_sizes();
+    taken_over_tx.send(()).unwrap();
     producing.await.unwrap();
 
     // 7. Everything is logged and searchable: the searchable sizes in the search answers reach
@@ -181,13 +193,15 @@ async fn two_processors_one_killed_every_event_searchable_once_and_rebuilt_alike
         expected.len() as u64,
         "the logs hold more entries than events were produced: {logged:?}"
     );
-    // The survivor anchored and indexed b's partitions after the kill: they grew past where b
-    // left them, and are searchable to their end (checked just above).
+    // The survivor anchored and indexed b's partitions: they grew after it took them over,
+    // and are searchable to their end (checked just above).
     for partition in &taken {
+        let before = logged_at_takeover.get(partition).copied().unwrap_or(0);
         assert!(
-            logged[partition] > logged_at_kill.get(partition).copied().unwrap_or(0),
-            "partition {partition} did not grow after b was killed: {logged_at_kill:?} then \
-             {logged:?}"
+            logged[partition] > before
+                && before >= logged_at_kill.get(partition).copied().unwrap_or(0),
+            "partition {partition} did not grow after a took it over: {logged_at_kill:?} at \
+             the kill, {logged_at_takeover:?} at the takeover, then {logged:?}"
         );
     }
     let hits = auditor.all_hits().await;
