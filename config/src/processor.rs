@@ -110,6 +110,12 @@ pub struct IndexConfig {
     /// A split replaced by a merge (or a rebuild) is deleted this long after it was replaced:
     /// longer than any evidence API's refresh plus its longest query.
     pub gc_grace_secs: u64,
+    /// The logs' verifier key (`name+keyid+base64`, printed by `callproof-processor keygen`),
+    /// with which `callproof-indexer` checks each checkpoint it follows. Set this or
+    /// `verifier_key_file` for `callproof-indexer`; the processor uses its own signing key.
+    pub verifier_key: Option<String>,
+    /// A file holding the verifier key.
+    pub verifier_key_file: Option<String>,
 }
 
 impl Default for IndexConfig {
@@ -124,6 +130,8 @@ impl Default for IndexConfig {
             merge_factor: 10,
             merge_max_entries: 5_000_000,
             gc_grace_secs: 300,
+            verifier_key: None,
+            verifier_key_file: None,
         }
     }
 }
@@ -139,6 +147,29 @@ impl Config {
             value
                 .resolve(&key_path, env)
                 .map_err(|kind| (key_path, kind))?;
+        }
+        // Left only for `callproof-indexer` (`drop_secrets_not_used_by`): the others never read it.
+        if let Some(path) = &self.index.verifier_key_file {
+            let key_path = "index.verifier_key".to_string();
+            if self.index.verifier_key.is_some() {
+                return Err((
+                    key_path.clone(),
+                    ConfigErrorKind::Invalid {
+                        key: key_path,
+                        reason: "and `verifier_key_file` are both set; set one".into(),
+                    },
+                ));
+            }
+            let text = std::fs::read_to_string(path).map_err(|error| {
+                (
+                    key_path.clone(),
+                    ConfigErrorKind::Invalid {
+                        key: key_path.clone(),
+                        reason: format!("cannot read `verifier_key_file` {path}: {error}"),
+                    },
+                )
+            })?;
+            self.index.verifier_key = Some(text.trim().to_string());
         }
         if let Some(log) = &mut self.log {
             let key_path = "log.signing_key".to_string();
@@ -237,6 +268,15 @@ impl Config {
             return Err(invalid(
                 "storage.url",
                 "must be a file:///absolute/path, s3://bucket[/prefix] or memory:/// URL, or a local path",
+            ));
+        }
+        // Parsed by the indexer with the log's own parser; here only the shape.
+        if let Some(key) = &self.index.verifier_key
+            && key.splitn(3, '+').count() != 3
+        {
+            return Err(invalid(
+                "index.verifier_key",
+                "must be a verifier key `name+keyid+base64`, as printed by `callproof-processor keygen`",
             ));
         }
         if let Some(log) = &self.log

@@ -25,6 +25,9 @@ pub enum Service {
     Evidence,
     /// `callproof-console`: `[console]` with its client secret, and `[oidc]`'s issuer.
     Console,
+    /// `callproof-indexer`: `[storage]` with its options (it writes the index splits),
+    /// `[index]` with the logs' verifier key; never the signing key, Kafka or masking secrets.
+    Indexer,
 }
 
 impl Service {
@@ -34,6 +37,7 @@ impl Service {
             Service::Processor => "callproof-processor",
             Service::Evidence => "callproof-evidence",
             Service::Console => "callproof-console",
+            Service::Indexer => "callproof-indexer",
         }
     }
 }
@@ -52,9 +56,16 @@ impl Config {
             self.drop_mcp_secrets();
         }
         if service != Service::Processor {
-            // The signing key, and the store's write credentials.
+            // The signing key: the indexer checks checkpoints with the public half.
             self.log = None;
+        }
+        if !matches!(service, Service::Processor | Service::Indexer) {
+            // The store's write credentials.
             self.storage.options.clear();
+        }
+        if service != Service::Indexer {
+            self.index.verifier_key = None;
+            self.index.verifier_key_file = None;
         }
         if service != Service::Console {
             self.console = None;
@@ -63,9 +74,9 @@ impl Config {
         }
         if service != Service::Evidence {
             self.evidence = None;
-        } else {
-            // The evidence API neither talks to Kafka nor masks: it must not need their
-            // variables set to start.
+        }
+        if matches!(service, Service::Evidence | Service::Indexer) {
+            // Neither talks to Kafka nor masks: they must not need those variables set to start.
             self.kafka.properties.clear();
             self.kafka.brokers = crate::KafkaConfig::default().brokers;
             self.masking.hmac_key = None;
@@ -90,6 +101,13 @@ impl Config {
             Service::Evidence if self.evidence.is_none() => Err(missing("evidence")),
             Service::Console if self.oidc.is_none() => Err(missing("oidc")),
             Service::Console if self.console.is_none() => Err(missing("console")),
+            Service::Indexer if self.index.verifier_key.is_none() => Err((
+                "index.verifier_key".to_string(),
+                ConfigErrorKind::Invalid {
+                    key: "index.verifier_key".to_string(),
+                    reason: "is missing: callproof-indexer checks each checkpoint with the logs' verifier key; set `verifier_key` or `verifier_key_file` (`callproof-processor keygen` prints it)".into(),
+                },
+            )),
             _ => Ok(()),
         }
     }
@@ -297,5 +315,53 @@ storage_options = { aws_secret_access_key = "${READER_SECRET}" }
             assert!(error.contains(section), "{service:?}: {error}");
             assert!(error.contains(service.binary()), "{service:?}: {error}");
         }
+    }
+
+    #[test]
+    fn the_indexer_holds_write_credentials_and_the_verifier_key_never_the_signing_key() {
+        // The shared file names the signing key in a file that does not exist: an indexer that
+        // read it would fail. It needs the public key instead.
+        let (config, looked_up) = load_with(Service::Indexer, &["WRITER_SECRET"]);
+        let error = config.unwrap_err().to_string();
+        assert!(error.contains("index.verifier_key"), "{error}");
+        assert!(error.contains("callproof-processor keygen"), "{error}");
+        assert_eq!(looked_up, ["WRITER_SECRET"]);
+
+        let key = "example.com/log+1a2b3c4d+AQsV8bnJmO9QA3fWq0fKqKh7JdVmb9cNE8lqEGpu6UTh";
+        let source = format!("{SHARED}\n[index]\nverifier_key = \"{key}\"\n");
+        let looked_up = std::cell::RefCell::new(Vec::new());
+        let env = |name: &str| {
+            looked_up.borrow_mut().push(name.to_string());
+            (name == "WRITER_SECRET").then(|| format!("value-of-{name}"))
+        };
+        let config =
+            Config::from_toml_with_env(&source, "deploy.toml", Service::Indexer, &env).unwrap();
+        // Only the store's write credentials were looked up: no Kafka, masking or function
+        // secret, and the signing key's file was never opened (it does not exist).
+        assert_eq!(looked_up.into_inner(), ["WRITER_SECRET"]);
+        assert!(config.log.is_none());
+        assert!(config.evidence.is_none());
+        assert!(config.kafka.properties.is_empty());
+        assert!(config.masking.hmac_key.is_none());
+        assert_eq!(config.index.verifier_key.as_deref(), Some(key));
+        assert_eq!(
+            config.storage.options["aws_secret_access_key"].expose(),
+            "value-of-WRITER_SECRET"
+        );
+
+        // Other services never keep it, nor open its file.
+        let source = format!("{SHARED}\n[index]\nverifier_key_file = \"/nonexistent/verifier\"\n");
+        let config =
+            Config::from_toml_with_env(&source, "deploy.toml", Service::Evidence, &|name| {
+                (name == "READER_SECRET").then(|| "r".to_string())
+            })
+            .unwrap();
+        assert!(config.index.verifier_key.is_none());
+        let error = Config::from_toml_with_env(&source, "deploy.toml", Service::Indexer, &|name| {
+            (name == "WRITER_SECRET").then(|| "w".to_string())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("/nonexistent/verifier"), "{error}");
     }
 }

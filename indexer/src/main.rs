@@ -15,7 +15,7 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(name = "callproof-indexer", version)]
 struct Args {
-    /// The deployment file (TOML): `[storage]`, `[log]` and `[index]`.
+    /// The deployment file (TOML): `[storage]` and `[index]`, with `index.verifier_key`.
     #[arg(long, env = "CALLPROOF_CONFIG")]
     config: PathBuf,
     /// Where `/metrics` (Prometheus) and `/healthz` are served.
@@ -47,22 +47,18 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    // The processor's sections: the store's write credentials and the log's key, of which only
-    // the verifier half is used here (to check the checkpoints it follows).
-    let config =
-        callproof_config::Config::load(&args.config, callproof_config::Service::Processor)?;
-    let key = config
-        .log
-        .as_ref()
-        .and_then(|log| log.signing_key.as_ref())
-        .context("`[log]` is required: the indexer checks each checkpoint with its key")?;
-    let signer: callproof_tlog::note::NoteSigner = key
-        .expose()
-        .trim()
+    // Its own sections: the store's write credentials (it writes the splits) and the logs'
+    // verifier key, with which it checks the checkpoints it follows. Never the signing key.
+    let config = callproof_config::Config::load(&args.config, callproof_config::Service::Indexer)?;
+    let verifier: callproof_tlog::note::NoteVerifier = config
+        .index
+        .verifier_key
+        .as_deref()
+        .context("`index.verifier_key` is required")?
         .parse()
-        .map_err(|_| anyhow::anyhow!("`log.signing_key` is not a usable log signing key"))?;
-    let verifier = signer.verifier();
-    drop(signer);
+        .map_err(|error| {
+            anyhow::anyhow!("`index.verifier_key` is not a log verifier key: {error}")
+        })?;
     let store = callproof_evidence_format::store::open_store(&config.storage)?;
     let settings = Settings::from(&config.index);
     prepare_scratch(&settings.scratch_dir)?;

@@ -22,7 +22,7 @@ async fn the_standalone_indexer_indexes_every_log_it_finds() {
     std::fs::create_dir_all(&store_dir).unwrap();
     let store: Arc<dyn ObjectStore> =
         Arc::new(LocalFileSystem::new_with_prefix(&store_dir).unwrap());
-    let (signer_key, _) = NoteSigner::generate("standalone.test/log").unwrap();
+    let (signer_key, verifier_key) = NoteSigner::generate("standalone.test/log").unwrap();
     let signer: NoteSigner = signer_key.parse().unwrap();
     // Two partitions' logs, as processors elsewhere wrote them.
     let sizes = BTreeMap::from([(0, 25u64), (2, 7u64)]);
@@ -39,7 +39,6 @@ async fn the_standalone_indexer_indexes_every_log_it_finds() {
         append(&mut writer, partition, 0, size).await;
         writers.insert(partition, writer);
     }
-    std::fs::write(dir.path().join("log.key"), format!("{signer_key}\n")).unwrap();
     let config = dir.path().join("indexer.toml");
     std::fs::write(
         &config,
@@ -48,17 +47,20 @@ async fn the_standalone_indexer_indexes_every_log_it_finds() {
 [storage]
 url = "file://{store}"
 
+# The deployment's one file: the processor's signing key is named but does not exist here,
+# so an indexer that tried to read it would not start.
 [log]
 signing_key_file = "{key}"
 
 [index]
+verifier_key = "{verifier_key}"
 scratch_dir = "{scratch}"
 in_process = false
 split_interval_ms = 100
 merge_factor = 2
 "#,
             store = store_dir.display(),
-            key = dir.path().join("log.key").display(),
+            key = dir.path().join("absent-log.key").display(),
             scratch = dir.path().join("scratch").display(),
         ),
     )
