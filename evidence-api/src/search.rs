@@ -786,7 +786,7 @@ impl SplitCache {
         std::fs::rename(&part, &path)
             .map_err(|error| unavailable(format!("{}: {error}", path.display())))?;
         let (index, _manifest) =
-            open_split(&path).map_err(|error| unavailable(error.to_string()))?;
+            open_split(&path, split).map_err(|error| unavailable(error.to_string()))?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)

@@ -323,10 +323,16 @@ pub fn pack_split(
     Ok(bytes)
 }
 
-/// A split object on local disk opened as a tantivy index (read-only), with its manifest.
-pub fn open_split(path: &Path) -> Result<(Index, SplitManifest), FormatError> {
+/// The split object `split` (downloaded to `path` on local disk) opened as a tantivy index
+/// (read-only), with its manifest.
+///
+/// Refused unless the object is the split its name says: the manifest names the same partition,
+/// range and level, and the index holds one document per entry of the range. The name is what
+/// the cover is built from, so a split that said one range and held another (misbuilt, or
+/// swapped in the store) would make entries searchable twice or not at all.
+pub fn open_split(path: &Path, split: &SplitId) -> Result<(Index, SplitManifest), FormatError> {
     let bad = |reason: String| FormatError::Split {
-        name: path.display().to_string(),
+        name: split.name(),
         reason,
     };
     // Memory-mapped: tantivy reads empty ranges of a segment's files, which a plain file handle
@@ -379,6 +385,31 @@ pub fn open_split(path: &Path) -> Result<(Index, SplitManifest), FormatError> {
         files: Arc::new(files),
     };
     let index = Index::open(directory).map_err(|error| bad(error.to_string()))?;
+    let named = (split.partition, split.start, split.end, split.level);
+    let held = (
+        manifest.partition,
+        manifest.start,
+        manifest.end,
+        manifest.level,
+    );
+    if held != named {
+        return Err(bad(format!(
+            "its manifest says partition {}, entries [{}, {}), level {}: not what its name says",
+            held.0, held.1, held.2, held.3
+        )));
+    }
+    let documents: u64 = index
+        .searchable_segment_metas()
+        .map_err(|error| bad(error.to_string()))?
+        .iter()
+        .map(|segment| u64::from(segment.num_docs()))
+        .sum();
+    if documents != split.end - split.start {
+        return Err(bad(format!(
+            "it holds {documents} documents for {} entries",
+            split.end - split.start
+        )));
+    }
     Ok((index, manifest))
 }
 

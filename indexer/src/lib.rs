@@ -308,7 +308,7 @@ impl PartitionIndexer {
         for source in sources {
             let path = work.path().join(format!("{}.split", source.name()));
             download(&self.store, source, &path).await?;
-            paths.push(path);
+            paths.push((path, source.clone()));
         }
         let target = merged.clone();
         let work_dir = work.path().to_path_buf();
@@ -509,12 +509,16 @@ pub fn build_split(
     pack_split(dir.path(), &index, split, SCHEMA_VERSION).map_err(IndexerError::from)
 }
 
-/// Merges the split objects at `paths` into one split `target` (built in `work`). Blocking.
-fn merge_splits(work: &Path, paths: &[PathBuf], target: &SplitId) -> Result<Vec<u8>, IndexerError> {
+/// Merges the split objects `sources` (each downloaded to its path) into one split `target` (built in `work`). Blocking.
+fn merge_splits(
+    work: &Path,
+    sources: &[(PathBuf, SplitId)],
+    target: &SplitId,
+) -> Result<Vec<u8>, IndexerError> {
     let fail = |reason: String| IndexerError::build(target, reason);
-    let indexes = paths
+    let indexes = sources
         .iter()
-        .map(|path| open_split(path).map(|(index, _)| index))
+        .map(|(path, split)| open_split(path, split).map(|(index, _)| index))
         .collect::<Result<Vec<_>, _>>()?;
     let out = work.join("merged");
     std::fs::create_dir_all(&out).map_err(|source| IndexerError::Io {

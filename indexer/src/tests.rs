@@ -93,7 +93,7 @@ impl Fixture {
             if !path.exists() {
                 download(&self.store, split, &path).await.unwrap();
             }
-            indexes.push((0, open_split(&path).unwrap().0));
+            indexes.push((0, open_split(&path, split).unwrap().0));
         }
         search(&indexes, "*", 1_000_000).unwrap()
     }
@@ -147,6 +147,79 @@ async fn a_split_is_searchable_only_once_published() {
     publish(&fixture.store, &split).await.unwrap();
     assert_eq!(fixture.cover().await, (vec![split], 5));
     assert_eq!(indexes_of(&fixture.search_now().await), [0, 1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn a_split_that_is_not_what_its_name_says_is_refused() {
+    let fixture = Fixture::new().await;
+    let built = SplitId {
+        partition: 0,
+        start: 0,
+        end: 5,
+        level: 0,
+        id: "built".into(),
+    };
+    let fields = IndexFields::new();
+    let documents = (0..5).map(|index| {
+        let entry = serde_json::json!({"event": {"event_id": format!("e{index}")}});
+        fields.document(&entry, 0, index)
+    });
+    let settings = fixture.settings(10, Duration::from_secs(3600));
+    let bytes = build_split(&settings.scratch_dir, &built, documents, 15).unwrap();
+    let path = fixture.dir.path().join("built.split");
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(open_split(&path, &built).is_ok());
+    // The same object under the name of another range, partition or level: each would put
+    // its entries at the wrong place of the cover.
+    for (named, refusal) in [
+        (
+            SplitId {
+                end: 9,
+                ..built.clone()
+            },
+            "not what its name says",
+        ),
+        (
+            SplitId {
+                start: 4,
+                end: 9,
+                ..built.clone()
+            },
+            "not what its name says",
+        ),
+        (
+            SplitId {
+                partition: 1,
+                ..built.clone()
+            },
+            "not what its name says",
+        ),
+        (
+            SplitId {
+                level: 1,
+                ..built.clone()
+            },
+            "not what its name says",
+        ),
+    ] {
+        let error = open_split(&path, &named).unwrap_err().to_string();
+        assert!(error.contains(refusal), "{}: {error}", named.name());
+        assert!(error.contains(&named.name()), "{error}");
+    }
+    // A manifest that matches its name over an index that lacks entries of the range.
+    let short = SplitId {
+        id: "short".into(),
+        ..built.clone()
+    };
+    let documents = (0..3).map(|index| {
+        let entry = serde_json::json!({"event": {"event_id": format!("e{index}")}});
+        fields.document(&entry, 0, index)
+    });
+    let bytes = build_split(&settings.scratch_dir, &short, documents, 15).unwrap();
+    let path = fixture.dir.path().join("short.split");
+    std::fs::write(&path, &bytes).unwrap();
+    let error = open_split(&path, &short).unwrap_err().to_string();
+    assert!(error.contains("3 documents for 5 entries"), "{error}");
 }
 
 #[tokio::test]

@@ -130,7 +130,7 @@ merge_factor = 2
     for (partition, listing) in list_index(&store).await.unwrap() {
         for split in listing.cover().0 {
             let path = store_dir.join(split.object_path().as_ref());
-            indexes.push((partition, open_split(&path).unwrap().0));
+            indexes.push((partition, open_split(&path, &split).unwrap().0));
         }
     }
     let mut found: Vec<(i32, u64)> = search(&indexes, "*", 1_000)
