@@ -8,8 +8,8 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bins \
-      -p callproof-ingress -p callproof-processor -p callproof-evidence -p callproof-tlog \
-      -p callproof-demo \
+      -p callproof-ingress -p callproof-processor -p callproof-indexer -p callproof-evidence \
+      -p callproof-tlog -p callproof-demo \
  && mkdir /out \
  && cp target/release/callproof-* /out/ \
  && rm -f /out/*.d
