@@ -53,3 +53,13 @@ if want search; then
 fi
 
 # Figures (2026-12-02):
+#  1. backlog, 100k events (3 runs): consume-only 38,092–39,024 events/s; processor with the
+#     index elsewhere 17,914–22,621 from its start (22,620–32,073 after its first checkpoint,
+#     1.1 cores); index in process 12,757–15,104 (14,949–18,268, 1.5 cores). 300k events (1 run,
+#     load 3.4–4.6): 42,317; elsewhere 18,195 (19,654); in process 12,486 (13,102).
+#  2. at 5,000 events/s: produce → checkpoint p50 225–290 ms, p99 430–740 ms; produce ack →
+#     searchable through the evidence API p50 1.6–1.9 s, p99 2.7–3.3 s (4 runs).
+#  3. indexing on its own: 36,176–41,107 entries/s of 1.2 KiB (3 runs).
+#  4. 1M events, page of 50 newest first (2 runs): splits p99 match-all 21.0–21.1 ms, filtered
+#     4.0–4.3 ms; one local index 19.8–20.0 ms, 3.8–4.9 ms (ratio 0.88–1.07).
+# Details: processor/README.md ("2026-12-02"), evidence-api/README.md ("Figures").

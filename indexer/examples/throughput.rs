@@ -7,8 +7,9 @@
 //!
 //! Measured on 2026-12-02 on the 2-core development machine, 200,000 entries of 1,248 bytes on
 //! average (140-word bodies), two runs: 29,197 and 32,484 entries/s (6.9 s and 6.2 s), two
-//! splits of 100,000. The processor's goal is 20,000 events/s: one indexer keeps up with it on
-//! its own core, off the anchoring path.
+//! splits of 100,000. Rerun later that day (`bench/evidence.sh --only indexer`, then its
+//! binary twice): 41,107, 36,176 and 39,818 entries/s (4.9–5.5 s). The processor's goal is
+//! 20,000 events/s: one indexer keeps up with it on its own core, off the anchoring path.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
