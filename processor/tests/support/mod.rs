@@ -329,7 +329,10 @@ gc_grace_secs = 60
         for (partition, listing) in listing {
             for split_id in listing.cover().0 {
                 let path = self.store_dir().join(split_id.object_path().as_ref());
-                indexes.push((partition, split::open_split(&path, &split_id).expect("split").0));
+                indexes.push((
+                    partition,
+                    split::open_split(&path, &split_id).expect("split").0,
+                ));
             }
         }
         index_schema::search(&indexes, query, 1_000_000).expect("search")
