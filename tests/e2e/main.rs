@@ -2,6 +2,7 @@
 //! broker, a local OIDC issuer and a local function service, checked from the outside with
 //! independent clients.
 
+mod events;
 mod gateway;
 mod kafka_tls;
 mod quickstart;

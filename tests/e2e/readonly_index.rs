@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use callproof_schemas::{CallEvent, Decision, EventKind, Principal};
+use callproof_schemas::{CallEvent, EventKind};
 use callproof_tests::broker::{self, PrivateBroker, free_port};
 use callproof_tests::issuer::TestIssuer;
 use callproof_tests::process::{Service, binary, wait_for_ok};
 use callproof_tests::{logged_entries, published_entries};
+
+use crate::events::{call, now_micros};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
@@ -462,50 +464,6 @@ fn assert_read_only_mount(pid: u32, mount_point: &Path) {
         !own.contains(&format!(" {} ", mount_point.display())),
         "the bind mount leaked out of the evidence API's namespace"
     );
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_micros() as i64)
-        .unwrap_or_default()
-}
-
-/// The events of one call, one kind each, a millisecond apart.
-fn call(call_id: &str, start: i64, kinds: &[EventKind]) -> Vec<CallEvent> {
-    kinds
-        .iter()
-        .enumerate()
-        .map(|(seq, kind)| CallEvent {
-            event_id: uuid::Uuid::now_v7().to_string(),
-            call_id: call_id.to_string(),
-            seq: seq as i32,
-            kind: *kind,
-            time: start + seq as i64 * 1_000,
-            gateway: "ro-index-gateway".into(),
-            function: "lookup_customer".into(),
-            principal: Some(Principal {
-                issuer: "https://issuer.example".into(),
-                subject: "alice".into(),
-                email: None,
-                groups: vec!["support".into()],
-                client_id: Some("agent-app".into()),
-                actor: None,
-                authentication: None,
-            }),
-            request: None,
-            response: None,
-            decision: (*kind == EventKind::CallDenied).then(|| Decision {
-                allowed: false,
-                policy_id: Some("support-read".into()),
-                reason: "group sales may not call lookup_customer".into(),
-            }),
-            approval: None,
-            failure: None,
-            masking: Vec::new(),
-            mcp: None,
-        })
-        .collect()
 }
 
 async fn produce(brokers: &str, topic: &str, partition: i32, events: &[CallEvent]) {

@@ -12,13 +12,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use callproof_schemas::{CallEvent, EventKind, Principal};
+use callproof_schemas::{CallEvent, EventKind};
 use callproof_tests::broker::{self, free_port};
 use callproof_tests::issuer::TestIssuer;
 use callproof_tests::process::{Service, binary, wait_for_ok};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
+
+use crate::events::{call, now_micros};
 
 const N_PARTITIONS: i32 = 4;
 /// Three events each: 3,000 events.
@@ -683,48 +685,20 @@ impl Auditor {
 /// `n_calls` calls of three events each (received, forwarded, completed), a millisecond apart,
 /// every call with an id of its own, so that the keys spread the calls over the partitions.
 fn calls(n_calls: usize) -> Vec<CallEvent> {
-    let start = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64;
+    let start = now_micros();
     let kinds = [
         EventKind::CallReceived,
         EventKind::CallForwarded,
         EventKind::CallCompleted,
     ];
     (0..n_calls)
-        .flat_map(|call| {
-            let call_id = format!("scale-call-{call}-{}", uuid::Uuid::new_v4().simple());
-            kinds.iter().enumerate().map(move |(seq, kind)| CallEvent {
-                event_id: uuid::Uuid::now_v7().to_string(),
-                call_id: call_id.clone(),
-                seq: seq as i32,
-                kind: *kind,
-                time: start + (call * 3 + seq) as i64 * 1_000,
-                gateway: "scale-gateway".into(),
-                function: "lookup_customer".into(),
-                principal: Some(Principal {
-                    issuer: "https://issuer.example".into(),
-                    subject: "alice".into(),
-                    email: None,
-                    groups: vec!["support".into()],
-                    client_id: Some("agent-app".into()),
-                    actor: None,
-                    authentication: None,
-                }),
-                request: None,
-                response: None,
-                decision: None,
-                approval: None,
-                failure: None,
-                masking: Vec::new(),
-                mcp: None,
-            })
+        .flat_map(|n| {
+            let call_id = format!("scale-call-{n}-{}", uuid::Uuid::new_v4().simple());
+            call(&call_id, start + (n * kinds.len()) as i64 * 1_000, &kinds)
         })
         .collect()
 }
 
-/// Produces `events` keyed by call id, as the gateway does, and waits for every ack.
 async fn produce(producer: &FutureProducer, topic: &str, events: &[CallEvent]) {
     let payloads: Vec<(String, Vec<u8>)> = events
         .iter()
