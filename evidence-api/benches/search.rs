@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callproof_evidence::search::{Filter, SearchIndex};
+use callproof_evidence::search::{Filter, SearchIndex, newest_first};
 use callproof_evidence_format::index_schema::IndexFields;
 use callproof_evidence_format::split::{SplitId, list_index};
 use object_store::ObjectStore;
@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tantivy::collector::TopDocs;
 use tantivy::schema::TantivyDocument;
-use tantivy::{Index, IndexReader, IndexWriter, SegmentReader};
+use tantivy::{Index, IndexReader, IndexWriter};
 
 const PARTITIONS: i32 = 4;
 const QUERIES: usize = 1_000;
@@ -317,33 +317,10 @@ fn local_search(index: &SearchIndex, local: &IndexReader, filter: &Filter) -> us
     let query = index.query(filter).expect("query");
     let searcher = local.searcher();
     let top = searcher
-        .search(
-            &query,
-            &TopDocs::with_limit(50).order_by(local_newest_first),
-        )
+        .search(&query, &TopDocs::with_limit(50).order_by(newest_first))
         .expect("search");
     for (_, address) in &top {
         let _: TantivyDocument = searcher.doc(*address).expect("doc");
     }
     top.len()
-}
-
-/// The evidence API's sort key of one split, `(time µs, log index)`: like for like in cost. One
-/// index of several partitions would also need the partition to break ties of the same
-/// microsecond, one fast field more per document.
-fn local_newest_first(segment: &SegmentReader) -> impl FnMut(tantivy::DocId) -> (i64, u64) + use<> {
-    let fast = segment.fast_fields();
-    let time = fast.date("time").ok();
-    let log_index = fast.u64("log_index").ok();
-    move |doc| {
-        (
-            time.as_ref()
-                .and_then(|column| column.first(doc))
-                .map_or(i64::MIN, |time| time.into_timestamp_micros()),
-            log_index
-                .as_ref()
-                .and_then(|column| column.first(doc))
-                .unwrap_or(0),
-        )
-    }
 }

@@ -869,8 +869,9 @@ fn date_term(field: Field, micros: i64) -> Term {
 }
 
 /// The sort key of every document: `(time µs, log index)`, larger first. Within one
-/// partition's index this is a total order, which the cursor relies on.
-fn newest_first(segment: &SegmentReader) -> impl FnMut(tantivy::DocId) -> (i64, u64) + use<> {
+/// partition's index this is a total order, which the cursor relies on. Public for the search
+/// bench, whose local-index baseline sorts the same way.
+pub fn newest_first(segment: &SegmentReader) -> impl FnMut(tantivy::DocId) -> (i64, u64) + use<> {
     let fast = segment.fast_fields();
     let time = fast.date("time").ok();
     let log_index = fast.u64("log_index").ok();
