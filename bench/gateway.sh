@@ -5,7 +5,7 @@
 # it, and callproof-ingress calling it as a function (EdDSA token from the demo issuer, every
 # event acknowledged by the broker at $KAFKA_BROKERS, or a Tansu broker started here).
 #
-#   bench/gateway.sh [--mcp | --approval] [--mcp-upstream python|rust] [--callers N] [--seconds S] [--rounds R] [--kafka-property KEY=VALUE ...]
+#   bench/gateway.sh [--mcp | --approval] [--mcp-upstream python|rust] [--callers N] [--worker-threads N] [--seconds S] [--rounds R] [--kafka-property KEY=VALUE ...]
 #
 # `--mcp` measures an MCP `tools/call` instead (issue 16, item 10; issue 17, item 5). The
 # upstream is the tests' MCP server (tests/mcp/upstream.py, official Python SDK 2.x, answering
@@ -69,16 +69,18 @@ kafka_properties=""
 mode=http
 mcp_upstream=python
 callers=1
+worker_threads=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --mcp) mode=mcp; shift ;;
     --approval) mode=approval; shift ;;
     --mcp-upstream) mode=mcp; mcp_upstream=$2; shift 2 ;;
     --callers) callers=$2; shift 2 ;;
+    --worker-threads) worker_threads=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --kafka-property) kafka_properties+="\"${2%%=*}\" = \"${2#*=}\""$'\n'; shift 2 ;;
-    *) echo "usage: bench/gateway.sh [--mcp | --approval] [--mcp-upstream python|rust] [--callers N] [--seconds S] [--rounds R] [--kafka-property KEY=VALUE ...]" >&2; exit 2 ;;
+    *) echo "usage: bench/gateway.sh [--mcp | --approval] [--mcp-upstream python|rust] [--callers N] [--worker-threads N] [--seconds S] [--rounds R] [--kafka-property KEY=VALUE ...]" >&2; exit 2 ;;
   esac
 done
 
@@ -224,6 +226,7 @@ cat >"$work/gateway.toml" <<EOF
 listen = "127.0.0.1:$gateway_port"
 instance_id = "bench-gateway"
 public_url = "http://127.0.0.1:$gateway_port"
+${worker_threads:+worker_threads = $worker_threads}
 
 [oidc]
 issuer = "http://127.0.0.1:$issuer_port"

@@ -177,6 +177,10 @@ fn bad_values_are_refused_with_reason() {
             "[ingress]\nmax_in_flight = 0\n",
             "ingress.max_in_flight` must be between 1 and",
         ),
+        (
+            "[ingress]\nworker_threads = 0\n",
+            "ingress.worker_threads` must be between 1 and",
+        ),
         ("[kafka.properties]\nacks = \"1\"\n", "must not set `acks`"),
         (
             "[ingress]\nmax_response_bytes = 0\n",
@@ -393,4 +397,14 @@ args.amount > 100 &&
         assert_eq!((line, expression_line, column), (Some(7), 2, 13), "{error}");
         assert!(error.contains("principal.team"), "{error}");
     }
+}
+
+#[test]
+fn the_gateway_leaves_a_core_to_the_kafka_client_unless_told() {
+    let defaults = load("").unwrap().ingress;
+    assert_eq!(defaults.runtime_workers(1), 1);
+    assert_eq!(defaults.runtime_workers(2), 1);
+    assert_eq!(defaults.runtime_workers(8), 7);
+    let configured = load("[ingress]\nworker_threads = 4\n").unwrap().ingress;
+    assert_eq!(configured.runtime_workers(2), 4);
 }

@@ -33,7 +33,12 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.ingress.runtime_workers(cores))
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("callproof-ingress: cannot start the runtime: {error}");
