@@ -23,8 +23,31 @@
 # threads as callers, at most one per connection): callproof keeps upstream MCP connections per
 # caller, so 16 connections of one caller and of 16 callers differ. Default 1.
 #
-# Figures (2026-12-02, the 2-core dev machine while two other engineers' builds ran, load 3-4.5,
-# so the ratios of the same run are what to compare; rps, p50/p99 in ms, CPU in µs per call):
+# A fourth target in every round, `acks`, is the floor under callproof: ingress/benches/acks.rs
+# makes, at the same concurrency, a call's two acknowledged publishes (`call_received` with
+# `call_forwarded`, then `call_completed`, as the gateway publishes them) and nothing else: no
+# HTTP, token, policy, masking or upstream. What callproof adds beyond it is the gateway's own.
+#
+# Figures (2026-12-02 afternoon, the 2-core machine quiet, 3 rounds of 5 s, one runtime thread
+# as by default on 2 cores; rps, p50/p99 in µs, CPU in µs per call):
+#
+#   connections, target | rps     | p50   | p99   | gateway CPU | broker CPU
+#   1, direct           | 16,640  | 73    | 428   |             |
+#   1, nginx            | 11,490  | 90    | 479   |             |
+#   1, callproof        | 1,213   | 791   | 1,620 | 407         | 381
+#   1, acks only        | 1,450   | 645   | 1,501 | 277         | 429
+#   16, direct          | 136,125 | 54    | 3,280 |             |
+#   16, nginx           | 52,178  | 243   | 3,520 |             |
+#   16, callproof       | 5,753   | 2,580 | 6,160 | 149         | 92
+#   16, acks only       | 7,705   | 1,964 | 4,243 | 53          | 101
+#
+# At one connection callproof adds 718 µs at p50 and 1,192 at p99, of which the two
+# acknowledgements alone take 645 µs. At 16 connections it adds 2,526 µs at p50, and the two
+# acknowledgements alone take 1,964 µs and reach 0.148x nginx with nothing else running: Tansu on
+# the same two cores answers a produce in about a millisecond once requests queue, so no gateway
+# could reach 1.5 ms or 0.25x nginx at 16 connections against this broker on this machine.
+#
+# Earlier (morning of 2026-12-02, two runtime threads, other builds running, load 3-4.5):
 #
 #   path, connections      | direct            | nginx             | callproof          | gateway, broker CPU
 #   function, 1            | 23,295, 0.03, 3.9 | 8,924, 0.09, 4.8  | 964, 0.94, 6.3     | 542, 460
@@ -34,11 +57,8 @@
 #   MCP Python SDK, 1      | 986, 0.8, 48      | 651, 1.1, 55      | 230, 3.6, 112      | 1,098, 681 (1 round)
 #   MCP Python SDK, 16     | 765, 17.6, 189    | 828, 17.3, 89     | 638, 23.8, 72      | 623, 341 (1 round)
 #
-# The function path with less load the same morning (5 s rounds): 1 connection adds 0.80-0.84
-# ms at p50 and 1.2 ms at p99; 16 connections 6,076-6,288 rps (0.14x nginx), 142-149 µs of
-# gateway CPU per call. At 16 connections the machine is saturated (gateway, broker, wrk,
-# upstream), so latency there is 16 / throughput. The Python SDK upstream saturates first (1 ms
-# of its CPU per call): use `--mcp-upstream rust` to measure the gateway.
+# The Python SDK upstream saturates first (1 ms of its CPU per call): use `--mcp-upstream rust`
+# to measure the gateway.
 #
 # `--approval` measures the approval path (issue 17, item 5): a function whose every call needs
 # one approval. bench/approval_driver.py, with 1 and 16 workers, has each worker make the call
@@ -51,6 +71,12 @@
 # with one worker (2 held-and-approved calls/s; 26/s with 16): each step waits for the gateway
 # to read its own event back, and Tansu 0.6 answers every fetch only after the consumer's
 # `fetch.wait.max.ms` (100 ms) even when it has data (docs/approvals.md, What it costs).
+#
+# `--worker-threads N` sets `ingress.worker_threads` (default: cores - 1, at least 1). Run
+# alternately with 1 and 2 on the 2-core machine (2 runs each): one thread added 0.63-0.68 ms at
+# p50 at one connection against 0.97-1.06 ms with two, and 384-413 µs of gateway CPU per call
+# against 541-602; at 16 connections the two were within the noise (0.107-0.128x nginx against
+# 0.112-0.119x).
 #
 # `--kafka-property` sets a librdkafka property of the gateway's producer (`[kafka.properties]`),
 # to measure a setting, e.g. `--kafka-property linger.ms=2` (the default until 2026-12-02: it
@@ -95,6 +121,11 @@ fi
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
 cargo build --release -p callproof-ingress -p callproof-demo --bins
 bin="$target_dir/release"
+acks_bin=$(cargo build --release -p callproof-ingress --bench acks --message-format=json-render-diagnostics |
+  python3 -c 'import json, sys
+for message in map(json.loads, sys.stdin):
+    if message.get("reason") == "compiler-artifact" and message["target"]["name"] == "acks" and message.get("executable"):
+        print(message["executable"])')
 
 work=$(mktemp -d)
 pids=()
@@ -427,7 +458,19 @@ for round in $(seq 1 "$rounds"); do
   for connections in 1 16; do
     threads=$((connections < 2 ? 1 : 2))
     if [ "$callers" -gt 1 ]; then threads=$((callers < connections ? callers : connections)); fi
-    for target in direct nginx callproof; do
+    for target in direct nginx callproof acks; do
+      if [ "$target" = acks ]; then
+        # shellcheck disable=SC2086
+        before=$(ticks $broker_pid)
+        read -r rps p50 p99 calls cpu < <(KAFKA_BROKERS=$KAFKA_BROKERS "$acks_bin" \
+          --concurrency "$connections" --seconds "$seconds")
+        # shellcheck disable=SC2086
+        broker=$(( $(ticks $broker_pid) - before ))
+        printf '%s\t%s\tacks\t%s\t%s\t%s\t%s\t0\t%s\t0\n' "$round" "$connections" "$rps" "$p50" "$p99" \
+          "$cpu" "$(python3 -c "print($broker / $(getconf CLK_TCK) / max($calls, 1) * 1e6)")" >>"$results"
+        echo "round $round, $connections connection(s), acks only: ${rps%.*} calls/s" >&2
+        continue
+      fi
       case "$target" in
         direct) url="http://127.0.0.1:$upstream_port$path"; lua=direct ;;
         nginx) url="http://127.0.0.1:$proxy_port$path"; lua=direct ;;
@@ -475,20 +518,23 @@ by = {}
 for round_, connections, target, *values in rows:
     by.setdefault((int(connections), target), []).append([float(v) for v in values])
 med = {key: [statistics.median(column) for column in zip(*values)] for key, values in by.items()}
-print(f"medians over {len(rows) // 6} interleaved rounds" + (", MCP tools/call" if mcp else ""))
+print(f"medians over {len(rows) // 8} interleaved rounds" + (", MCP tools/call" if mcp else ""))
 print("| connections | target | rps | p50 µs | p99 µs | gateway CPU µs/call | nginx CPU µs/call | broker CPU µs/call |"
       + (" upstream CPU µs/call |" if mcp else ""))
 print("|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if mcp else ""))
 for connections in (1, 16):
-    for target in ("direct", "nginx", "callproof"):
+    for target in ("direct", "nginx", "callproof", "acks"):
         rps, p50, p99, gateway, nginx, broker, upstream = med[(connections, target)]
+        ours = target in ("callproof", "acks")
         print(f"| {connections} | {target} | {rps:,.0f} | {p50:,.0f} | {p99:,.0f} | "
-              f"{gateway if target == 'callproof' else 0:,.0f} | "
-              f"{nginx if target == 'nginx' or not mcp and target != 'callproof' else 0:,.0f} | "
-              f"{broker if target == 'callproof' else 0:,.0f} |" + (f" {upstream:,.0f} |" if mcp else ""))
+              f"{gateway if ours else 0:,.0f} | "
+              f"{nginx if target == 'nginx' or not mcp and not ours else 0:,.0f} | "
+              f"{broker if ours else 0:,.0f} |" + (f" {upstream:,.0f} |" if mcp and not target == "acks" else " 0 |" if mcp else ""))
 for connections in (1, 16):
-    direct, nginx, ours = (med[(connections, t)] for t in ("direct", "nginx", "callproof"))
+    direct, nginx, ours, acks = (med[(connections, t)] for t in ("direct", "nginx", "callproof", "acks"))
     print(f"{connections} connection(s): callproof serves {ours[0] / nginx[0]:.3f}x nginx and "
           f"{ours[0] / direct[0]:.3f}x direct; adds {ours[1] - direct[1]:,.0f} µs at p50 and "
-          f"{ours[2] - direct[2]:,.0f} µs at p99 over the direct call")
+          f"{ours[2] - direct[2]:,.0f} µs at p99 over the direct call, of which the two "
+          f"acknowledgements alone take {acks[1]:,.0f} µs at p50 ({acks[0] / nginx[0]:.3f}x nginx "
+          f"with nothing but them)")
 EOF
