@@ -41,6 +41,18 @@
 #   16, callproof       | 5,753   | 2,580 | 6,160 | 149         | 92
 #   16, acks only       | 7,705   | 1,964 | 4,243 | 53          | 101
 #
+# `--mcp-upstream rust` the same afternoon (2 rounds; upstream CPU per call in the last column):
+#
+#   connections, target | rps     | p50   | p99   | gateway CPU | broker CPU | upstream CPU
+#   1, direct           | 7,058   | 133   | 322   |             |            | 142
+#   1, nginx            | 4,777   | 194   | 746   |             |            | 134
+#   1, callproof        | 762     | 1,245 | 2,305 | 663         | 422        | 236
+#   1, acks only        | 1,622   | 580   | 1,385 | 258         | 374        |
+#   16, direct          | 19,144  | 788   | 1,870 |             |            | 76
+#   16, nginx           | 14,095  | 1,060 | 2,535 |             |            | 77
+#   16, callproof       | 3,072   | 5,030 | 9,670 | 260         | 137        | 112
+#   16, acks only       | 8,519   | 1,807 | 3,556 | 50          | 90         |
+#
 # At one connection callproof adds 718 µs at p50 and 1,192 at p99, of which the two
 # acknowledgements alone take 645 µs. At 16 connections it adds 2,526 µs at p50, and the two
 # acknowledgements alone take 1,964 µs and reach 0.148x nginx with nothing else running: Tansu on
