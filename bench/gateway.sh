@@ -41,6 +41,12 @@
 #   16, callproof       | 5,753   | 2,580 | 6,160 | 149         | 92
 #   16, acks only       | 7,705   | 1,964 | 4,243 | 53          | 101
 #
+# At one connection callproof adds 718 µs at p50 and 1,192 at p99, of which the two
+# acknowledgements alone take 645 µs. At 16 connections it adds 2,526 µs at p50, and the two
+# acknowledgements alone take 1,964 µs and reach 0.148x nginx with nothing else running: Tansu on
+# the same two cores answers a produce in about a millisecond once requests queue, so no gateway
+# could reach 1.5 ms or 0.25x nginx at 16 connections against this broker on this machine.
+#
 # `--mcp-upstream rust` the same afternoon (2 rounds; upstream CPU per call in the last column):
 #
 #   connections, target | rps     | p50   | p99   | gateway CPU | broker CPU | upstream CPU
@@ -52,12 +58,6 @@
 #   16, nginx           | 14,095  | 1,060 | 2,535 |             |            | 77
 #   16, callproof       | 3,072   | 5,030 | 9,670 | 260         | 137        | 112
 #   16, acks only       | 8,519   | 1,807 | 3,556 | 50          | 90         |
-#
-# At one connection callproof adds 718 µs at p50 and 1,192 at p99, of which the two
-# acknowledgements alone take 645 µs. At 16 connections it adds 2,526 µs at p50, and the two
-# acknowledgements alone take 1,964 µs and reach 0.148x nginx with nothing else running: Tansu on
-# the same two cores answers a produce in about a millisecond once requests queue, so no gateway
-# could reach 1.5 ms or 0.25x nginx at 16 connections against this broker on this machine.
 #
 # Earlier (morning of 2026-12-02, two runtime threads, other builds running, load 3-4.5):
 #
