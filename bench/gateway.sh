@@ -24,9 +24,10 @@
 # caller, so 16 connections of one caller and of 16 callers differ. Default 1.
 #
 # A fourth target in every round, `acks`, is the floor under callproof: ingress/benches/acks.rs
-# makes, at the same concurrency, a call's two acknowledged publishes (`call_received` with
-# `call_forwarded`, then `call_completed`, as the gateway publishes them) and nothing else: no
-# HTTP, token, policy, masking or upstream. What callproof adds beyond it is the gateway's own.
+# makes, with the gateway's own `[kafka]` and `[ingress]` and at the same concurrency, a call's
+# two acknowledged publishes (`call_received` with `call_forwarded`, then `call_completed`, as
+# the gateway publishes them) and nothing else: no HTTP, token, policy, masking or upstream.
+# What callproof adds beyond it is the gateway's own.
 #
 # Figures (2026-12-02 afternoon, the 2-core machine quiet, 3 rounds of 5 s, one runtime thread
 # as by default on 2 cores; rps, p50/p99 in µs, CPU in µs per call):
@@ -483,8 +484,8 @@ for round in $(seq 1 "$rounds"); do
       if [ "$target" = acks ]; then
         # shellcheck disable=SC2086
         before=$(ticks $broker_pid)
-        read -r rps p50 p99 calls cpu < <(KAFKA_BROKERS=$KAFKA_BROKERS "$acks_bin" \
-          --concurrency "$connections" --seconds "$seconds")
+        read -r rps p50 p99 calls cpu < <(BENCH_FUNCTION_TOKEN=bench-function-token "$acks_bin" \
+          --config "$work/gateway.toml" --concurrency "$connections" --seconds "$seconds")
         # shellcheck disable=SC2086
         broker=$(( $(ticks $broker_pid) - before ))
         printf '%s\t%s\tacks\t%s\t%s\t%s\t%s\t0\t%s\t0\n' "$round" "$connections" "$rps" "$p50" "$p99" \

@@ -6,25 +6,29 @@
 //! is the broker's acknowledgements and how much is the gateway.
 //!
 //! `KAFKA_BROKERS=... cargo bench -p callproof-ingress --bench acks -- --concurrency 16 --seconds 5`
-//! prints one line: calls/s, p50 and p99 of a call in µs, calls, and this process's CPU per call
+//! (or `--config gateway.toml` for a gateway's own `[kafka]` and `[ingress]`) prints one line: calls/s, p50 and p99 of a call in µs, calls, and this process's CPU per call
 //! in µs (the publisher's, librdkafka's threads included).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callproof_config::{IngressConfig, KafkaConfig};
+use std::path::PathBuf;
+
+use callproof_config::{Config, IngressConfig, KafkaConfig, Service};
 use callproof_ingress::events::{CallRecorder, EventPublisher};
 use callproof_schemas::{EventKind, Principal, Request, Response};
 
 struct Args {
     concurrency: usize,
     seconds: u64,
+    config: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         concurrency: 1,
         seconds: 5,
+        config: None,
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
@@ -32,6 +36,7 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--concurrency" => args.concurrency = value()?.parse().map_err(|e| format!("{e}"))?,
             "--seconds" => args.seconds = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--config" => args.config = Some(PathBuf::from(value()?)),
             // cargo bench passes --bench to every harness-less bench.
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
@@ -101,13 +106,24 @@ async fn call(publisher: &EventPublisher, principal: &Principal) {
 
 fn main() {
     let args = parse_args().unwrap_or_else(|error| panic!("{error}"));
-    let kafka = KafkaConfig {
-        brokers: std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
-        ..KafkaConfig::default()
+    // The gateway's own settings when given its file, so that the floor moves with them
+    // (`bench/gateway.sh --kafka-property`, `--worker-threads`).
+    let (kafka, ingress) = match &args.config {
+        Some(path) => {
+            let config = Config::load(path, Service::Ingress).unwrap_or_else(|e| panic!("{e}"));
+            (config.kafka, config.ingress)
+        }
+        None => {
+            let kafka = KafkaConfig {
+                brokers: std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+                ..KafkaConfig::default()
+            };
+            (kafka, IngressConfig::default())
+        }
     };
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(IngressConfig::default().runtime_workers(cores))
+        .worker_threads(ingress.runtime_workers(cores))
         .enable_all()
         .build()
         .expect("a runtime");
