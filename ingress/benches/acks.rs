@@ -6,13 +6,13 @@
 //! is the broker's acknowledgements and how much is the gateway.
 //!
 //! `KAFKA_BROKERS=... cargo bench -p callproof-ingress --bench acks -- --concurrency 16 --seconds 5`
-//! (or `--config gateway.toml` for a gateway's own `[kafka]` and `[ingress]`) prints one line: calls/s, p50 and p99 of a call in µs, calls, and this process's CPU per call
-//! in µs (the publisher's, librdkafka's threads included).
-
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+//! (or `--config gateway.toml` for a gateway's own `[kafka]` and `[ingress]`) prints one line:
+//! calls/s, p50 and p99 of a call in µs, calls, and this process's CPU per call in µs (the
+//! publisher's, librdkafka's threads included).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use callproof_config::{Config, IngressConfig, KafkaConfig, Service};
 use callproof_ingress::events::{CallRecorder, EventPublisher};
@@ -121,12 +121,7 @@ fn main() {
             (kafka, IngressConfig::default())
         }
     };
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(ingress.runtime_workers(cores))
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let runtime = callproof_ingress::runtime(&ingress).expect("a runtime");
     runtime.block_on(async move {
         let publisher = EventPublisher::new(&kafka, "bench-acks").expect("a producer");
         let principal = Arc::new(caller());

@@ -263,6 +263,20 @@ async fn metrics(State(app): State<Arc<AppState>>) -> String {
     app.metrics.render()
 }
 
+/// The runtime the gateway serves on, sized by [`IngressConfig::runtime_workers`] for this
+/// machine's cores.
+///
+/// [`IngressConfig::runtime_workers`]: callproof_config::IngressConfig::runtime_workers
+pub fn runtime(
+    ingress: &callproof_config::IngressConfig,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(ingress.runtime_workers(cores))
+        .enable_all()
+        .build()
+}
+
 /// Serves the gateway until ctrl-c or SIGTERM, then drains in-flight calls and events.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let app = App::build(config).await?;

@@ -33,12 +33,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.ingress.runtime_workers(cores))
-        .enable_all()
-        .build()
-    {
+    let runtime = match callproof_ingress::runtime(&config.ingress) {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("callproof-ingress: cannot start the runtime: {error}");
