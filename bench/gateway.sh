@@ -553,7 +553,7 @@ for connections in (1, 16):
         print(f"| {connections} | {target} | {rps:,.0f} | {p50:,.0f} | {p99:,.0f} | "
               f"{gateway if ours else 0:,.0f} | "
               f"{nginx if target == 'nginx' or not mcp and not ours else 0:,.0f} | "
-              f"{broker if ours else 0:,.0f} |" + (f" {upstream:,.0f} |" if mcp and not target == "acks" else " 0 |" if mcp else ""))
+              f"{broker if ours else 0:,.0f} |" + (f" {upstream:,.0f} |" if mcp else ""))
 for connections in (1, 16):
     direct, nginx, ours, acks = (med[(connections, t)] for t in ("direct", "nginx", "callproof", "acks"))
     print(f"{connections} connection(s): callproof serves {ours[0] / nginx[0]:.3f}x nginx and "
